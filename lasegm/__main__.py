@@ -1,0 +1,3 @@
+from lasegm.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,158 @@
+"""`lasegm <command>`: download, analyze, split, train, evaluate, predict, sweep."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from lasegm import LasegmError, __version__
+from lasegm.config import add_config_flags, config_from_args
+
+DATA_HELP = "MSD task folder with imagesTr/ labelsTr/ (default: $LASEGM_DATA)"
+SPLIT_DEFAULT = "splits/split.json"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lasegm", description="Left-atrium segmentation of cardiac MRI "
+                                "(Decathlon Task02_Heart) with 2D PSPNet / FPN / U-Net.")
+    p.add_argument("--version", action="version", version=f"lasegm {__version__}")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    d = sub.add_parser("download", help="fetch, verify and unpack Task02_Heart")
+    d.add_argument("--dest", default="data", help="folder to unpack into (default: data)")
+    d.add_argument("--archive", help="use an already downloaded Task02_Heart.tar instead of fetching")
+    d.add_argument("--url", default=None, help="override the download address")
+    d.add_argument("--md5", default=None, help="override the expected md5")
+
+    a = sub.add_parser("analyze", help="per-case statistics, duplicate scans, a patient figure")
+    a.add_argument("--data", help=DATA_HELP)
+    a.add_argument("--out", default="runs/analysis", help="output folder (default: runs/analysis)")
+    a.add_argument("--case", help="case shown in the figure (default: the first)")
+
+    s = sub.add_parser("split", help="write the fixed patient-level train/val/test split")
+    s.add_argument("--data", help=DATA_HELP)
+    s.add_argument("--split_file", "--split-file", default=SPLIT_DEFAULT, help=f"(default: {SPLIT_DEFAULT})")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--val_fraction", type=float, default=0.15)
+    s.add_argument("--test_fraction", type=float, default=0.25)
+    s.add_argument("--force", action="store_true", help="replace an existing, different split")
+
+    t = sub.add_parser("train", help="train one model (flags = config fields, for wandb agent)")
+    add_config_flags(t)
+
+    e = sub.add_parser("evaluate", help="per-patient 3D Dice, IoU, HD95, volumes on a split part")
+    e.add_argument("--checkpoint", required=True, help="checkpoint folder (model.safetensors + config.json)")
+    e.add_argument("--data", help=DATA_HELP)
+    e.add_argument("--split_file", "--split-file", default=SPLIT_DEFAULT)
+    e.add_argument("--split", default="test", choices=("train", "val", "test"), help="part to evaluate")
+    e.add_argument("--out", help="output folder (default: runs/evaluate/<checkpoint>-<split>)")
+    e.add_argument("--device", default="auto")
+
+    r = sub.add_parser("predict", help="segment one scan and write a NIfTI mask in its space")
+    r.add_argument("--checkpoint", required=True)
+    r.add_argument("--input", required=True, help="scan (.nii or .nii.gz)")
+    r.add_argument("--output", required=True, help="mask to write (.nii.gz)")
+    r.add_argument("--label", help="ground truth, for metrics and the overlay's contour")
+    r.add_argument("--overlay", help="PNG grid of slices with the prediction")
+    r.add_argument("--animation", help="GIF through the volume")
+    r.add_argument("--device", default="auto")
+
+    w = sub.add_parser("sweep", help="run a W&B sweep YAML locally, without a W&B server")
+    w.add_argument("sweep_yaml")
+    w.add_argument("--count", type=int, default=4, help="number of trials")
+    w.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="fixed train flags added to every trial (e.g. data=... epochs=2)")
+    w.add_argument("--out", default="runs/sweeps", help="folder for trial runs and the ranking")
+    return p
+
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except LasegmError as e:
+        print(f"lasegm {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args) -> int:
+    quiet = args.quiet
+    if args.command == "download":
+        from lasegm.download import TASK02_MD5, TASK02_URL, run_download
+
+        path = run_download(args.dest, url=args.url or TASK02_URL, md5=args.md5 or TASK02_MD5,
+                            archive=args.archive, quiet=quiet)
+        print(f"Task02_Heart ready at {path}  (use --data {path})")
+    elif args.command == "analyze":
+        from lasegm.analyze import format_table, run_analyze
+
+        report = run_analyze(args.data or _env_data(), args.out, args.case, quiet=quiet)
+        print(format_table(report["cases"]))
+        t = report["totals"]
+        print(f"\n{t['cases']} cases, {t['slices']} slices ({t['slices_with_atrium']} with atrium, "
+              f"{t['empty_slices']} empty); atrium {t['atrium_ml_min']}-{t['atrium_ml_max']} mL "
+              f"(mean {t['atrium_ml_mean']}); shapes {t['shapes']}; spacings {t['spacings_mm']}")
+        if report["duplicates"]:
+            print("DUPLICATE SCANS (kept in the same split part):")
+            for d in report["duplicates"]:
+                print(f"  {d['a']} ~ {d['b']}: {d['kind']} (thumbnail correlation {d['thumbnail_correlation']})")
+        else:
+            print("no duplicate scans found")
+        print(f"wrote {args.out}/analysis.json, analysis.csv and {report['figure']}")
+    elif args.command == "split":
+        from lasegm.analyze import scan_dataset
+        from lasegm.split import make_split, save_split
+
+        report = scan_dataset(args.data or _env_data(), quiet=quiet)
+        split = make_split([r["case"] for r in report["cases"]], report["duplicate_groups"], args.seed,
+                           args.val_fraction, args.test_fraction)
+        save_split(args.split_file, split, force=args.force)
+        for part in ("train", "val", "test"):
+            print(f"{part:5s} ({len(split[part]):2d}): {' '.join(split[part])}")
+        if split["duplicate_groups"]:
+            print(f"duplicate groups kept together: {split['duplicate_groups']}")
+        print(f"wrote {args.split_file}")
+    elif args.command == "train":
+        from lasegm.train import train
+
+        cfg = config_from_args(args)
+        summary = train(cfg, quiet=quiet)
+        print(f"best val 3D Dice {summary['best_val_dice_3d']:.4f} at epoch {summary['best_epoch']}; "
+              f"{summary['training_time_s']:.0f}s; checkpoint {summary['checkpoint']}")
+    elif args.command == "evaluate":
+        from lasegm.evaluate import report_table, run_evaluate
+
+        result = run_evaluate(args.checkpoint, out_dir=args.out, data=args.data or _env_data(),
+                              split_file=args.split_file, part=args.split, device=args.device, quiet=quiet)
+        print(report_table(result))
+        d = result["summary"]["dice"]
+        print(f"{result['arch']} on {args.split} ({d['n']} patients): 3D Dice {d['mean']:.4f} ± {d['std']:.4f}; "
+              f"wrote {result['out_dir']}/evaluation.json and .csv")
+    elif args.command == "predict":
+        from lasegm.predict import run_predict
+
+        res = run_predict(args.checkpoint, args.input, args.output, label=args.label, overlay=args.overlay,
+                          animation=args.animation, device=args.device, quiet=quiet)
+        msg = f"wrote {res['output']} ({res['volume_ml']:.1f} mL atrium, {res['seconds']:.2f}s)"
+        if "dice" in res:
+            hd = res["hd95_mm"]
+            msg += f"; 3D Dice {res['dice']:.4f}, HD95 {hd:.2f} mm" if math.isfinite(hd) else f"; 3D Dice {res['dice']:.4f}"
+        print(msg)
+    elif args.command == "sweep":
+        from lasegm.sweep import run_local_sweep
+
+        run_local_sweep(args.sweep_yaml, count=args.count, fixed=args.set, out_dir=args.out, quiet=quiet)
+    return 0
+
+
+def _env_data():
+    from lasegm.data import default_data_dir
+
+    return default_data_dir()

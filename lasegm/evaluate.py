@@ -1,0 +1,56 @@
+"""Stage 5: per-patient 3D metrics of a checkpoint on one part of the saved split."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from lasegm.analyze import format_table
+from lasegm.data import default_data_dir, find_cases, load_case
+from lasegm.metrics import case_metrics, slice_dice, summarize
+from lasegm.predict import Segmenter
+from lasegm.split import split_cases, split_hash
+from lasegm.utils import write_csv, write_json
+
+METRICS = ["dice", "iou", "hd95_mm", "volume_pred_ml", "volume_true_ml", "volume_error_ml", "dice_slice", "seconds"]
+
+
+def evaluate(checkpoint, data=None, split_file="splits/split.json", part="test", device="auto",
+             quiet=False) -> dict:
+    seg = Segmenter(checkpoint, device=device)
+    cases = split_cases(split_file, find_cases(data or default_data_dir()))[part]
+    if seg.config.get("split_sha256") and seg.config["split_sha256"] != split_hash(split_file):
+        print(f"warning: {checkpoint} was trained with a different split file than {split_file}")
+    rows = []
+    for case in tqdm(cases, desc=f"evaluating {part}", unit="patient", disable=quiet):
+        vol = load_case(case)
+        t0 = time.perf_counter()
+        mask = seg.segment(vol.image)
+        seconds = time.perf_counter() - t0
+        rows.append({"case": case.case_id, **case_metrics(mask, vol.label, vol.spacing),
+                     "dice_slice": slice_dice(np.moveaxis(mask, 2, 0), np.moveaxis(vol.label, 2, 0)),
+                     "seconds": seconds})
+    return {"checkpoint": str(checkpoint), "arch": seg.arch, "split_file": str(split_file), "part": part,
+            "device": str(seg.device), "per_patient": rows, "summary": summarize(rows, METRICS)}
+
+
+def report_table(result: dict) -> str:
+    rows = result["per_patient"]
+    s = result["summary"]
+    mean = {"case": "mean", **{k: s[k]["mean"] for k in METRICS}}
+    std = {"case": "std", **{k: s[k]["std"] for k in METRICS}}
+    note = ("3D metrics per patient volume; dice_slice = mean 2D Dice over slices with atrium "
+            "(per-slice, shown for reference)")
+    return format_table(rows + [mean, std], ["case", *METRICS]) + "\n" + note
+
+
+def run_evaluate(checkpoint, out_dir=None, **kwargs) -> dict:
+    result = evaluate(checkpoint, **kwargs)
+    out_dir = Path(out_dir) if out_dir else Path("runs") / "evaluate" / f"{Path(checkpoint).name}-{result['part']}"
+    write_json(out_dir / "evaluation.json", result)
+    write_csv(out_dir / "evaluation.csv", result["per_patient"])
+    result["out_dir"] = str(out_dir)
+    return result

@@ -1,0 +1,87 @@
+"""Overlap and distance metrics on binary 3D masks, in physical units where relevant.
+
+Conventions (as in the Decathlon / nnU-Net evaluation):
+- Dice and IoU of two empty masks are 1 (nothing to find, nothing found).
+- HD95 is the 95th percentile of the symmetric surface distances (both directions pooled,
+  like medpy's hd95) in mm; 0 when both masks are empty, inf when exactly one is.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import ndimage
+
+
+def dice(pred: np.ndarray, gt: np.ndarray) -> float:
+    pred, gt = pred.astype(bool), gt.astype(bool)
+    denom = pred.sum() + gt.sum()
+    return 1.0 if denom == 0 else float(2.0 * np.logical_and(pred, gt).sum() / denom)
+
+
+def iou(pred: np.ndarray, gt: np.ndarray) -> float:
+    pred, gt = pred.astype(bool), gt.astype(bool)
+    union = np.logical_or(pred, gt).sum()
+    return 1.0 if union == 0 else float(np.logical_and(pred, gt).sum() / union)
+
+
+def _surface(mask: np.ndarray) -> np.ndarray:
+    return mask & ~ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(mask.ndim, 1))
+
+
+def hd95(pred: np.ndarray, gt: np.ndarray, spacing=None) -> float:
+    pred, gt = pred.astype(bool), gt.astype(bool)
+    if not pred.any() and not gt.any():
+        return 0.0
+    if not pred.any() or not gt.any():
+        return math.inf
+    spacing = tuple(spacing) if spacing is not None else (1.0,) * pred.ndim
+    # Crop to the joint bounding box (plus a margin) so the distance transforms stay small.
+    box = ndimage.find_objects((pred | gt).astype(np.uint8))[0]
+    box = tuple(slice(max(s.start - 2, 0), s.stop + 2) for s in box)
+    sp, sg = _surface(pred[box]), _surface(gt[box])
+    dist_to_gt = ndimage.distance_transform_edt(~sg, sampling=spacing)
+    dist_to_pred = ndimage.distance_transform_edt(~sp, sampling=spacing)
+    distances = np.concatenate([dist_to_gt[sp], dist_to_pred[sg]])
+    return float(np.percentile(distances, 95))
+
+
+def volume_ml(mask: np.ndarray, spacing) -> float:
+    return float(mask.astype(bool).sum() * np.prod(spacing) / 1000.0)
+
+
+def case_metrics(pred: np.ndarray, gt: np.ndarray, spacing) -> dict:
+    pv, gv = volume_ml(pred, spacing), volume_ml(gt, spacing)
+    return {
+        "dice": dice(pred, gt),
+        "iou": iou(pred, gt),
+        "hd95_mm": hd95(pred, gt, spacing),
+        "volume_pred_ml": pv,
+        "volume_true_ml": gv,
+        "volume_error_ml": pv - gv,
+    }
+
+
+def slice_dice(pred_zxy: np.ndarray, gt_zxy: np.ndarray) -> float:
+    """Mean 2D Dice over slices that contain atrium in the ground truth or the prediction."""
+    scores = [dice(p, g) for p, g in zip(pred_zxy, gt_zxy) if p.any() or g.any()]
+    return float(np.mean(scores)) if scores else 1.0
+
+
+def summarize(rows: list[dict], keys=None) -> dict:
+    """mean / std / min / max per metric; infinite HD95 values are counted, not averaged."""
+    keys = keys or [k for k in rows[0] if isinstance(rows[0][k], (int, float)) and not isinstance(rows[0][k], bool)]
+    out = {}
+    for k in keys:
+        vals = np.array([r[k] for r in rows], dtype=float)
+        finite = vals[np.isfinite(vals)]
+        out[k] = {
+            "mean": float(finite.mean()) if finite.size else math.nan,
+            "std": float(finite.std()) if finite.size else math.nan,
+            "min": float(finite.min()) if finite.size else math.nan,
+            "max": float(finite.max()) if finite.size else math.nan,
+            "n": int(vals.size),
+            "n_infinite": int((~np.isfinite(vals)).sum()),
+        }
+    return out

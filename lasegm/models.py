@@ -1,0 +1,145 @@
+"""Stage 2: one name -> class table, one build_model(), and safe checkpoints.
+
+A checkpoint is a folder: `model.safetensors` (weights, never pickled) + `config.json`
+(everything needed to rebuild the model and its preprocessing, plus provenance and metrics).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import segmentation_models_pytorch as smp
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from lasegm import LasegmError, __version__
+from lasegm.utils import atomic_dir, sha256_file
+
+ARCHITECTURES: dict[str, type[torch.nn.Module]] = {
+    "pspnet": smp.PSPNet,
+    "fpn": smp.FPN,
+    "unet": smp.Unet,
+    "unetplusplus": smp.UnetPlusPlus,  # a U-Net variant with nested skip connections
+}
+CHECKPOINT_FORMAT = "lasegm.checkpoint/1"
+WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
+
+
+def model_kwargs(arch: str, encoder: str, in_channels: int, decoder_width: int = 0,
+                 encoder_depth: int = 0, decoder_attention: str = "none") -> dict:
+    """Map lasegm's architecture-neutral options onto each smp class's own argument names.
+
+    0 means "the architecture's default" so one config serves all models.
+    """
+    if arch not in ARCHITECTURES:
+        raise LasegmError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
+    if encoder not in smp.encoders.get_encoder_names() and not encoder.startswith("tu-"):
+        raise LasegmError(f"unknown encoder {encoder!r} (see segmentation_models_pytorch's encoder list)")
+    kw: dict = {"encoder_name": encoder, "in_channels": in_channels, "classes": 1}
+    if encoder_depth:
+        kw["encoder_depth"] = encoder_depth
+    if arch in ("unet", "unetplusplus"):
+        depth = encoder_depth or 5
+        if decoder_width:
+            kw["decoder_channels"] = [max(decoder_width >> i, 4) for i in range(depth)]
+        elif encoder_depth:
+            kw["decoder_channels"] = [256, 128, 64, 32, 16][:depth]
+        if decoder_attention != "none":
+            kw["decoder_attention_type"] = decoder_attention
+    elif decoder_attention != "none":
+        raise LasegmError(f"--decoder_attention applies to U-Net models only, not {arch}")
+    elif arch == "fpn" and decoder_width:
+        # the segmentation head uses GroupNorm(32): keep its width a multiple of 32
+        kw.update(decoder_pyramid_channels=decoder_width,
+                  decoder_segmentation_channels=max(decoder_width // 2 // 32 * 32, 32))
+    elif arch == "pspnet" and decoder_width:
+        kw["psp_out_channels"] = decoder_width
+    return kw
+
+
+def build_model(arch: str, kwargs: dict, encoder_weights: str | None = None) -> torch.nn.Module:
+    try:
+        return ARCHITECTURES[arch](encoder_weights=encoder_weights, **kwargs)
+    except KeyError:
+        raise LasegmError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}") from None
+    except Exception as e:  # smp raises plain errors for bad depths, missing weights, no internet
+        if encoder_weights:
+            raise LasegmError(
+                f"could not load {encoder_weights!r} weights for encoder {kwargs.get('encoder_name')!r} "
+                f"(they are downloaded on first use; offline, use --encoder_weights none): {e}"
+            ) from None
+        raise LasegmError(f"cannot build {arch} with {kwargs}: {e}") from None
+
+
+def save_checkpoint(out_dir: str | Path, model: torch.nn.Module, meta: dict, half: bool = False) -> Path:
+    """Write weights + config atomically: a crash never leaves a half-written checkpoint."""
+    out_dir = Path(out_dir)
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in model.state_dict().items()
+    }
+    with atomic_dir(out_dir) as tmp:
+        save_file(state, str(tmp / WEIGHTS_FILE))
+        config = {
+            "format": CHECKPOINT_FORMAT,
+            "lasegm_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "weights_dtype": "float16" if half else "float32",
+            **meta,
+            "weights_sha256": sha256_file(tmp / WEIGHTS_FILE),
+        }
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    return out_dir
+
+
+def read_checkpoint_config(ckpt_dir: str | Path) -> dict:
+    ckpt_dir = Path(ckpt_dir)
+    cfg_path = ckpt_dir / CONFIG_FILE
+    if not ckpt_dir.is_dir():
+        raise LasegmError(f"{ckpt_dir}: checkpoint folder not found")
+    for p in (cfg_path, ckpt_dir / WEIGHTS_FILE):
+        if not p.is_file():
+            raise LasegmError(f"{p}: missing; a checkpoint holds {WEIGHTS_FILE} and {CONFIG_FILE}")
+    try:
+        config = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LasegmError(f"{cfg_path}: not valid JSON ({e})") from None
+    if not isinstance(config, dict) or config.get("format") != CHECKPOINT_FORMAT:
+        raise LasegmError(f"{cfg_path}: not a lasegm checkpoint config (format must be {CHECKPOINT_FORMAT})")
+    for key in ("arch", "model_kwargs", "preprocessing"):
+        if key not in config:
+            raise LasegmError(f"{cfg_path}: missing key {key!r}")
+    return config
+
+
+def load_checkpoint(ckpt_dir: str | Path, expected_arch: str | None = None,
+                    device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """Rebuild the model from config.json and load its weights; no pickle is involved."""
+    ckpt_dir = Path(ckpt_dir)
+    config = read_checkpoint_config(ckpt_dir)
+    arch = config["arch"]
+    if expected_arch and arch != expected_arch:
+        raise LasegmError(f"{ckpt_dir}: checkpoint is a {arch} model, expected {expected_arch}")
+    weights = ckpt_dir / WEIGHTS_FILE
+    expected_sha = config.get("weights_sha256")
+    if expected_sha and sha256_file(weights) != expected_sha:
+        raise LasegmError(f"{weights}: weights do not belong to this config.json (sha256 mismatch)")
+    model = build_model(arch, config["model_kwargs"])
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise LasegmError(f"{weights}: unreadable safetensors file ({e})") from None
+    reference = model.state_dict()
+    state = {k: v.to(reference[k].dtype) if k in reference else v for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if "\n" in str(e) else str(e)
+        raise LasegmError(
+            f"{weights}: weights do not fit the {arch}/{config['model_kwargs'].get('encoder_name')} "
+            f"model in {CONFIG_FILE} (from another model?): {first[:200]}"
+        ) from None
+    return model.to(device).eval(), config

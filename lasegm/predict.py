@@ -1,0 +1,136 @@
+"""Stage 4: segment whole volumes with a checkpoint and write masks in the scan's own space."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import nibabel as nib
+import numpy as np
+import torch
+from scipy import ndimage
+
+from lasegm.data import Volume, load_volume, normalize, restore_slices, stack_context, to_model_slices
+from lasegm.models import load_checkpoint
+from lasegm.utils import atomic_path, resolve_device
+
+
+@torch.no_grad()
+def predict_slices(model: torch.nn.Module, slices: np.ndarray, context: int, device: torch.device,
+                   batch_size: int = 16, tta: bool = False,
+                   progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """Foreground probability for every slice of a (Z, S, S) normalised stack -> (Z, S, S) on CPU."""
+    model.eval()
+    vol = torch.from_numpy(np.asarray(slices, dtype=np.float32))
+    out = torch.empty(vol.shape, dtype=torch.float32)
+    n = len(vol)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
+    for start in range(0, n, batch_size):
+        zs = range(start, min(start + batch_size, n))
+        x = torch.stack([stack_context(vol, z, context) for z in zs]).to(device)
+        with autocast:
+            logits = model(x).float()
+            if tta:  # average with the left-right flipped prediction
+                logits = 0.5 * (logits + model(x.flip(-1)).float().flip(-1))
+        out[start : start + len(zs)] = torch.sigmoid(logits[:, 0]).cpu()
+        if progress:
+            progress(min(start + batch_size, n), n)
+    return out
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """Keep the largest 26-connected component: the atrium is one structure."""
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3)))
+    if n <= 1:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return (labels == sizes.argmax()).astype(mask.dtype)
+
+
+class Segmenter:
+    """A loaded checkpoint plus the exact preprocessing it was trained with."""
+
+    def __init__(self, checkpoint: str | Path, device: str = "auto", expected_arch: str | None = None):
+        self.device = resolve_device(device)
+        self.model, self.config = load_checkpoint(checkpoint, expected_arch=expected_arch, device=self.device)
+        pre = self.config["preprocessing"]
+        self.image_size, self.context = int(pre["image_size"]), int(pre.get("context", 0))
+        post = self.config.get("postprocessing", {})
+        self.threshold = float(post.get("threshold", 0.5))
+        self.keep_largest = bool(post.get("largest_component", False))
+        self.tta = bool(post.get("flip_tta", False))
+
+    @property
+    def arch(self) -> str:
+        return self.config["arch"]
+
+    def probabilities(self, image_xyz: np.ndarray, progress=None) -> torch.Tensor:
+        slices = to_model_slices(normalize(image_xyz), self.image_size)
+        probs = predict_slices(self.model, slices, self.context, self.device, tta=self.tta, progress=progress)
+        return restore_slices(probs, image_xyz.shape)
+
+    def segment(self, image_xyz: np.ndarray, progress=None) -> np.ndarray:
+        """uint8 mask with the scan's shape."""
+        return self.binarize(self.probabilities(image_xyz, progress))
+
+    def binarize(self, probs_xyz: torch.Tensor) -> np.ndarray:
+        mask = (probs_xyz >= self.threshold).numpy().astype(np.uint8)
+        return largest_component(mask) if self.keep_largest else mask
+
+
+def write_mask(mask: np.ndarray, like: Volume, path: str | Path) -> Path:
+    """Save a uint8 mask with the reference scan's affine and header (opens over it in any viewer)."""
+    header = like.header.copy()
+    header.set_data_dtype(np.uint8)
+    img = nib.Nifti1Image(mask.astype(np.uint8), like.affine, header)
+    img.header.set_slope_inter(1, 0)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+    return path
+
+
+def run_predict(checkpoint, input_path, output, label=None, overlay=None, animation=None,
+                device="auto", quiet=False) -> dict:
+    from tqdm import tqdm
+
+    from lasegm import LasegmError
+    from lasegm.metrics import case_metrics
+
+    if not str(output).endswith((".nii", ".nii.gz")):
+        raise LasegmError(f"{output}: output must end in .nii or .nii.gz")
+    seg = Segmenter(checkpoint, device=device)
+    vol = load_volume(input_path, label)
+    bar = tqdm(total=vol.image.shape[2], desc="segment", unit="slice", disable=quiet)
+
+    def progress(done, total):
+        bar.n = done
+        bar.refresh()
+
+    t0 = time.perf_counter()
+    mask = seg.segment(vol.image, progress)
+    seconds = time.perf_counter() - t0
+    bar.close()
+    write_mask(mask, vol, output)
+    result = {"output": str(output), "seconds": seconds, "volume_ml": float(mask.sum() * vol.voxel_ml)}
+    if vol.label is not None:
+        result.update(case_metrics(mask, vol.label, vol.spacing))
+    if overlay or animation:
+        from lasegm import viz
+
+        norm = normalize(vol.image)
+        if overlay:
+            viz.save_grid(norm, mask, overlay, truth=vol.label, title=Path(input_path).name)
+        if animation:
+            viz.save_animation(norm, mask, animation, truth=vol.label)
+    return result

@@ -1,0 +1,106 @@
+"""Figures: slice overlays, grids, animations through a volume and training curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import imageio.v3 as iio  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from skimage.segmentation import find_boundaries  # noqa: E402
+
+from lasegm.utils import atomic_path  # noqa: E402
+
+PRED_RGB = np.array([255, 60, 40], dtype=np.float32)  # filled prediction
+TRUTH_RGB = np.array([40, 255, 90], dtype=np.uint8)  # ground-truth contour
+
+
+def to_uint8(slice_2d: np.ndarray, window: tuple[float, float] | None = None) -> np.ndarray:
+    lo, hi = window if window else np.percentile(slice_2d, (1, 99))
+    return (np.clip((slice_2d - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
+
+
+def overlay_rgb(image_2d: np.ndarray, pred_2d: np.ndarray | None = None, truth_2d: np.ndarray | None = None,
+                alpha: float = 0.45, window: tuple[float, float] | None = None) -> np.ndarray:
+    """RGB uint8 picture of one slice: prediction filled in red, ground truth outlined in green.
+
+    Arrays are (X, Y) as stored in NIfTI; they are transposed so the picture shows rows = Y.
+    """
+    gray = to_uint8(image_2d, window).T
+    rgb = np.repeat(gray[..., None], 3, axis=2).astype(np.float32)
+    if pred_2d is not None:
+        m = pred_2d.T.astype(bool)
+        rgb[m] = (1 - alpha) * rgb[m] + alpha * PRED_RGB
+    rgb = rgb.astype(np.uint8)
+    if truth_2d is not None:
+        rgb[find_boundaries(truth_2d.T.astype(bool), mode="inner")] = TRUTH_RGB
+    return np.flipud(rgb)  # radiological display: first Y row at the bottom
+
+
+def informative_slices(mask: np.ndarray, truth: np.ndarray | None, n: int) -> list[int]:
+    """n slice indices spread over the range where either mask has atrium (or the whole volume)."""
+    fg = mask.astype(bool) | (truth.astype(bool) if truth is not None else False)
+    zs = np.flatnonzero(fg.any(axis=(0, 1)))
+    lo, hi = (zs[0], zs[-1]) if zs.size else (0, mask.shape[2] - 1)
+    return sorted(set(np.linspace(lo, hi, n).round().astype(int).tolist()))
+
+
+def save_grid(image: np.ndarray, mask: np.ndarray | None, path: str | Path, truth: np.ndarray | None = None,
+              title: str = "", n: int = 12) -> Path:
+    zs = informative_slices(mask if mask is not None else truth, truth if mask is not None else None, n)
+    cols = 4
+    rows = int(np.ceil(len(zs) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, z in zip(axes.ravel(), zs):
+        ax.imshow(overlay_rgb(image[..., z], None if mask is None else mask[..., z],
+                              None if truth is None else truth[..., z]))
+        ax.set_title(f"slice {z}", fontsize=9)
+    legend = "red: prediction" if mask is not None else ""
+    if truth is not None:
+        legend += ("; " if legend else "") + "green: ground truth"
+    fig.suptitle(f"{title}  ({legend})" if title else legend, fontsize=11)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def save_animation(image: np.ndarray, mask: np.ndarray, path: str | Path, truth: np.ndarray | None = None,
+                   fps: int = 10) -> Path:
+    """GIF through every slice of the volume with the overlay."""
+    frames = [overlay_rgb(image[..., z], mask[..., z], None if truth is None else truth[..., z])
+              for z in range(image.shape[2])]
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        iio.imwrite(tmp, np.stack(frames), duration=1000 / fps, loop=0)
+    return path
+
+
+def save_curves(history: list[dict], path: str | Path, title: str = "") -> Path:
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], label="train")
+    ax_loss.plot(epochs, [h["val_loss"] for h in history], label="val")
+    ax_loss.set(xlabel="epoch", ylabel="loss (Dice + BCE)", title="loss")
+    ax_dice.plot(epochs, [h["train_dice"] for h in history], label="train (slice Dice, batches)")
+    ax_dice.plot(epochs, [h["val_dice_slice"] for h in history], label="val slice Dice")
+    ax_dice.plot(epochs, [h["val_dice_3d"] for h in history], label="val 3D Dice (per patient)", lw=2)
+    ax_dice.set(xlabel="epoch", ylabel="Dice", ylim=(0, 1), title="Dice")
+    for ax in (ax_loss, ax_dice):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    return path

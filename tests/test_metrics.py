@@ -1,0 +1,62 @@
+import math
+
+import numpy as np
+import pytest
+
+from lasegm.metrics import case_metrics, dice, hd95, iou, slice_dice, summarize, volume_ml
+
+
+def test_dice_and_iou_hand_computed():
+    a = np.zeros((4, 4, 1), bool)
+    b = np.zeros((4, 4, 1), bool)
+    a[0, :2] = True  # 2 voxels
+    b[0, 1:4] = True  # 3 voxels, 1 shared
+    assert dice(a, b) == pytest.approx(2 * 1 / 5)
+    assert iou(a, b) == pytest.approx(1 / 4)
+
+
+def test_empty_masks():
+    empty, full = np.zeros((3, 3, 3)), np.ones((3, 3, 3))
+    assert dice(empty, empty) == 1.0 and iou(empty, empty) == 1.0
+    assert dice(empty, full) == 0.0
+    assert hd95(empty, empty) == 0.0
+    assert math.isinf(hd95(empty, full))
+
+
+def test_hd95_uses_spacing():
+    a = np.zeros((20, 5, 5), bool)
+    b = np.zeros((20, 5, 5), bool)
+    a[2, 2, 2] = True
+    b[7, 2, 2] = True  # 5 voxels apart along x
+    assert hd95(a, b, (2.0, 1.0, 1.0)) == pytest.approx(10.0)
+    assert hd95(a, b, (1.0, 1.0, 1.0)) == pytest.approx(5.0)
+
+
+def test_hd95_of_shifted_cube():
+    a = np.zeros((30, 30, 30), bool)
+    a[10:20, 10:20, 10:20] = True
+    b = np.roll(a, 3, axis=0)
+    d = hd95(a, b, (1.0, 1.0, 1.0))
+    assert 2.0 <= d <= 3.0 + 1e-6  # surfaces are at most 3 mm apart
+    assert hd95(a, a) == 0.0
+
+
+def test_volume_and_case_metrics():
+    m = np.zeros((10, 10, 10), np.uint8)
+    m[:5, :5, :4] = 1  # 100 voxels
+    assert volume_ml(m, (2.0, 2.0, 2.5)) == pytest.approx(1.0)
+    r = case_metrics(m, m, (1, 1, 1))
+    assert r["dice"] == 1.0 and r["hd95_mm"] == 0.0 and r["volume_error_ml"] == 0.0
+
+
+def test_slice_dice_ignores_slices_empty_in_both():
+    gt = np.zeros((3, 4, 4))
+    gt[0, :2] = 1
+    pred = gt.copy()
+    pred[2, 0, 0] = 1  # false positive on an otherwise empty slice
+    assert slice_dice(pred, gt) == pytest.approx(0.5)
+
+
+def test_summarize_counts_infinite():
+    s = summarize([{"hd95_mm": 2.0}, {"hd95_mm": math.inf}, {"hd95_mm": 4.0}])
+    assert s["hd95_mm"]["mean"] == 3.0 and s["hd95_mm"]["n_infinite"] == 1 and s["hd95_mm"]["n"] == 3

@@ -1,0 +1,96 @@
+import json
+import shutil
+
+import pytest
+import torch
+
+from lasegm import LasegmError
+from lasegm.models import ARCHITECTURES, build_model, load_checkpoint, model_kwargs, save_checkpoint
+
+ARCHS = ["pspnet", "fpn", "unet"]
+
+
+def _meta(arch, kwargs):
+    return {"arch": arch, "encoder": kwargs["encoder_name"], "model_kwargs": kwargs,
+            "preprocessing": {"image_size": 64, "context": 0}}
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+@pytest.mark.parametrize("channels", [1, 3])
+def test_each_architecture_builds_and_segments(arch, channels):
+    kwargs = model_kwargs(arch, "resnet18", channels, decoder_width=32)
+    model = build_model(arch, kwargs).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, channels, 64, 64))
+    assert out.shape == (2, 1, 64, 64)
+
+
+@pytest.mark.parametrize("options", [dict(decoder_attention="scse"), dict(encoder_depth=4), dict(decoder_width=64)])
+def test_unet_variants_are_options(options):
+    kwargs = model_kwargs("unet", "resnet18", 1, **options)
+    model = build_model("unet", kwargs).eval()
+    assert model(torch.randn(1, 1, 64, 64)).shape == (1, 1, 64, 64)
+    if "decoder_attention" in options:
+        assert any("attention" in n.lower() for n, _ in model.named_modules())
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("half", [False, True])
+def test_checkpoint_roundtrip(arch, half, tmp_path):
+    kwargs = model_kwargs(arch, "resnet18", 1, decoder_width=32)
+    model = build_model(arch, kwargs).eval()
+    save_checkpoint(tmp_path / "ck", model, _meta(arch, kwargs), half=half)
+    loaded, config = load_checkpoint(tmp_path / "ck", expected_arch=arch)
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), atol=5e-2 if half else 1e-5, rtol=1e-2 if half else 1e-5)
+    assert config["weights_dtype"] == ("float16" if half else "float32")
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_checkpoint_errors(tmp_path):
+    unet_kw = model_kwargs("unet", "resnet18", 1, decoder_width=32)
+    fpn_kw = model_kwargs("fpn", "resnet18", 1, decoder_width=32)
+    save_checkpoint(tmp_path / "unet", build_model("unet", unet_kw), _meta("unet", unet_kw))
+    save_checkpoint(tmp_path / "fpn", build_model("fpn", fpn_kw), _meta("fpn", fpn_kw))
+
+    with pytest.raises(LasegmError, match="checkpoint is a unet model, expected fpn"):
+        load_checkpoint(tmp_path / "unet", expected_arch="fpn")
+    with pytest.raises(LasegmError, match="checkpoint folder not found"):
+        load_checkpoint(tmp_path / "nothing")
+
+    # weights of another model under this config: caught by the hash, and without it by the shapes
+    mixed = tmp_path / "mixed"
+    shutil.copytree(tmp_path / "unet", mixed)
+    shutil.copy(tmp_path / "fpn" / "model.safetensors", mixed / "model.safetensors")
+    with pytest.raises(LasegmError, match="do not belong to this config"):
+        load_checkpoint(mixed)
+    cfg = json.loads((mixed / "config.json").read_text())
+    del cfg["weights_sha256"]
+    (mixed / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(LasegmError, match="do not fit the unet"):
+        load_checkpoint(mixed)
+
+    (mixed / "model.safetensors").unlink()
+    with pytest.raises(LasegmError, match="model.safetensors: missing"):
+        load_checkpoint(mixed)
+    (tmp_path / "unet" / "config.json").write_text("{broken")
+    with pytest.raises(LasegmError, match="not valid JSON"):
+        load_checkpoint(tmp_path / "unet")
+
+
+def test_unknown_architecture_and_encoder():
+    with pytest.raises(LasegmError, match="unknown architecture 'segformer9'"):
+        model_kwargs("segformer9", "resnet18", 1)
+    with pytest.raises(LasegmError, match="unknown encoder"):
+        model_kwargs("unet", "resnet9000", 1)
+    with pytest.raises(LasegmError, match="U-Net models only"):
+        model_kwargs("fpn", "resnet18", 1, decoder_attention="scse")
+
+
+def test_imagenet_weights_offline_fail_clearly(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(LasegmError, match="could not load 'imagenet' weights"):
+        build_model("unet", model_kwargs("unet", "resnet18", 1), encoder_weights="imagenet")
