@@ -23,6 +23,7 @@ class TrainConfig:
     # preprocessing
     image_size: int = 128  # slices are padded square and resized to this
     context: int = 0  # neighbouring slices each side as extra channels (2.5D)
+    fov_mm: float = 0.0  # central in-plane field of view in mm (0 = the whole slice)
     # optimisation
     epochs: int = 20
     samples_per_epoch: int = 0  # 0 = one pass over the training slices

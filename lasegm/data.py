@@ -170,18 +170,35 @@ def normalize(image: np.ndarray) -> np.ndarray:
     return ((clipped - clipped.mean()) / (std if std > 1e-6 else 1.0)).astype(np.float32)
 
 
-def _square_pads(h: int, w: int) -> tuple[int, int, int, int]:
-    side = max(h, w)
-    top, left = (side - h) // 2, (side - w) // 2
-    return top, side - h - top, left, side - w - left
+def window_pixels(fov_mm: float, spacing, shape) -> tuple[int, int]:
+    """In-plane field of view in pixels: the whole slice, or a central fov_mm x fov_mm window.
+
+    Stated in mm so a checkpoint means the same on 256x256 crops and on the 320x320 originals.
+    """
+    if fov_mm <= 0:
+        return int(shape[0]), int(shape[1])
+    return max(1, round(fov_mm / spacing[0])), max(1, round(fov_mm / spacing[1]))
 
 
-def to_model_slices(volume_xyz: np.ndarray, image_size: int, is_label: bool = False) -> np.ndarray:
-    """(X, Y, Z) -> (Z, S, S): pad each slice to a square, resize to image_size."""
+def _center_fit(t: torch.Tensor, h: int, w: int, value: float = 0.0) -> torch.Tensor:
+    """Crop or pad the last two axes around the centre to (h, w). Fitting back to the
+    original size with the same rule restores every pixel that was kept."""
+    H, W = t.shape[-2:]
+    top, left = max((H - h) // 2, 0), max((W - w) // 2, 0)
+    t = t[..., top : top + h, left : left + w]
+    H, W = t.shape[-2:]
+    pt, pl = (h - H) // 2, (w - W) // 2
+    return F.pad(t, (pl, w - W - pl, pt, h - H - pt), value=value) if (H, W) != (h, w) else t
+
+
+def to_model_slices(volume_xyz: np.ndarray, image_size: int, is_label: bool = False,
+                    window: tuple[int, int] | None = None) -> np.ndarray:
+    """(X, Y, Z) -> (Z, S, S): take the field of view, pad it square, resize to image_size."""
     t = torch.from_numpy(np.ascontiguousarray(np.moveaxis(volume_xyz, 2, 0))).float()[:, None]
-    top, bottom, left, right = _square_pads(*t.shape[-2:])
     pad_value = 0.0 if is_label else float(t.min())
-    t = F.pad(t, (left, right, top, bottom), value=pad_value)
+    h, w = window or t.shape[-2:]
+    t = _center_fit(t, h, w, pad_value)
+    t = _center_fit(t, max(h, w), max(h, w), pad_value)
     if t.shape[-1] != image_size:
         if is_label:
             t = (F.interpolate(t, size=(image_size, image_size), mode="area") >= 0.5).float()
@@ -190,16 +207,17 @@ def to_model_slices(volume_xyz: np.ndarray, image_size: int, is_label: bool = Fa
     return t[:, 0].numpy()
 
 
-def restore_slices(prob_zss: torch.Tensor, shape_xyz: tuple[int, int, int]) -> torch.Tensor:
-    """Inverse of to_model_slices for probabilities: (Z, S, S) -> (X, Y, Z) on the scan's grid."""
-    h, w = shape_xyz[:2]
-    top, bottom, left, right = _square_pads(h, w)
+def restore_slices(prob_zss: torch.Tensor, shape_xyz: tuple[int, int, int],
+                   window: tuple[int, int] | None = None) -> torch.Tensor:
+    """Inverse of to_model_slices for probabilities: (Z, S, S) -> (X, Y, Z) on the scan's grid
+    (zero outside the field of view)."""
+    h, w = window or shape_xyz[:2]
     side = max(h, w)
     t = prob_zss[:, None].float()
     if t.shape[-1] != side:
         t = F.interpolate(t, size=(side, side), mode="bilinear", align_corners=False)
-    t = t[:, 0, top : top + h, left : left + w]
-    return t.permute(1, 2, 0)
+    t = _center_fit(_center_fit(t, h, w), shape_xyz[0], shape_xyz[1])
+    return t[:, 0].permute(1, 2, 0)
 
 
 def stack_context(slices: np.ndarray | torch.Tensor, z: int, context: int):
@@ -219,18 +237,18 @@ class CachedCase:
     spacing: tuple[float, float, float]
 
 
-def _cache_key(case: Case, image_size: int) -> str:
-    parts = [CACHE_VERSION, NORMALIZATION, image_size]
+def _cache_key(case: Case, image_size: int, fov_mm: float) -> str:
+    parts = [CACHE_VERSION, NORMALIZATION, image_size, fov_mm]
     for p in (case.image, case.label):
         st = p.stat()
         parts += [str(p.resolve()), st.st_size, st.st_mtime_ns]
     return hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:16]
 
 
-def load_cached(case: Case, image_size: int, cache_dir: Path | None = None) -> CachedCase:
+def load_cached(case: Case, image_size: int, cache_dir: Path | None = None, fov_mm: float = 0.0) -> CachedCase:
     """Preprocessed slices of one case, computed once and kept as .npz in the cache folder."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    path = cache_dir / f"{case.case_id}-{_cache_key(case, image_size)}.npz"
+    path = cache_dir / f"{case.case_id}-{_cache_key(case, image_size, fov_mm)}.npz"
     if path.exists():
         try:
             with np.load(path) as z:
@@ -238,10 +256,11 @@ def load_cached(case: Case, image_size: int, cache_dir: Path | None = None) -> C
         except (OSError, ValueError, KeyError, zlib.error):
             path.unlink(missing_ok=True)  # a damaged cache entry is rebuilt, never trusted
     vol = load_case(case)
+    window = window_pixels(fov_mm, vol.spacing, vol.image.shape)
     cached = CachedCase(
         case.case_id,
-        to_model_slices(normalize(vol.image), image_size).astype(np.float16),
-        to_model_slices(vol.label, image_size, is_label=True).astype(np.uint8),
+        to_model_slices(normalize(vol.image), image_size, window=window).astype(np.float16),
+        to_model_slices(vol.label, image_size, is_label=True, window=window).astype(np.uint8),
         vol.label,
         vol.spacing,
     )

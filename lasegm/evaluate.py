@@ -28,7 +28,7 @@ def evaluate(checkpoint, data=None, split_file="splits/split.json", part="test",
     for case in tqdm(cases, desc=f"evaluating {part}", unit="patient", disable=quiet):
         vol = load_case(case)
         t0 = time.perf_counter()
-        mask = seg.segment(vol.image)
+        mask = seg.segment(vol.image, vol.spacing)
         seconds = time.perf_counter() - t0
         rows.append({"case": case.case_id, **case_metrics(mask, vol.label, vol.spacing),
                      "dice_slice": slice_dice(np.moveaxis(mask, 2, 0), np.moveaxis(vol.label, 2, 0)),

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from lasegm.data import Volume, load_volume, normalize, restore_slices, stack_context, to_model_slices
+from lasegm.data import (Volume, load_volume, normalize, restore_slices, stack_context, to_model_slices,
+                         window_pixels)
 from lasegm.models import load_checkpoint
 from lasegm.utils import atomic_path, resolve_device
 
@@ -65,6 +66,7 @@ class Segmenter:
         self.model, self.config = load_checkpoint(checkpoint, expected_arch=expected_arch, device=self.device)
         pre = self.config["preprocessing"]
         self.image_size, self.context = int(pre["image_size"]), int(pre.get("context", 0))
+        self.fov_mm = float(pre.get("fov_mm", 0.0))
         post = self.config.get("postprocessing", {})
         self.threshold = float(post.get("threshold", 0.5))
         self.keep_largest = bool(post.get("largest_component", False))
@@ -74,14 +76,15 @@ class Segmenter:
     def arch(self) -> str:
         return self.config["arch"]
 
-    def probabilities(self, image_xyz: np.ndarray, progress=None) -> torch.Tensor:
-        slices = to_model_slices(normalize(image_xyz), self.image_size)
+    def probabilities(self, image_xyz: np.ndarray, spacing, progress=None) -> torch.Tensor:
+        window = window_pixels(self.fov_mm, spacing, image_xyz.shape)
+        slices = to_model_slices(normalize(image_xyz), self.image_size, window=window)
         probs = predict_slices(self.model, slices, self.context, self.device, tta=self.tta, progress=progress)
-        return restore_slices(probs, image_xyz.shape)
+        return restore_slices(probs, image_xyz.shape, window)
 
-    def segment(self, image_xyz: np.ndarray, progress=None) -> np.ndarray:
+    def segment(self, image_xyz: np.ndarray, spacing, progress=None) -> np.ndarray:
         """uint8 mask with the scan's shape."""
-        return self.binarize(self.probabilities(image_xyz, progress))
+        return self.binarize(self.probabilities(image_xyz, spacing, progress))
 
     def binarize(self, probs_xyz: torch.Tensor) -> np.ndarray:
         mask = (probs_xyz >= self.threshold).numpy().astype(np.uint8)
@@ -118,7 +121,7 @@ def run_predict(checkpoint, input_path, output, label=None, overlay=None, animat
         bar.refresh()
 
     t0 = time.perf_counter()
-    mask = seg.segment(vol.image, progress)
+    mask = seg.segment(vol.image, vol.spacing, progress)
     seconds = time.perf_counter() - t0
     bar.close()
     write_mask(mask, vol, output)

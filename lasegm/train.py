@@ -7,6 +7,7 @@ import os
 import random
 import time
 from pathlib import Path
+from typing import Callable
 
 import albumentations as A
 import numpy as np
@@ -17,7 +18,8 @@ from tqdm import tqdm
 
 from lasegm import LasegmError, __version__
 from lasegm.config import TrainConfig
-from lasegm.data import CachedCase, default_data_dir, find_cases, load_cached, restore_slices, stack_context
+from lasegm.data import (CachedCase, default_data_dir, find_cases, load_cached, restore_slices, stack_context,
+                         window_pixels)
 from lasegm.metrics import case_metrics, slice_dice, summarize
 from lasegm.models import build_model, model_kwargs, save_checkpoint
 from lasegm.predict import predict_slices
@@ -91,7 +93,7 @@ def validate(model, cases: list[CachedCase], cfg: TrainConfig, device) -> tuple[
     for c in cases:
         t0 = time.perf_counter()
         probs = predict_slices(model, c.image, cfg.context, device, tta=cfg.flip_tta)
-        full = restore_slices(probs, c.label_full.shape)
+        full = restore_slices(probs, c.label_full.shape, window_pixels(cfg.fov_mm, c.spacing, c.label_full.shape))
         mask = (full >= 0.5).numpy().astype(np.uint8)
         seconds = time.perf_counter() - t0
         target = torch.from_numpy(c.label.astype(np.float32))
@@ -118,6 +120,12 @@ def overlay_slices(cases: list[CachedCase], n: int = 4) -> list[tuple[int, int]]
     return picks[:n]
 
 
+def wandb_metrics(row: dict) -> dict:
+    """History row -> W&B keys: train_loss -> train/loss, val_dice_3d -> val/dice_3d (the sweep metric)."""
+    return {f"train/{k[6:]}" if k.startswith("train_") else f"val/{k[4:]}" if k.startswith("val_") else k: v
+            for k, v in row.items()}
+
+
 def init_wandb(cfg: TrainConfig, extra: dict):
     import wandb
 
@@ -125,8 +133,10 @@ def init_wandb(cfg: TrainConfig, extra: dict):
     if mode == "online" and not (os.environ.get("WANDB_API_KEY") or _has_netrc_login()):
         print("W&B: no API key found, logging offline (upload later with `wandb sync wandb/offline-run-*`)")
         mode = "offline"
-    return wandb.init(project=cfg.wandb_project, name=cfg.run_name or None, mode=mode,
-                      config={**cfg.to_dict(), **extra}, settings=wandb.Settings(silent=True))
+    run = wandb.init(project=cfg.wandb_project, name=cfg.run_name or None, mode=mode,
+                     config={**cfg.to_dict(), **extra}, settings=wandb.Settings(silent=True))
+    run.define_metric("val/dice_3d", summary="max")  # the sweeps' metric: best epoch, not last
+    return run
 
 
 def _has_netrc_login() -> bool:
@@ -150,8 +160,11 @@ def wandb_overlays(cases, picks, predictions):
     return images
 
 
-def train(cfg: TrainConfig, quiet: bool = False) -> dict:
-    """Train one model; returns the run summary. The best checkpoint (val 3D Dice) is kept."""
+def train(cfg: TrainConfig, quiet: bool = False, should_stop: Callable[[list[dict]], bool] | None = None) -> dict:
+    """Train one model; returns the run summary. The best checkpoint (val 3D Dice) is kept.
+
+    `should_stop(history)` is asked after every epoch (a local sweep's early termination).
+    """
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -161,7 +174,7 @@ def train(cfg: TrainConfig, quiet: bool = False) -> dict:
                           cfg.encoder_depth, cfg.decoder_attention)
     parts = split_cases(cfg.split_file, find_cases(cfg.data or default_data_dir()))
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None
-    load = lambda cs: [load_cached(c, cfg.image_size, cache_dir)  # noqa: E731
+    load = lambda cs: [load_cached(c, cfg.image_size, cache_dir, cfg.fov_mm)  # noqa: E731
                        for c in tqdm(cs, desc="loading/caching", unit="case", disable=quiet)]
     train_cases, val_cases = load(parts["train"]), load(parts["val"])
     if not val_cases:
@@ -192,7 +205,7 @@ def train(cfg: TrainConfig, quiet: bool = False) -> dict:
 
     meta = {
         "arch": cfg.arch, "encoder": cfg.encoder, "model_kwargs": kwargs,
-        "preprocessing": {"image_size": cfg.image_size, "context": cfg.context, "normalization":
+        "preprocessing": {"image_size": cfg.image_size, "context": cfg.context, "fov_mm": cfg.fov_mm, "normalization":
                           "clip_p0.5_p99.5_zscore", "slice_axis": 2, "resize": "pad_square_bilinear"},
         "postprocessing": {"threshold": 0.5, "largest_component": cfg.largest_component,
                            "flip_tta": cfg.flip_tta},
@@ -236,15 +249,16 @@ def train(cfg: TrainConfig, quiet: bool = False) -> dict:
                     **meta, "epoch": epoch, "metrics": {k: row[k] for k in (
                         "val_dice_3d", "val_dice_slice", "val_hd95_mm", "val_loss")},
                     "training_time_s": time.perf_counter() - t_start}, half=cfg.fp16_checkpoint)
-            run.log({**{f"train/{k[6:]}" if k.startswith("train_") else f"val/{k[4:]}" if k.startswith("val_")
-                        else k: v for k, v in row.items()},
-                     "val/overlays": wandb_overlays(val_cases, picks, predictions)}, step=epoch)
+            run.log({**wandb_metrics(row), "val/overlays": wandb_overlays(val_cases, picks, predictions)}, step=epoch)
             write_csv(run_dir / "history.csv", history)
             write_json(run_dir / "history.json", history)
             # one line per epoch even with --quiet (which only hides progress bars)
             print(f"epoch {epoch:3d}  loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
                   f"val 3D Dice {row['val_dice_3d']:.4f}  slice Dice {row['val_dice_slice']:.4f}  "
                   f"{row['epoch_s']:.1f}s{'  *best' if improved else ''}", flush=True)
+            if should_stop and should_stop(history):
+                print(f"stopped early after epoch {epoch} (the sweep's early_terminate)")
+                break
             if cfg.time_limit_min and time.perf_counter() - t_start > cfg.time_limit_min * 60:
                 print(f"time limit of {cfg.time_limit_min} min reached after epoch {epoch}")
                 break
@@ -257,11 +271,11 @@ def train(cfg: TrainConfig, quiet: bool = False) -> dict:
                    "best_val_dice_slice": best["val_dice_slice"], "epochs_run": len(history),
                    "training_time_s": total, "inference_s_per_volume": best["inference_s_per_volume"],
                    "train_slices_per_s": float(np.mean([h["train_slices_per_s"] for h in history])),
-                   "device": str(device), "per_patient_val": best["per_patient"]}
+                   "device": str(device), "per_patient_val": best["per_patient"], "history": history}
         write_json(run_dir / "summary.json", summary)
         import wandb
 
-        run.summary.update({k: v for k, v in summary.items() if k != "per_patient_val"})
+        run.summary.update({k: v for k, v in summary.items() if k not in ("per_patient_val", "history")})
         run.log({"curves": wandb.Image(str(run_dir / "curves.png"))})
         artifact = wandb.Artifact(f"{cfg.arch}-model", type="model", metadata={"val_dice_3d": best["val_dice_3d"]})
         artifact.add_dir(str(run_dir / "checkpoint"))

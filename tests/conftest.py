@@ -71,7 +71,7 @@ def dataset(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def real_data() -> Path:
     """The real development data; in CI a missing folder fails the suite instead of skipping."""
-    path = Path(os.environ.get("LASEGM_DATA", REPO.parent / "shared" / "data" / "Task02_Heart"))
+    path = Path(os.environ.get("LASEGM_DATA", REPO.parent / "shared" / "data" / "Task02_Heart")).resolve()
     if not (path / "imagesTr").is_dir():
         pytest.fail(f"real data not found at {path}: set LASEGM_DATA to a Task02_Heart folder")
     return path

@@ -120,6 +120,27 @@ def test_resize_roundtrip_any_inplane_size(shape):
     assert dice(back, label) > 0.9
 
 
+def test_field_of_view_crop_is_physical_and_invertible():
+    """A 200 mm window is 160 px on 1.25 mm slices whatever the matrix (256 crop or 320 original)."""
+    from lasegm.data import window_pixels
+
+    for side in (256, 320):
+        assert window_pixels(200, (1.25, 1.25, 1.37), (side, side, 5)) == (160, 160)
+    assert window_pixels(0, (1.25, 1.25, 1.37), (97, 131, 5)) == (97, 131)
+    shape = (320, 300, 4)
+    _, label = synthetic_volume(shape, radii=(40, 30, 3))
+    window = window_pixels(200, (1.25, 1.25, 1.37), shape)
+    small = to_model_slices(label, 128, is_label=True, window=window)
+    assert small.shape == (4, 128, 128) and small.sum() > 0
+    back = (restore_slices(torch.from_numpy(small), shape, window) >= 0.5).numpy()
+    assert back.shape == shape and dice(back, label) > 0.9
+    # a window larger than the slice pads instead of cropping
+    big = window_pixels(500, (1.0, 1.0, 1.0), (64, 64, 4))
+    _, lab = synthetic_volume((64, 64, 4), radii=(10, 10, 3))
+    back = restore_slices(torch.from_numpy(to_model_slices(lab, 100, True, big)), lab.shape, big)
+    assert dice((back >= 0.5).numpy(), lab) > 0.85
+
+
 def test_cache_is_reused_and_rebuilt_when_damaged(dataset, tmp_path):
     case = find_cases(dataset)[0]
     first = load_cached(case, 32, tmp_path / "c")
