@@ -48,6 +48,19 @@ def test_checkpoint_roundtrip(arch, half, tmp_path):
     assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["config.json", "model.safetensors"]
 
 
+def test_shallow_encoders_store_no_dead_weights():
+    """PSPNet (depth 3) and a depth-4 U-Net must not carry ResNet stages they never run."""
+    deep = build_model("unet", model_kwargs("unet", "resnet18", 1))
+    shallow = build_model("unet", model_kwargs("unet", "resnet18", 1, encoder_depth=4))
+    psp = build_model("pspnet", model_kwargs("pspnet", "resnet18", 1))
+    assert hasattr(deep.encoder, "layer4") and not hasattr(shallow.encoder, "layer4")
+    assert not hasattr(psp.encoder, "layer3") and not hasattr(psp.encoder, "layer4")
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(shallow) < count(deep) - 8_000_000
+    with torch.no_grad():
+        assert shallow.eval()(torch.randn(1, 1, 64, 64)).shape == (1, 1, 64, 64)
+
+
 def test_checkpoint_errors(tmp_path):
     unet_kw = model_kwargs("unet", "resnet18", 1, decoder_width=32)
     fpn_kw = model_kwargs("fpn", "resnet18", 1, decoder_width=32)
