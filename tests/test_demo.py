@@ -1,0 +1,200 @@
+"""The Gradio demo, as users reach it: its HTTP API (gradio_client) and a real browser (Chromium)."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from conftest import REPO, synthetic_volume, write_nifti
+from lasegm.metrics import dice
+
+CHECKPOINTS = Path(os.environ.get("LASEGM_CHECKPOINTS", REPO / "checkpoints"))
+EXAMPLE = REPO / "demo" / "examples" / "la_003_image.nii.gz"
+EXAMPLE_LABEL = REPO / "demo" / "examples" / "la_003_label.nii.gz"
+ALL = "all three side by side"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(checkpoints: Path, tmp_path: Path):
+    port = _free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "LASEGM_CHECKPOINTS": str(checkpoints),
+           "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(tmp_path / "gradio")}
+    log = open(tmp_path / f"demo-{port}.log", "w")
+    proc = subprocess.Popen([sys.executable, str(REPO / "demo" / "app.py")], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, cwd=tmp_path)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"demo exited: {(tmp_path / f'demo-{port}.log').read_text()[-2000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return proc, url
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError("demo did not start within 180 s")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("demo")
+    proc, url = _start(CHECKPOINTS, tmp)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture
+def client(server):
+    from gradio_client import Client
+
+    return Client(server, verbose=False)
+
+
+def test_example_patient_through_the_api(client):
+    from gradio_client import handle_file
+
+    slider, image, table, metrics, masks = client.predict(
+        handle_file(str(EXAMPLE)), handle_file(str(EXAMPLE_LABEL)), ALL, api_name="/segment")
+    rows = {r["model"]: r for r in metrics["models"]}
+    assert set(rows) == {"pspnet", "fpn", "unet"}
+    label = np.asarray(nib.load(str(EXAMPLE_LABEL)).dataobj)
+    ref = nib.load(str(EXAMPLE))
+    assert len(masks) == 3
+    for path in masks:
+        arch = next(a for a in rows if f"_{a}_mask" in Path(path).name)
+        mask = nib.load(path)
+        assert mask.shape == ref.shape
+        np.testing.assert_allclose(mask.affine, ref.affine)
+        score = dice(np.asarray(mask.dataobj), label)
+        assert score == pytest.approx(rows[arch]["dice_3d"], abs=1e-3)
+        assert score > 0.7, f"{arch} Dice {score:.3f} on the example patient"
+        assert rows[arch]["volume_ml"] > 0 and rows[arch]["seconds"] > 0
+    assert "dice_3d" in table and Path(image).exists()
+    assert 0 <= slider < label.shape[2]
+
+    # another slice from the cached predictions: a 3-panel overlay
+    import imageio.v3 as iio
+
+    first = iio.imread(image)
+    other = iio.imread(client.predict(10, 0.8, 1.5, api_name="/render_slice"))
+    assert other.shape == first.shape and other.shape[1] > 3 * label.shape[0]
+    assert not np.array_equal(first, other)
+
+
+def test_sessions_are_isolated(server, client):
+    """A second user sees nothing of the first user's scan."""
+    from gradio_client import Client, handle_file
+
+    client.predict(handle_file(str(EXAMPLE)), None, "pspnet", api_name="/segment")
+    stranger = Client(server, verbose=False)
+    assert stranger.predict(0, 0.5, 1.0, api_name="/render_slice") is None
+
+
+@pytest.mark.parametrize("case, message", [
+    ("text", "Invalid file type"),  # refused by the upload widget itself
+    ("tar_gz", "is not a NIfTI file"),
+    ("4d", "expected a 3D volume, got 4D"),
+    ("2d", "expected a 3D volume, got 2D"),
+    ("label_shape", "label shape"),
+    ("corrupt", "corrupt or unreadable NIfTI"),
+    ("no_scan", "Upload a scan"),
+])
+def test_bad_inputs_get_a_message_and_the_app_keeps_serving(case, message, client, tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    image, label = synthetic_volume((48, 48, 10))
+    scan, lab = tmp_path / "scan.nii.gz", None
+    if case == "text":
+        scan = tmp_path / "notes.txt"
+        scan.write_text("not an image")
+    elif case == "tar_gz":
+        scan = tmp_path / "archive.tar.gz"
+        scan.write_bytes(b"\x1f\x8b not a scan")
+    elif case == "4d":
+        write_nifti(scan, np.stack([image, image], -1))
+    elif case == "2d":
+        write_nifti(scan, image[..., 0])
+    elif case == "label_shape":
+        write_nifti(scan, image)
+        lab = write_nifti(tmp_path / "label.nii.gz", label[:, :, :5])
+    elif case == "corrupt":
+        scan.write_bytes(b"\x1f\x8b garbage")
+    with pytest.raises(AppError, match=message):
+        client.predict(None if case == "no_scan" else handle_file(str(scan)),
+                       handle_file(str(lab)) if lab else None, "unet", api_name="/segment")
+    # the next request still works
+    *_, metrics, _ = client.predict(handle_file(str(EXAMPLE)), None, "pspnet", api_name="/segment")
+    assert metrics["models"][0]["model"] == "pspnet"
+
+
+def test_missing_checkpoint_is_reported_and_others_still_serve(tmp_path):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    ckpts = tmp_path / "checkpoints"
+    shutil.copytree(CHECKPOINTS / "pspnet", ckpts / "pspnet")
+    proc, url = _start(ckpts, tmp_path)
+    try:
+        c = Client(url, verbose=False)
+        with pytest.raises(AppError, match="checkpoint folder not found"):
+            c.predict(handle_file(str(EXAMPLE)), None, "unet", api_name="/segment")
+        *_, metrics, masks = c.predict(handle_file(str(EXAMPLE)), None, ALL, api_name="/segment")
+        rows = {r["model"]: r for r in metrics["models"]}
+        assert "error" in rows["fpn"] and "error" in rows["unet"] and rows["pspnet"]["slices"] == 130
+        assert len(masks) == 1
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_slider_uses_cached_predictions(monkeypatch):
+    """Moving the slider renders from the session's predictions; the models never run again."""
+    sys.path.insert(0, str(REPO / "demo"))
+    import app
+
+    out = app.segment(str(EXAMPLE), str(EXAMPLE_LABEL), "unet", progress=lambda *a, **k: None)
+    state = out[0]
+    monkeypatch.setattr(app.Segmenter, "segment", lambda *a, **k: pytest.fail("model ran during slider moves"))
+    for z in range(0, state["image"].shape[2], 7):
+        assert app.render(state, z, 0.5, 1.0).shape[2] == 3
+
+
+def test_real_browser_runs_an_example_and_the_slider_changes_the_overlay(server):
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Debian's chromium is required (.ci/run installs it)"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        page = browser.new_page()
+        page.goto(server, wait_until="domcontentloaded")
+        page.get_by_text("la_003_image.nii.gz").first.click()
+        page.get_by_role("button", name="Segment").click()
+        view = page.locator("#slice-view img")
+        view.wait_for(state="visible", timeout=120_000)
+        first = view.get_attribute("src")
+        page.locator("#slice-slider input[type=range]").fill("20")
+        page.wait_for_function(
+            "src => { const i = document.querySelector('#slice-view img'); return i && i.src !== src; }",
+            arg=first, timeout=30_000)
+        assert view.get_attribute("src") != first
+        page.screenshot(path=str(Path(os.environ.get("LASEGM_SCREENSHOT_DIR", "/tmp")) / "demo.png"))
+        browser.close()
