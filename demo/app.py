@@ -30,6 +30,7 @@ ARCHS = ("pspnet", "fpn", "unet")
 CHECKPOINTS = Path(os.environ.get("LASEGM_CHECKPOINTS", ROOT / "checkpoints"))
 EXAMPLES = HERE / "examples" if (HERE / "examples").is_dir() else ROOT / "demo" / "examples"
 MAX_UPLOAD_MB = 200
+DISPLAY_PX = 320  # slices are enlarged to at least this height for display
 ALL = "all three side by side"
 
 _models: dict[str, Segmenter] = {}
@@ -119,7 +120,9 @@ def render(state, z, opacity: float = 0.45, contrast: float = 1.0):
     truth = None if state["label"] is None else state["label"][..., z]
     panels = [overlay_rgb(image[..., z].astype(np.float32), m[..., z], truth, alpha=float(opacity), window=window)
               for m in state["masks"].values()]
-    gap = np.full((panels[0].shape[0], 6, 3), 255, np.uint8)
+    scale = max(1, -(-DISPLAY_PX // panels[0].shape[0]))  # nearest-neighbour zoom: voxels stay crisp
+    panels = [p.repeat(scale, axis=0).repeat(scale, axis=1) for p in panels]
+    gap = np.full((panels[0].shape[0], 8, 3), 255, np.uint8)
     return np.concatenate([p for panel in panels for p in (panel, gap)][:-1], axis=1)
 
 

@@ -18,8 +18,8 @@ from tqdm import tqdm
 
 from lasegm import LasegmError, __version__
 from lasegm.config import TrainConfig
-from lasegm.data import (CachedCase, default_data_dir, find_cases, load_cached, restore_slices, stack_context,
-                         window_pixels)
+from lasegm.data import (NORMALIZATION, CachedCase, default_data_dir, find_cases, load_cached, restore_slices,
+                         stack_context, window_pixels)
 from lasegm.metrics import case_metrics, slice_dice, summarize
 from lasegm.models import build_model, model_kwargs, save_checkpoint
 from lasegm.predict import predict_slices
@@ -205,8 +205,8 @@ def train(cfg: TrainConfig, quiet: bool = False, should_stop: Callable[[list[dic
 
     meta = {
         "arch": cfg.arch, "encoder": cfg.encoder, "model_kwargs": kwargs,
-        "preprocessing": {"image_size": cfg.image_size, "context": cfg.context, "fov_mm": cfg.fov_mm, "normalization":
-                          "clip_p0.5_p99.5_zscore", "slice_axis": 2, "resize": "pad_square_bilinear"},
+        "preprocessing": {"image_size": cfg.image_size, "context": cfg.context, "fov_mm": cfg.fov_mm,
+                          "normalization": NORMALIZATION, "slice_axis": 2, "resize": "fov_pad_square_bilinear"},
         "postprocessing": {"threshold": 0.5, "largest_component": cfg.largest_component,
                            "flip_tta": cfg.flip_tta},
         "split_file": Path(cfg.split_file).name, "split_sha256": split_hash(cfg.split_file),

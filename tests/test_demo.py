@@ -198,3 +198,20 @@ def test_real_browser_runs_an_example_and_the_slider_changes_the_overlay(server)
         assert view.get_attribute("src") != first
         page.screenshot(path=str(Path(os.environ.get("LASEGM_SCREENSHOT_DIR", "/tmp")) / "demo.png"))
         browser.close()
+
+
+def test_space_folder_is_a_valid_gradio_space(tmp_path):
+    import yaml
+
+    sys.path.insert(0, str(REPO / "demo"))
+    import build_space
+
+    out = build_space.build(tmp_path / "space")
+    front = yaml.safe_load((out / "README.md").read_text().split("---")[1])
+    assert front["sdk"] == "gradio" and front["app_file"] == "app.py"
+    assert (out / "app.py").exists() and (out / "lasegm" / "predict.py").exists()
+    for arch in ("pspnet", "fpn", "unet"):
+        assert (out / "checkpoints" / arch / "model.safetensors").exists()
+    assert list((out / "examples").glob("*_image.nii.gz"))
+    reqs = (out / "requirements.txt").read_text()
+    assert "torch==" in reqs and "pytest" not in reqs and "-e ." not in reqs

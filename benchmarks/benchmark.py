@@ -1,0 +1,110 @@
+"""Speed benchmark (a script, not a timed test): training throughput, time per patient volume,
+peak memory and demo latency for the committed checkpoints.
+
+    python benchmarks/benchmark.py --data $LASEGM_DATA [--threads 2] [--out docs/benchmarks.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "demo"))
+
+from lasegm.data import find_cases, load_case  # noqa: E402
+from lasegm.models import build_model, read_checkpoint_config  # noqa: E402
+from lasegm.predict import Segmenter  # noqa: E402
+from lasegm.split import read_split  # noqa: E402
+from lasegm.train import loss_terms  # noqa: E402
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def train_throughput(config: dict, steps: int = 6, batch: int = 16) -> float:
+    """Slices per second for forward + backward + AdamW step at the checkpoint's input size."""
+    pre = config["preprocessing"]
+    model = build_model(config["arch"], config["model_kwargs"]).train()
+    opt = torch.optim.AdamW(model.parameters(), 1e-3)
+    loss_fn = loss_terms("dice_bce")
+    x = torch.randn(batch, 2 * pre.get("context", 0) + 1, pre["image_size"], pre["image_size"])
+    y = (torch.rand(batch, 1, pre["image_size"], pre["image_size"]) > 0.9).float()
+    times = []
+    for i in range(steps + 1):
+        t0 = time.perf_counter()
+        loss = loss_fn(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if i:  # the first step warms up the allocator
+            times.append(time.perf_counter() - t0)
+    return batch / statistics.median(times)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", required=True)
+    p.add_argument("--checkpoints", default=str(ROOT / "checkpoints"))
+    p.add_argument("--split_file", default=str(ROOT / "splits" / "split.json"))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.json"))
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    case_id = read_split(args.split_file)["test"][0]
+    case = next(c for c in find_cases(args.data) if c.case_id == case_id)
+    vol = load_case(case)
+    results = {"date": time.strftime("%Y-%m-%d"), "threads": args.threads, "torch": torch.__version__,
+               "cpu": platform.processor() or platform.machine(), "patient": case_id,
+               "slices": int(vol.image.shape[2]), "models": {}}
+    for ckpt in sorted(Path(args.checkpoints).iterdir()):
+        if not (ckpt / "config.json").exists():
+            continue
+        config = read_checkpoint_config(ckpt)
+        seg = Segmenter(ckpt, device="cpu")
+        seg.segment(vol.image, vol.spacing)  # warm-up
+        times = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            seg.segment(vol.image, vol.spacing)
+            times.append(time.perf_counter() - t0)
+        results["models"][ckpt.name] = {
+            "arch": config["arch"], "seconds_per_volume": round(statistics.median(times), 3),
+            "train_slices_per_s": round(train_throughput(config), 1),
+            "checkpoint_mb": round(sum(f.stat().st_size for f in ckpt.iterdir()) / 1e6, 2),
+            "parameters_m": round(sum(p.numel() for p in seg.model.parameters()) / 1e6, 2),
+        }
+        print(ckpt.name, results["models"][ckpt.name], flush=True)
+
+    import app  # the demo: latency of a slider move on cached predictions
+
+    example = next((ROOT / "demo" / "examples").glob("*_image.nii.gz"))
+    t0 = time.perf_counter()
+    state = app.segment(str(example), None, app.ALL, progress=lambda *a, **k: None)[0]
+    results["demo_segment_all_three_s"] = round(time.perf_counter() - t0, 2)
+    lat = []
+    for z in range(0, state["image"].shape[2], 3):
+        t0 = time.perf_counter()
+        app.render(state, z, 0.45, 1.0)
+        lat.append((time.perf_counter() - t0) * 1000)
+    results["demo_slider_render_ms_median"] = round(statistics.median(lat), 2)
+    results["demo_slider_render_ms_max"] = round(max(lat), 2)
+    results["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
