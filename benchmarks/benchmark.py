@@ -21,11 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "demo"))
 
-from lasegm.data import find_cases, load_case  # noqa: E402
-from lasegm.models import build_model, read_checkpoint_config  # noqa: E402
-from lasegm.predict import Segmenter  # noqa: E402
-from lasegm.split import read_split  # noqa: E402
-from lasegm.train import loss_terms  # noqa: E402
+from lasegm.data import find_cases, load_case
+from lasegm.models import build_model, read_checkpoint_config
+from lasegm.predict import Segmenter
+from lasegm.split import read_split
+from lasegm.train import loss_terms
 
 
 def peak_rss_mb() -> float:

@@ -19,12 +19,12 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent if (HERE.parent / "lasegm").is_dir() else HERE  # repo checkout or assembled Space
 sys.path.insert(0, str(ROOT))
 
-from lasegm import LasegmError  # noqa: E402
-from lasegm.data import load_volume, normalize  # noqa: E402
-from lasegm.metrics import case_metrics  # noqa: E402
-from lasegm.predict import Segmenter, write_mask  # noqa: E402
-from lasegm.utils import set_cpu_threads  # noqa: E402
-from lasegm.viz import overlay_rgb  # noqa: E402
+from lasegm import LasegmError
+from lasegm.data import load_volume, normalize
+from lasegm.metrics import case_metrics
+from lasegm.predict import Segmenter, write_mask
+from lasegm.utils import set_cpu_threads
+from lasegm.viz import overlay_rgb
 
 ARCHS = ("pspnet", "fpn", "unet")
 CHECKPOINTS = Path(os.environ.get("LASEGM_CHECKPOINTS", ROOT / "checkpoints"))
@@ -81,7 +81,7 @@ def segment(image_file, label_file, model_choice: str, progress=gr.Progress()):
             continue
         n = vol.image.shape[2]
         t0 = time.perf_counter()
-        masks[arch] = model.segment(vol.image, vol.spacing, progress=lambda done, total, i=i: progress(
+        masks[arch] = model.segment(vol.image, vol.spacing, progress=lambda done, total, i=i, arch=arch: progress(
             (i + done / total) / len(archs), desc=f"{arch}: slice {done}/{total}"))
         seconds = time.perf_counter() - t0
         row = {"model": arch, "seconds": round(seconds, 2), "slices": n,

@@ -11,8 +11,8 @@ import nibabel as nib
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lasegm.data import find_cases, load_case, window_pixels  # noqa: E402
-from lasegm.utils import atomic_path  # noqa: E402
+from lasegm.data import find_cases, load_case, window_pixels
+from lasegm.utils import atomic_path
 
 OUT = Path(__file__).resolve().parent / "examples"
 

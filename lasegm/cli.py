@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 
@@ -142,8 +141,9 @@ def _dispatch(args) -> int:
                           animation=args.animation, device=args.device, quiet=quiet)
         msg = f"wrote {res['output']} ({res['volume_ml']:.1f} mL atrium, {res['seconds']:.2f}s)"
         if "dice" in res:
-            hd = res["hd95_mm"]
-            msg += f"; 3D Dice {res['dice']:.4f}, HD95 {hd:.2f} mm" if math.isfinite(hd) else f"; 3D Dice {res['dice']:.4f}"
+            msg += f"; 3D Dice {res['dice']:.4f}"
+            if math.isfinite(res["hd95_mm"]):
+                msg += f", HD95 {res['hd95_mm']:.2f} mm"
         print(msg)
     elif args.command == "sweep":
         from lasegm.sweep import run_local_sweep

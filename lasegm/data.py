@@ -47,8 +47,7 @@ def case_id_of(path: Path) -> str:
             name = name[: -len(suffix)]
             break
     # nnU-Net style image names carry a channel suffix (la_003_0000): match them to la_003
-    if name.endswith("_0000"):
-        name = name[:-5]
+    name = name.removesuffix("_0000")
     return name
 
 

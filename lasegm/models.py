@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from lasegm import LasegmError, __version__
-from lasegm.utils import atomic_dir, sha256_file
+from lasegm.utils import atomic_dir, read_format_json, sha256_file
 
 ARCHITECTURES: dict[str, type[torch.nn.Module]] = {
     "pspnet": smp.PSPNet,
@@ -125,12 +125,7 @@ def read_checkpoint_config(ckpt_dir: str | Path) -> dict:
     for p in (cfg_path, ckpt_dir / WEIGHTS_FILE):
         if not p.is_file():
             raise LasegmError(f"{p}: missing; a checkpoint holds {WEIGHTS_FILE} and {CONFIG_FILE}")
-    try:
-        config = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise LasegmError(f"{cfg_path}: not valid JSON ({e})") from None
-    if not isinstance(config, dict) or config.get("format") != CHECKPOINT_FORMAT:
-        raise LasegmError(f"{cfg_path}: not a lasegm checkpoint config (format must be {CHECKPOINT_FORMAT})")
+    config = read_format_json(cfg_path, CHECKPOINT_FORMAT, "checkpoint config")
     for key in ("arch", "model_kwargs", "preprocessing"):
         if key not in config:
             raise LasegmError(f"{cfg_path}: missing key {key!r}")

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import nibabel as nib
 import numpy as np
 import torch
 from scipy import ndimage
 
-from lasegm.data import (Volume, load_volume, normalize, restore_slices, stack_context, to_model_slices,
-                         window_pixels)
+from lasegm.data import Volume, load_volume, normalize, restore_slices, stack_context, to_model_slices, window_pixels
 from lasegm.models import load_checkpoint
 from lasegm.utils import atomic_path, resolve_device
 

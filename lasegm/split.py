@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 import sys
 import time
@@ -10,7 +9,7 @@ from pathlib import Path
 
 from lasegm import LasegmError
 from lasegm.data import Case
-from lasegm.utils import sha256_file, write_json
+from lasegm.utils import read_format_json, sha256_file, write_json
 
 SPLIT_FORMAT = "lasegm.split/1"
 DEFAULT_SPLIT_FILE = "splits/split.json"
@@ -60,12 +59,7 @@ def read_split(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise LasegmError(f"{path}: split file not found; create it with `lasegm split --data DIR`")
-    try:
-        split = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise LasegmError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(split, dict) or split.get("format") != SPLIT_FORMAT:
-        raise LasegmError(f"{path}: not a lasegm split file (format must be {SPLIT_FORMAT})")
+    split = read_format_json(path, SPLIT_FORMAT, "split file")
     seen: set[str] = set()
     for p in PARTS:
         if not isinstance(split.get(p), list):

@@ -21,8 +21,9 @@ from lasegm.config import TrainConfig, str2bool
 
 with warnings.catch_warnings():  # sweeps 0.2 still uses pydantic-1 config names
     warnings.simplefilter("ignore")
-    import sweeps
     from sweeps.config.cfg import validator
+
+    import sweeps
 
 
 def load_sweep(path: str | Path) -> dict:

@@ -6,8 +6,8 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import albumentations as A
 import numpy as np
@@ -18,8 +18,16 @@ from tqdm import tqdm
 
 from lasegm import LasegmError, __version__
 from lasegm.config import TrainConfig
-from lasegm.data import (NORMALIZATION, CachedCase, default_data_dir, find_cases, load_cached, restore_slices,
-                         stack_context, window_pixels)
+from lasegm.data import (
+    NORMALIZATION,
+    CachedCase,
+    default_data_dir,
+    find_cases,
+    load_cached,
+    restore_slices,
+    stack_context,
+    window_pixels,
+)
 from lasegm.metrics import case_metrics, slice_dice, summarize
 from lasegm.models import build_model, model_kwargs, save_checkpoint
 from lasegm.predict import predict_slices
@@ -146,7 +154,6 @@ def _has_netrc_login() -> bool:
 
 def wandb_overlays(cases, picks, predictions):
     import wandb
-
     from lasegm.viz import to_uint8
 
     images = []
@@ -174,7 +181,7 @@ def train(cfg: TrainConfig, quiet: bool = False, should_stop: Callable[[list[dic
                           cfg.encoder_depth, cfg.decoder_attention)
     parts = split_cases(cfg.split_file, find_cases(cfg.data or default_data_dir()))
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None
-    load = lambda cs: [load_cached(c, cfg.image_size, cache_dir, cfg.fov_mm)  # noqa: E731
+    load = lambda cs: [load_cached(c, cfg.image_size, cache_dir, cfg.fov_mm)
                        for c in tqdm(cs, desc="loading/caching", unit="case", disable=quiet)]
     train_cases, val_cases = load(parts["train"]), load(parts["val"])
     if not val_cases:

@@ -9,8 +9,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 @contextlib.contextmanager
@@ -59,6 +59,19 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 def write_json(path: str | Path, obj) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def read_format_json(path: Path, expected_format: str, kind: str) -> dict:
+    """A lasegm JSON file (split, checkpoint config) whose "format" field must match."""
+    from lasegm import LasegmError
+
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LasegmError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(obj, dict) or obj.get("format") != expected_format:
+        raise LasegmError(f"{path}: not a lasegm {kind} (format must be {expected_format})")
+    return obj
 
 
 def _json_default(o):

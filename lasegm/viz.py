@@ -7,12 +7,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import imageio.v3 as iio  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from skimage.segmentation import find_boundaries  # noqa: E402
+import imageio.v3 as iio
+import matplotlib.pyplot as plt
+import numpy as np
+from skimage.segmentation import find_boundaries
 
-from lasegm.utils import atomic_path  # noqa: E402
+from lasegm.utils import atomic_path
 
 PRED_RGB = np.array([255, 60, 40], dtype=np.float32)  # filled prediction
 TRUTH_RGB = np.array([40, 255, 90], dtype=np.uint8)  # ground-truth contour
@@ -64,12 +64,7 @@ def save_grid(image: np.ndarray, mask: np.ndarray | None, path: str | Path, trut
     if truth is not None:
         legend += ("; " if legend else "") + "green: ground truth"
     fig.suptitle(f"{title}  ({legend})" if title else legend, fontsize=11)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=80)
 
 
 def save_animation(image: np.ndarray, mask: np.ndarray, path: str | Path, truth: np.ndarray | None = None,
@@ -98,9 +93,13 @@ def save_curves(history: list[dict], path: str | Path, title: str = "") -> Path:
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
+    return save_figure(fig, path, dpi=90)
+
+
+def save_figure(fig, path: str | Path, dpi: int) -> Path:
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90)
+        fig.savefig(tmp, dpi=dpi)
     plt.close(fig)
     return path

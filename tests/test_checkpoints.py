@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import REPO
+
 from lasegm.cli import main
 from lasegm.data import find_cases, load_case
 from lasegm.metrics import dice

@@ -3,16 +3,14 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-
 from conftest import REPO, leftovers, synthetic_volume, write_nifti
+
 from lasegm.cli import main
 from lasegm.config import TrainConfig, add_config_flags, config_from_args
-from lasegm.metrics import dice
 
 
 def run_cli(*args, cwd=None, env=None):

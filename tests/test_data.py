@@ -3,8 +3,8 @@ import gzip
 import numpy as np
 import pytest
 import torch
-
 from conftest import affine_for, make_dataset, synthetic_volume, write_nifti
+
 from lasegm import LasegmError
 from lasegm.data import find_cases, load_cached, load_volume, normalize, restore_slices, to_model_slices
 from lasegm.metrics import dice

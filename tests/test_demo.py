@@ -12,8 +12,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-
 from conftest import REPO, synthetic_volume, write_nifti
+
 from lasegm.metrics import dice
 
 CHECKPOINTS = Path(os.environ.get("LASEGM_CHECKPOINTS", REPO / "checkpoints"))

@@ -2,9 +2,8 @@ import hashlib
 import io
 import tarfile
 
-import pytest
-
 from conftest import leftovers, make_dataset
+
 from lasegm.cli import main
 
 

@@ -6,8 +6,8 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-
 from conftest import REPO
+
 from lasegm.cli import main
 from lasegm.data import find_cases
 from lasegm.metrics import dice

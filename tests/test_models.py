@@ -55,7 +55,7 @@ def test_shallow_encoders_store_no_dead_weights():
     psp = build_model("pspnet", model_kwargs("pspnet", "resnet18", 1))
     assert hasattr(deep.encoder, "layer4") and not hasattr(shallow.encoder, "layer4")
     assert not hasattr(psp.encoder, "layer3") and not hasattr(psp.encoder, "layer4")
-    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    count = lambda m: sum(p.numel() for p in m.parameters())
     assert count(shallow) < count(deep) - 8_000_000
     with torch.no_grad():
         assert shallow.eval()(torch.randn(1, 1, 64, 64)).shape == (1, 1, 64, 64)

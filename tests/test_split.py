@@ -4,8 +4,8 @@ import pytest
 
 from lasegm import LasegmError
 from lasegm.cli import main
-from lasegm.split import make_split, read_split, save_split, split_cases
 from lasegm.data import find_cases
+from lasegm.split import make_split, read_split, save_split, split_cases
 
 IDS = [f"la_{i:03d}" for i in range(20)]
 

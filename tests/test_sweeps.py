@@ -1,10 +1,9 @@
 import json
-from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO
+
 from lasegm import LasegmError
 from lasegm.cli import build_parser, main
 from lasegm.sweep import load_sweep
