@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", choices=("train", "val", "test"), help="part to evaluate")
     e.add_argument("--out", help="output folder (default: runs/evaluate/<checkpoint>-<split>)")
     e.add_argument("--device", default="auto")
+    _postprocess_flags(e)
 
     r = sub.add_parser("predict", help="segment one scan and write a NIfTI mask in its space")
     r.add_argument("--checkpoint", required=True)
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overlay", help="PNG grid of slices with the prediction")
     r.add_argument("--animation", help="GIF through the volume")
     r.add_argument("--device", default="auto")
+    _postprocess_flags(r)
 
     w = sub.add_parser("sweep", help="run a W&B sweep YAML locally, without a W&B server")
     w.add_argument("sweep_yaml")
@@ -67,6 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--out", default="runs/sweeps", help="folder for trial runs and the ranking")
     return p
 
+
+
+def _postprocess_flags(p: argparse.ArgumentParser) -> None:
+    from lasegm.config import str2bool
+
+    for name, what in (("largest_component", "keep only the largest connected component"),
+                       ("flip_tta", "average with the left-right flipped prediction")):
+        p.add_argument(f"--{name}", f"--{name.replace('_', '-')}", type=str2bool, nargs="?", const=True,
+                       default=None, metavar="BOOL", help=f"{what} (default: as recorded in the checkpoint)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,7 +140,8 @@ def _dispatch(args) -> int:
         from lasegm.evaluate import report_table, run_evaluate
 
         result = run_evaluate(args.checkpoint, out_dir=args.out, data=args.data or _env_data(),
-                              split_file=args.split_file, part=args.split, device=args.device, quiet=quiet)
+                              split_file=args.split_file, part=args.split, device=args.device, quiet=quiet,
+                              largest_component=args.largest_component, flip_tta=args.flip_tta)
         print(report_table(result))
         d = result["summary"]["dice"]
         print(f"{result['arch']} on {args.split} ({d['n']} patients): 3D Dice {d['mean']:.4f} ± {d['std']:.4f}; "
@@ -138,7 +150,8 @@ def _dispatch(args) -> int:
         from lasegm.predict import run_predict
 
         res = run_predict(args.checkpoint, args.input, args.output, label=args.label, overlay=args.overlay,
-                          animation=args.animation, device=args.device, quiet=quiet)
+                          animation=args.animation, device=args.device, quiet=quiet,
+                          largest_component=args.largest_component, flip_tta=args.flip_tta)
         msg = f"wrote {res['output']} ({res['volume_ml']:.1f} mL atrium, {res['seconds']:.2f}s)"
         if "dice" in res:
             msg += f"; 3D Dice {res['dice']:.4f}"

@@ -19,8 +19,8 @@ METRICS = ["dice", "iou", "hd95_mm", "volume_pred_ml", "volume_true_ml", "volume
 
 
 def evaluate(checkpoint, data=None, split_file="splits/split.json", part="test", device="auto",
-             quiet=False) -> dict:
-    seg = Segmenter(checkpoint, device=device)
+             quiet=False, largest_component=None, flip_tta=None) -> dict:
+    seg = Segmenter(checkpoint, device=device, largest_component=largest_component, flip_tta=flip_tta)
     cases = split_cases(split_file, find_cases(data or default_data_dir()))[part]
     if seg.config.get("split_sha256") and seg.config["split_sha256"] != split_hash(split_file):
         print(f"warning: {checkpoint} was trained with a different split file than {split_file}")
@@ -34,7 +34,7 @@ def evaluate(checkpoint, data=None, split_file="splits/split.json", part="test",
                      "dice_slice": slice_dice(np.moveaxis(mask, 2, 0), np.moveaxis(vol.label, 2, 0)),
                      "seconds": seconds})
     return {"checkpoint": str(checkpoint), "arch": seg.arch, "split_file": str(split_file), "part": part,
-            "device": str(seg.device), "per_patient": rows, "summary": summarize(rows, METRICS)}
+            "device": str(seg.device), "largest_component": seg.keep_largest, "flip_tta": seg.tta, "per_patient": rows, "summary": summarize(rows, METRICS)}
 
 
 def report_table(result: dict) -> str:

@@ -60,7 +60,9 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
 class Segmenter:
     """A loaded checkpoint plus the exact preprocessing it was trained with."""
 
-    def __init__(self, checkpoint: str | Path, device: str = "auto", expected_arch: str | None = None):
+    def __init__(self, checkpoint: str | Path, device: str = "auto", expected_arch: str | None = None,
+                 largest_component: bool | None = None, flip_tta: bool | None = None):
+        """largest_component / flip_tta override the checkpoint's recorded post-processing."""
         self.device = resolve_device(device)
         self.model, self.config = load_checkpoint(checkpoint, expected_arch=expected_arch, device=self.device)
         pre = self.config["preprocessing"]
@@ -68,8 +70,9 @@ class Segmenter:
         self.fov_mm = float(pre.get("fov_mm", 0.0))
         post = self.config.get("postprocessing", {})
         self.threshold = float(post.get("threshold", 0.5))
-        self.keep_largest = bool(post.get("largest_component", False))
-        self.tta = bool(post.get("flip_tta", False))
+        self.keep_largest = bool(post.get("largest_component", False) if largest_component is None
+                                 else largest_component)
+        self.tta = bool(post.get("flip_tta", False) if flip_tta is None else flip_tta)
 
     @property
     def arch(self) -> str:
@@ -103,7 +106,7 @@ def write_mask(mask: np.ndarray, like: Volume, path: str | Path) -> Path:
 
 
 def run_predict(checkpoint, input_path, output, label=None, overlay=None, animation=None,
-                device="auto", quiet=False) -> dict:
+                device="auto", quiet=False, largest_component=None, flip_tta=None) -> dict:
     from tqdm import tqdm
 
     from lasegm import LasegmError
@@ -111,7 +114,7 @@ def run_predict(checkpoint, input_path, output, label=None, overlay=None, animat
 
     if not str(output).endswith((".nii", ".nii.gz")):
         raise LasegmError(f"{output}: output must end in .nii or .nii.gz")
-    seg = Segmenter(checkpoint, device=device)
+    seg = Segmenter(checkpoint, device=device, largest_component=largest_component, flip_tta=flip_tta)
     vol = load_volume(input_path, label)
     bar = tqdm(total=vol.image.shape[2], desc="segment", unit="slice", disable=quiet)
 

@@ -107,19 +107,25 @@ def test_train_evaluate_predict_through_the_cli(dataset, trained, tmp_path, monk
     assert result["part"] == "test" and len(result["per_patient"]) >= 1
     test_ids = json.loads(split.read_text())["test"]
     assert [r["case"] for r in result["per_patient"]] == test_ids
+    assert result["largest_component"] is False  # as recorded in the checkpoint
+    assert main(["--quiet", "evaluate", "--checkpoint", str(run / "checkpoint"), "--data", str(dataset),
+                 "--split_file", str(split), "--split", "val", "--largest_component", "--out", str(work / "ev")]) == 0
+    result = json.loads((work / "ev" / "evaluation.json").read_text())
+    assert result["largest_component"] is True and result["part"] == "val"
 
-    # predict a scan of another in-plane size, with no label, then with one
-    image, label = synthetic_volume((97, 81, 20), seed=11)
-    scan = write_nifti(tmp_path / "scan.nii.gz", image)
+    # predict scans of other in-plane sizes (odd, and the full download's 320x320) with no label
+    for shape in [(97, 81, 20), (320, 320, 8)]:
+        image, label = synthetic_volume(shape, seed=11)
+        scan = write_nifti(tmp_path / "scan.nii.gz", image)
+        mask_path = tmp_path / "out" / "mask.nii.gz"
+        assert main(["--quiet", "predict", "--checkpoint", str(run / "checkpoint"), "--input", str(scan),
+                     "--output", str(mask_path)]) == 0
+        mask = nib.load(str(mask_path))
+        ref = nib.load(str(scan))
+        assert mask.shape == ref.shape and mask.get_data_dtype() == np.uint8
+        np.testing.assert_allclose(mask.affine, ref.affine)
+        assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1}
     lab = write_nifti(tmp_path / "scan_label.nii.gz", label)
-    mask_path = tmp_path / "out" / "mask.nii.gz"
-    assert main(["--quiet", "predict", "--checkpoint", str(run / "checkpoint"), "--input", str(scan),
-                 "--output", str(mask_path)]) == 0
-    mask = nib.load(str(mask_path))
-    ref = nib.load(str(scan))
-    assert mask.shape == ref.shape and mask.get_data_dtype() == np.uint8
-    np.testing.assert_allclose(mask.affine, ref.affine)
-    assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1}
     assert main(["--quiet", "predict", "--checkpoint", str(run / "checkpoint"), "--input", str(scan),
                  "--label", str(lab), "--output", str(mask_path), "--overlay", str(tmp_path / "o.png"),
                  "--animation", str(tmp_path / "a.gif")]) == 0

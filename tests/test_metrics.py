@@ -60,3 +60,14 @@ def test_slice_dice_ignores_slices_empty_in_both():
 def test_summarize_counts_infinite():
     s = summarize([{"hd95_mm": 2.0}, {"hd95_mm": math.inf}, {"hd95_mm": 4.0}])
     assert s["hd95_mm"]["mean"] == 3.0 and s["hd95_mm"]["n_infinite"] == 1 and s["hd95_mm"]["n"] == 3
+
+
+def test_largest_component_keeps_the_biggest_blob():
+    from lasegm.predict import largest_component
+
+    m = np.zeros((20, 20, 20), np.uint8)
+    m[2:8, 2:8, 2:8] = 1  # 216 voxels
+    m[12:14, 12:14, 12:14] = 1  # 8 voxels, a separate false positive
+    out = largest_component(m)
+    assert out.sum() == 216 and out[13, 13, 13] == 0 and out.dtype == m.dtype
+    assert largest_component(np.zeros_like(m)).sum() == 0
