@@ -1,4 +1,4 @@
-"""`lasegm <command>`: download, analyze, split, train, evaluate, predict, sweep."""
+"""`lasegm <command>`: download, analyze, split, train, evaluate, predict, export, sweep."""
 
 from __future__ import annotations
 
@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--animation", help="GIF through the volume")
     r.add_argument("--device", default="auto")
     _postprocess_flags(r)
+
+    x = sub.add_parser("export", help="publish a run's checkpoint (e.g. to checkpoints/unet)")
+    x.add_argument("--checkpoint", required=True, help="source checkpoint folder")
+    x.add_argument("--out", required=True, help="destination folder (replaced atomically)")
+    _postprocess_flags(x)
 
     w = sub.add_parser("sweep", help="run a W&B sweep YAML locally, without a W&B server")
     w.add_argument("sweep_yaml")
@@ -158,6 +163,12 @@ def _dispatch(args) -> int:
             if math.isfinite(res["hd95_mm"]):
                 msg += f", HD95 {res['hd95_mm']:.2f} mm"
         print(msg)
+    elif args.command == "export":
+        from lasegm.models import export_checkpoint
+
+        dest = export_checkpoint(args.checkpoint, args.out, {"largest_component": args.largest_component,
+                                                             "flip_tta": args.flip_tta})
+        print(f"exported {args.checkpoint} to {dest}")
     elif args.command == "sweep":
         from lasegm.sweep import run_local_sweep
 

@@ -7,6 +7,7 @@ A checkpoint is a folder: `model.safetensors` (weights, never pickled) + `config
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -160,3 +161,17 @@ def load_checkpoint(ckpt_dir: str | Path, expected_arch: str | None = None,
             f"model in {CONFIG_FILE} (from another model?): {first[:200]}"
         ) from None
     return model.to(device).eval(), config
+
+
+def export_checkpoint(src: str | Path, dest: str | Path, postprocessing: dict | None = None) -> Path:
+    """Copy a run's checkpoint to where it is served (e.g. checkpoints/unet), after checking that it
+    loads, optionally recording post-processing chosen on validation. Written atomically."""
+    src, dest = Path(src), Path(dest)
+    load_checkpoint(src)  # refuse to publish a checkpoint that does not load
+    config = read_checkpoint_config(src)
+    config["postprocessing"] = {**config.get("postprocessing", {}),
+                                **{k: v for k, v in (postprocessing or {}).items() if v is not None}}
+    with atomic_dir(dest) as tmp:
+        shutil.copy2(src / WEIGHTS_FILE, tmp / WEIGHTS_FILE)
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    return dest

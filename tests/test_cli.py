@@ -23,7 +23,7 @@ def run_cli(*args, cwd=None, env=None):
     return p.returncode, p.stdout, p.stderr
 
 
-@pytest.mark.parametrize("command", ["download", "analyze", "split", "train", "evaluate", "predict", "sweep"])
+@pytest.mark.parametrize("command", ["download", "analyze", "split", "train", "evaluate", "predict", "export", "sweep"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as e:
         main([command, "--help"])

@@ -107,3 +107,18 @@ def test_imagenet_weights_offline_fail_clearly(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     with pytest.raises(LasegmError, match="could not load 'imagenet' weights"):
         build_model("unet", model_kwargs("unet", "resnet18", 1), encoder_weights="imagenet")
+
+
+def test_export_publishes_a_loadable_copy_with_postprocessing(tmp_path):
+    from lasegm.cli import main
+
+    kw = model_kwargs("pspnet", "resnet18", 1)
+    save_checkpoint(tmp_path / "run", build_model("pspnet", kw), {**_meta("pspnet", kw),
+                    "postprocessing": {"threshold": 0.5, "largest_component": False}})
+    assert main(["export", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "pub"),
+                 "--largest_component"]) == 0
+    _, config = load_checkpoint(tmp_path / "pub", expected_arch="pspnet")
+    assert config["postprocessing"] == {"threshold": 0.5, "largest_component": True}
+    (tmp_path / "run" / "model.safetensors").write_bytes(b"broken")
+    assert main(["export", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "pub")]) == 2
+    assert load_checkpoint(tmp_path / "pub")[1]["postprocessing"]["largest_component"] is True  # untouched
