@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("sweep_yaml")
     w.add_argument("--count", type=int, default=4, help="number of trials")
     w.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="fixed train flags added to every trial (e.g. data=... epochs=2)")
+                   help="train flags fixed for every trial; they replace the YAML's fixed values (e.g. epochs=2)")
     w.add_argument("--out", default="runs/sweeps", help="folder for trial runs and the ranking")
     return p
 

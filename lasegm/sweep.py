@@ -85,6 +85,10 @@ def run_local_sweep(sweep_yaml, count: int, fixed: list[str] = (), out_dir="runs
         if not sep or not hasattr(TrainConfig(), key):
             raise LasegmError(f"--set {item}: expected KEY=VALUE with KEY a `lasegm train` flag")
         fixed_params[key] = _coerce(key, value)
+        spec = config.get("parameters", {}).get(key)
+        if spec is not None and "value" not in spec:
+            raise LasegmError(f"--set {item}: {key} is searched by this sweep; it cannot be fixed")
+        config.get("parameters", {}).pop(key, None)  # a fixed value from --set wins over the YAML's
     name = Path(sweep_yaml).stem
     out = Path(out_dir) / name
     done: list[sweeps.SweepRun] = []

@@ -94,3 +94,17 @@ def test_grid_sweep_stops_when_exhausted(dataset, tmp_path, capsys, monkeypatch)
 def test_set_rejects_unknown_flags(tmp_path, capsys):
     assert main(["sweep", str(REPO / "sweeps" / "lr.yaml"), "--set", "learning_rate=1"]) == 2
     assert "learning_rate=1" in capsys.readouterr().err
+
+
+def test_set_overrides_fixed_values_but_not_searched_ones(dataset, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    split = tmp_path / "split.json"
+    main(["--quiet", "split", "--data", str(dataset), "--split_file", str(split)])
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(yaml.safe_dump({"method": "grid", "metric": {"name": "val/dice_3d", "goal": "maximize"},
+                                     "parameters": {"arch": {"values": ["pspnet"]}, "epochs": {"value": 50}}}))
+    assert main(["--quiet", "sweep", str(sweep), "--count", "1", "--out", "sw", "--set", f"data={dataset}",
+                 f"split_file={split}", "image_size=32", "epochs=1", "samples_per_epoch=16", "batch_size=8"]) == 0
+    assert json.loads((tmp_path / "sw" / "s" / "ranking.json").read_text())["trials"][0]["epochs"] == 1
+    assert main(["sweep", str(sweep), "--set", "arch=fpn"]) == 2
+    assert "searched by this sweep" in capsys.readouterr().err
