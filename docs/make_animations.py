@@ -1,0 +1,31 @@
+"""Small GIFs for the research log: each model's prediction through test patient la_003,
+cropped to the models' 200 mm field of view, every second slice (the full-size GIFs from
+`lasegm predict --animation` are ~7 MB each).
+
+    python docs/make_animations.py --data $LASEGM_DATA
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from lasegm.data import find_cases, load_case, normalize, window_pixels  # noqa: E402
+from lasegm.predict import Segmenter  # noqa: E402
+from lasegm.viz import save_animation  # noqa: E402
+
+p = argparse.ArgumentParser()
+p.add_argument("--data", required=True)
+p.add_argument("--case", default="la_003")
+args = p.parse_args()
+vol = load_case(next(c for c in find_cases(args.data) if c.case_id == args.case))
+h, w = window_pixels(200, vol.spacing, vol.image.shape)
+x0, y0 = (vol.image.shape[0] - h) // 2, (vol.image.shape[1] - w) // 2
+crop = (slice(x0, x0 + h), slice(y0, y0 + w), slice(None, None, 2))
+image = normalize(vol.image)
+for arch in ("pspnet", "fpn", "unet"):
+    mask = Segmenter(ROOT / "checkpoints" / arch, device="cpu").segment(vol.image, vol.spacing)
+    out = save_animation(image[crop], mask[crop], ROOT / "docs" / "figures" / f"{arch}_{args.case}.gif",
+                         truth=vol.label[crop], fps=8)
+    print(out, f"{out.stat().st_size / 1e6:.1f} MB")
