@@ -85,7 +85,8 @@ def test_example_patient_through_the_api(client):
         assert score > 0.7, f"{arch} Dice {score:.3f} on the example patient"
         assert rows[arch]["volume_ml"] > 0 and rows[arch]["seconds"] > 0
     assert "dice_3d" in table and Path(image).exists()
-    assert 0 <= slider < label.shape[2]
+    z = slider["value"] if isinstance(slider, dict) else slider  # the slider comes back as an update
+    assert 0 <= z < label.shape[2]
 
     # another slice from the cached predictions: a 3-panel overlay
     import imageio.v3 as iio
