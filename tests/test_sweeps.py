@@ -77,16 +77,25 @@ def test_local_sweep_runs_trials_and_ranks_them(dataset, tmp_path, capsys, monke
     assert all(1e-3 <= t["lr"] <= 1e-2 for t in ranking["trials"])
 
 
-def test_grid_sweep_stops_when_exhausted(dataset, tmp_path, capsys, monkeypatch):
+@pytest.fixture
+def tiny_trials(dataset, tmp_path, monkeypatch):
+    """`--set` flags that make each trial a seconds-long run on the synthetic data and its own split."""
     monkeypatch.chdir(tmp_path)
     split = tmp_path / "split.json"
-    main(["--quiet", "split", "--data", str(dataset), "--split_file", str(split)])
-    sweep = tmp_path / "grid.yaml"
-    sweep.write_text(yaml.safe_dump({"method": "grid", "metric": {"name": "val/dice_3d", "goal": "maximize"},
-                                     "parameters": {"arch": {"values": ["pspnet", "fpn"]}}}))
-    assert main(["--quiet", "sweep", str(sweep), "--count", "5", "--out", "sw", "--set", f"data={dataset}",
-                 f"split_file={split}", "image_size=32", "epochs=1", "samples_per_epoch=16", "batch_size=8",
-                 "decoder_width=32"]) == 0
+    assert main(["--quiet", "split", "--data", str(dataset), "--split_file", str(split)]) == 0
+    return ["--set", f"data={dataset}", f"split_file={split}", "image_size=32", "epochs=1",
+            "samples_per_epoch=16", "batch_size=8"]
+
+
+def write_sweep(path, parameters: dict, method="grid"):
+    path.write_text(yaml.safe_dump({"method": method, "metric": {"name": "val/dice_3d", "goal": "maximize"},
+                                    "parameters": parameters}))
+    return str(path)
+
+
+def test_grid_sweep_stops_when_exhausted(tiny_trials, tmp_path, capsys):
+    sweep = write_sweep(tmp_path / "grid.yaml", {"arch": {"values": ["pspnet", "fpn"]}})
+    assert main(["--quiet", "sweep", sweep, "--count", "5", "--out", "sw", *tiny_trials, "decoder_width=32"]) == 0
     out = capsys.readouterr().out
     assert "exhausted after 2 trials" in out and "2 trials ranked" in out
 
@@ -96,15 +105,9 @@ def test_set_rejects_unknown_flags(tmp_path, capsys):
     assert "learning_rate=1" in capsys.readouterr().err
 
 
-def test_set_overrides_fixed_values_but_not_searched_ones(dataset, tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    split = tmp_path / "split.json"
-    main(["--quiet", "split", "--data", str(dataset), "--split_file", str(split)])
-    sweep = tmp_path / "s.yaml"
-    sweep.write_text(yaml.safe_dump({"method": "grid", "metric": {"name": "val/dice_3d", "goal": "maximize"},
-                                     "parameters": {"arch": {"values": ["pspnet"]}, "epochs": {"value": 50}}}))
-    assert main(["--quiet", "sweep", str(sweep), "--count", "1", "--out", "sw", "--set", f"data={dataset}",
-                 f"split_file={split}", "image_size=32", "epochs=1", "samples_per_epoch=16", "batch_size=8"]) == 0
+def test_set_overrides_fixed_values_but_not_searched_ones(tiny_trials, tmp_path, capsys):
+    sweep = write_sweep(tmp_path / "s.yaml", {"arch": {"values": ["pspnet"]}, "epochs": {"value": 50}})
+    assert main(["--quiet", "sweep", sweep, "--count", "1", "--out", "sw", *tiny_trials]) == 0
     assert json.loads((tmp_path / "sw" / "s" / "ranking.json").read_text())["trials"][0]["epochs"] == 1
-    assert main(["sweep", str(sweep), "--set", "arch=fpn"]) == 2
+    assert main(["sweep", sweep, "--set", "arch=fpn"]) == 2
     assert "searched by this sweep" in capsys.readouterr().err
