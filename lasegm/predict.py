@@ -25,11 +25,10 @@ def predict_slices(model: torch.nn.Module, slices: np.ndarray, context: int, dev
     vol = torch.from_numpy(np.asarray(slices, dtype=np.float32))
     out = torch.empty(vol.shape, dtype=torch.float32)
     n = len(vol)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
     for start in range(0, n, batch_size):
         zs = range(start, min(start + batch_size, n))
         x = torch.stack([stack_context(vol, z, context) for z in zs]).to(device)
-        with autocast:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(x).float()
             if tta:  # average with the left-right flipped prediction
                 logits = 0.5 * (logits + model(x.flip(-1)).float().flip(-1))
@@ -37,14 +36,6 @@ def predict_slices(model: torch.nn.Module, slices: np.ndarray, context: int, dev
         if progress:
             progress(min(start + batch_size, n), n)
     return out
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
