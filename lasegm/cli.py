@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(t)
 
     e = sub.add_parser("evaluate", help="per-patient 3D Dice, IoU, HD95, volumes on a split part")
-    e.add_argument("--checkpoint", required=True, help="checkpoint folder (model.safetensors + config.json)")
+    e.add_argument("--checkpoint", required=True, nargs="+", metavar="FOLDER",
+                   help="checkpoint folder (model.safetensors + config.json); several = their ensemble")
     e.add_argument("--data", help=DATA_HELP)
     e.add_argument("--split_file", "--split-file", default=SPLIT_DEFAULT)
     e.add_argument("--split", default="test", choices=("train", "val", "test"), help="part to evaluate")
@@ -52,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     _postprocess_flags(e)
 
     r = sub.add_parser("predict", help="segment one scan and write a NIfTI mask in its space")
-    r.add_argument("--checkpoint", required=True)
+    r.add_argument("--checkpoint", required=True, nargs="+", metavar="FOLDER",
+                   help="checkpoint folder; several = the ensemble (mean probability) of them")
     r.add_argument("--input", required=True, help="scan (.nii or .nii.gz)")
     r.add_argument("--output", required=True, help="mask to write (.nii.gz)")
     r.add_argument("--label", help="ground truth, for metrics and the overlay's contour")

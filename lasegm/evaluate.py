@@ -11,7 +11,7 @@ from tqdm import tqdm
 from lasegm.analyze import format_table
 from lasegm.data import default_data_dir, find_cases, load_case
 from lasegm.metrics import case_metrics, slice_dice, summarize
-from lasegm.predict import Segmenter
+from lasegm.predict import load_segmenter
 from lasegm.split import split_cases, split_hash
 from lasegm.utils import write_csv, write_json
 
@@ -20,7 +20,7 @@ METRICS = ["dice", "iou", "hd95_mm", "volume_pred_ml", "volume_true_ml", "volume
 
 def evaluate(checkpoint, data=None, split_file="splits/split.json", part="test", device="auto",
              quiet=False, largest_component=None, flip_tta=None) -> dict:
-    seg = Segmenter(checkpoint, device=device, largest_component=largest_component, flip_tta=flip_tta)
+    seg = load_segmenter(checkpoint, device=device, largest_component=largest_component, flip_tta=flip_tta)
     cases = split_cases(split_file, find_cases(data or default_data_dir()))[part]
     if seg.config.get("split_sha256") and seg.config["split_sha256"] != split_hash(split_file):
         print(f"warning: {checkpoint} was trained with a different split file than {split_file}")
@@ -33,7 +33,8 @@ def evaluate(checkpoint, data=None, split_file="splits/split.json", part="test",
         rows.append({"case": case.case_id, **case_metrics(mask, vol.label, vol.spacing),
                      "dice_slice": slice_dice(np.moveaxis(mask, 2, 0), np.moveaxis(vol.label, 2, 0)),
                      "seconds": seconds})
-    return {"checkpoint": str(checkpoint), "arch": seg.arch, "split_file": str(split_file), "part": part,
+    names = [str(c) for c in checkpoint] if isinstance(checkpoint, (list, tuple)) else [str(checkpoint)]
+    return {"checkpoint": names[0] if len(names) == 1 else names, "arch": seg.arch, "split_file": str(split_file), "part": part,
             "device": str(seg.device), "largest_component": seg.keep_largest, "flip_tta": seg.tta, "per_patient": rows, "summary": summarize(rows, METRICS)}
 
 
@@ -49,7 +50,8 @@ def report_table(result: dict) -> str:
 
 def run_evaluate(checkpoint, out_dir=None, **kwargs) -> dict:
     result = evaluate(checkpoint, **kwargs)
-    out_dir = Path(out_dir) if out_dir else Path("runs") / "evaluate" / f"{Path(checkpoint).name}-{result['part']}"
+    name = result["arch"].replace("+", "-") + "-ensemble" if "+" in result["arch"] else Path(result["checkpoint"]).name
+    out_dir = Path(out_dir) if out_dir else Path("runs") / "evaluate" / f"{name}-{result['part']}"
     write_json(out_dir / "evaluation.json", result)
     write_csv(out_dir / "evaluation.csv", result["per_patient"])
     result["out_dir"] = str(out_dir)

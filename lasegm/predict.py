@@ -48,7 +48,22 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return (labels == sizes.argmax()).astype(mask.dtype)
 
 
-class Segmenter:
+class _Thresholded:
+    """probabilities() -> mask: threshold, then the recorded post-processing."""
+
+    threshold: float
+    keep_largest: bool
+
+    def segment(self, image_xyz: np.ndarray, spacing, progress=None) -> np.ndarray:
+        """uint8 mask with the scan's shape."""
+        return self.binarize(self.probabilities(image_xyz, spacing, progress))
+
+    def binarize(self, probs_xyz: torch.Tensor) -> np.ndarray:
+        mask = (probs_xyz >= self.threshold).numpy().astype(np.uint8)
+        return largest_component(mask) if self.keep_largest else mask
+
+
+class Segmenter(_Thresholded):
     """A loaded checkpoint plus the exact preprocessing it was trained with."""
 
     def __init__(self, checkpoint: str | Path, device: str = "auto", expected_arch: str | None = None,
@@ -75,13 +90,41 @@ class Segmenter:
         probs = predict_slices(self.model, slices, self.context, self.device, tta=self.tta, progress=progress)
         return restore_slices(probs, image_xyz.shape, window)
 
-    def segment(self, image_xyz: np.ndarray, spacing, progress=None) -> np.ndarray:
-        """uint8 mask with the scan's shape."""
-        return self.binarize(self.probabilities(image_xyz, spacing, progress))
 
-    def binarize(self, probs_xyz: torch.Tensor) -> np.ndarray:
-        mask = (probs_xyz >= self.threshold).numpy().astype(np.uint8)
-        return largest_component(mask) if self.keep_largest else mask
+
+class Ensemble(_Thresholded):
+    """Mean foreground probability of several checkpoints, each run with its own preprocessing and
+    mapped back to the scan's grid first, so models of different input sizes and windows combine."""
+
+    def __init__(self, checkpoints, device: str = "auto", largest_component: bool | None = None,
+                 flip_tta: bool | None = None):
+        # members return raw probabilities; post-processing runs once, on the averaged mask
+        self.members = [Segmenter(c, device=device, largest_component=False, flip_tta=flip_tta)
+                        for c in checkpoints]
+        self.device = self.members[0].device
+        self.threshold = 0.5
+        recorded = all(m.config.get("postprocessing", {}).get("largest_component", False) for m in self.members)
+        self.keep_largest = recorded if largest_component is None else bool(largest_component)
+        self.tta = all(m.tta for m in self.members)
+        splits = {m.config.get("split_sha256", "") for m in self.members}
+        self.config = {"arch": "+".join(m.arch for m in self.members),
+                       "split_sha256": splits.pop() if len(splits) == 1 else "members differ"}
+
+    @property
+    def arch(self) -> str:
+        return self.config["arch"]
+
+    def probabilities(self, image_xyz: np.ndarray, spacing, progress=None) -> torch.Tensor:
+        return torch.stack([m.probabilities(image_xyz, spacing, progress) for m in self.members]).mean(0)
+
+
+def load_segmenter(checkpoints, device: str = "auto", largest_component: bool | None = None,
+                   flip_tta: bool | None = None) -> Segmenter | Ensemble:
+    """One checkpoint folder (or a list of one) -> Segmenter; several -> their Ensemble."""
+    paths = [checkpoints] if isinstance(checkpoints, (str, Path)) else list(checkpoints)
+    if len(paths) == 1:
+        return Segmenter(paths[0], device=device, largest_component=largest_component, flip_tta=flip_tta)
+    return Ensemble(paths, device=device, largest_component=largest_component, flip_tta=flip_tta)
 
 
 def write_mask(mask: np.ndarray, like: Volume, path: str | Path) -> Path:
@@ -105,7 +148,7 @@ def run_predict(checkpoint, input_path, output, label=None, overlay=None, animat
 
     if not str(output).endswith((".nii", ".nii.gz")):
         raise LasegmError(f"{output}: output must end in .nii or .nii.gz")
-    seg = Segmenter(checkpoint, device=device, largest_component=largest_component, flip_tta=flip_tta)
+    seg = load_segmenter(checkpoint, device=device, largest_component=largest_component, flip_tta=flip_tta)
     vol = load_volume(input_path, label)
     bar = tqdm(total=vol.image.shape[2], desc="segment", unit="slice", disable=quiet)
 

@@ -122,3 +122,37 @@ def test_export_publishes_a_loadable_copy_with_postprocessing(tmp_path):
     (tmp_path / "run" / "model.safetensors").write_bytes(b"broken")
     assert main(["export", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "pub")]) == 2
     assert load_checkpoint(tmp_path / "pub")[1]["postprocessing"]["largest_component"] is True  # untouched
+
+
+def test_ensemble_averages_members_of_different_architectures_and_sizes(dataset, tmp_path, capsys):
+    """`--checkpoint a b` = mean probability of the members, each with its own preprocessing."""
+    import nibabel as nib
+    import numpy as np
+
+    from lasegm.cli import main
+    from lasegm.data import find_cases, load_case
+    from lasegm.predict import Ensemble, Segmenter, load_segmenter
+
+    folders = []
+    for arch, size in (("fpn", 64), ("pspnet", 96)):
+        kw = model_kwargs(arch, "resnet18", 1)
+        meta = {**_meta(arch, kw), "preprocessing": {"image_size": size, "context": 0},
+                "postprocessing": {"threshold": 0.5, "largest_component": True}}
+        folders.append(save_checkpoint(tmp_path / arch, build_model(arch, kw), meta))
+    vol = load_case(find_cases(dataset)[0])
+    ens = load_segmenter(folders, device="cpu")
+    assert isinstance(ens, Ensemble) and ens.arch == "fpn+pspnet" and ens.keep_largest
+    assert isinstance(load_segmenter(folders[:1], device="cpu"), Segmenter)
+    members = [Segmenter(f, device="cpu").probabilities(vol.image, vol.spacing) for f in folders]
+    torch.testing.assert_close(ens.probabilities(vol.image, vol.spacing), (members[0] + members[1]) / 2)
+
+    split = tmp_path / "split.json"
+    assert main(["--quiet", "split", "--data", str(dataset), "--split_file", str(split)]) == 0
+    assert main(["--quiet", "evaluate", "--checkpoint", *map(str, folders), "--data", str(dataset),
+                 "--split_file", str(split), "--split", "val", "--out", str(tmp_path / "ev")]) == 0
+    result = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    assert result["arch"] == "fpn+pspnet" and result["checkpoint"] == [str(f) for f in folders]
+    scan = find_cases(dataset)[0].image
+    assert main(["--quiet", "predict", "--checkpoint", *map(str, folders), "--input", str(scan),
+                 "--output", str(tmp_path / "m.nii.gz")]) == 0
+    assert nib.load(str(tmp_path / "m.nii.gz")).shape == vol.image.shape
