@@ -23,9 +23,10 @@ sys.path.insert(0, str(ROOT / "demo"))
 
 from lasegm.data import find_cases, load_case
 from lasegm.models import build_model, read_checkpoint_config
-from lasegm.predict import Segmenter
+from lasegm.predict import Ensemble, Segmenter
 from lasegm.split import read_split
 from lasegm.train import loss_terms
+from lasegm.utils import write_json
 
 
 def peak_rss_mb() -> float:
@@ -52,6 +53,17 @@ def train_throughput(config: dict, steps: int = 6, batch: int = 16) -> float:
     return batch / statistics.median(times)
 
 
+def seconds_per_volume(seg, vol, repeats: int) -> float:
+    """Median wall time of the whole pipeline (normalise, resample, predict, restore, post-process)."""
+    seg.segment(vol.image, vol.spacing)  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        seg.segment(vol.image, vol.spacing)
+        times.append(time.perf_counter() - t0)
+    return round(statistics.median(times), 3)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True)
@@ -73,19 +85,17 @@ def main():
             continue
         config = read_checkpoint_config(ckpt)
         seg = Segmenter(ckpt, device="cpu")
-        seg.segment(vol.image, vol.spacing)  # warm-up
-        times = []
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            seg.segment(vol.image, vol.spacing)
-            times.append(time.perf_counter() - t0)
         results["models"][ckpt.name] = {
-            "arch": config["arch"], "seconds_per_volume": round(statistics.median(times), 3),
+            "arch": config["arch"], "seconds_per_volume": seconds_per_volume(seg, vol, args.repeats),
             "train_slices_per_s": round(train_throughput(config), 1),
             "checkpoint_mb": round(sum(f.stat().st_size for f in ckpt.iterdir()) / 1e6, 2),
             "parameters_m": round(sum(p.numel() for p in seg.model.parameters()) / 1e6, 2),
         }
         print(ckpt.name, results["models"][ckpt.name], flush=True)
+
+    members = [Path(args.checkpoints) / name for name in results["models"]]
+    results["ensemble_seconds_per_volume"] = seconds_per_volume(Ensemble(members, device="cpu"), vol, args.repeats)
+    print("ensemble", results["ensemble_seconds_per_volume"], flush=True)
 
     import app  # the demo: latency of a slider move on cached predictions
 
@@ -101,8 +111,7 @@ def main():
     results["demo_slider_render_ms_median"] = round(statistics.median(lat), 2)
     results["demo_slider_render_ms_max"] = round(max(lat), 2)
     results["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.out, results)
     print(json.dumps(results, indent=2))
 
 

@@ -82,9 +82,11 @@ def drop_unused_encoder_stages(model: torch.nn.Module, in_channels: int) -> torc
     smp keeps them, and they dominate the size: ResNet-18's layer4 is 8.4M of its 11M weights,
     so PSPNet (depth 3) and a depth-4 U-Net would store mostly dead weights.
     """
+    # Hook every submodule, not just the stages: some encoders (MobileNetV2) iterate over a stage's
+    # layers without calling the stage itself. A stage is used if any module inside it ran.
     called: set[str] = set()
-    hooks = [child.register_forward_hook(lambda *_, n=name: called.add(n))
-             for name, child in model.encoder.named_children()]
+    hooks = [module.register_forward_hook(lambda *_, n=name.split(".")[0]: called.add(n))
+             for name, module in model.encoder.named_modules() if name]
     was_training = model.training
     with torch.no_grad():
         model.eval()

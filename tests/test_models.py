@@ -25,6 +25,24 @@ def test_each_architecture_builds_and_segments(arch, channels):
     assert out.shape == (2, 1, 64, 64)
 
 
+def _sweep_encoders() -> list[str]:
+    import yaml
+    from conftest import REPO
+
+    return yaml.safe_load((REPO / "sweeps" / "encoder.yaml").read_text())["parameters"]["encoder"]["values"]
+
+
+@pytest.mark.parametrize("encoder", _sweep_encoders())
+@pytest.mark.parametrize("arch, depth", [("unet", 5), ("unet", 4), ("pspnet", 0)])
+def test_every_swept_encoder_trains_after_pruning_unused_stages(encoder, arch, depth):
+    """The encoder sweep must not crash mid-sweep: build (which prunes unused stages), then train a step."""
+    kwargs = model_kwargs(arch, encoder, 3, decoder_width=32, encoder_depth=depth)
+    model = build_model(arch, kwargs).train()
+    out = model(torch.randn(2, 3, 64, 64))
+    out.mean().backward()
+    assert out.shape == (2, 1, 64, 64)
+
+
 @pytest.mark.parametrize("options", [dict(decoder_attention="scse"), dict(encoder_depth=4), dict(decoder_width=64)])
 def test_unet_variants_are_options(options):
     kwargs = model_kwargs("unet", "resnet18", 1, **options)

@@ -111,3 +111,12 @@ def test_set_overrides_fixed_values_but_not_searched_ones(tiny_trials, tmp_path,
     assert json.loads((tmp_path / "sw" / "s" / "ranking.json").read_text())["trials"][0]["epochs"] == 1
     assert main(["sweep", sweep, "--set", "arch=fpn"]) == 2
     assert "searched by this sweep" in capsys.readouterr().err
+
+
+def test_a_crashed_trial_is_recorded_and_the_sweep_goes_on(tiny_trials, tmp_path, capsys):
+    sweep = write_sweep(tmp_path / "enc.yaml", {"encoder": {"values": ["nope18", "resnet18"]}, "arch": {"value": "fpn"}})
+    assert main(["--quiet", "sweep", sweep, "--count", "2", "--out", "sw", *tiny_trials, "decoder_width=32"]) == 0
+    assert "trial-01] failed: LasegmError: unknown encoder 'nope18'" in capsys.readouterr().out
+    trials = json.loads((tmp_path / "sw" / "enc" / "ranking.json").read_text())["trials"]
+    assert [(t["encoder"], t["status"][:6]) for t in trials] == [("resnet18", "finish"), ("nope18", "failed")]
+    assert trials[0]["val/dice_3d"] is not None and trials[1]["val/dice_3d"] is None
