@@ -45,7 +45,9 @@ def model_kwargs(arch: str, encoder: str, in_channels: int, decoder_width: int =
     if arch in ("unet", "unetplusplus"):
         depth = encoder_depth or 5
         if decoder_width:
-            kw["decoder_channels"] = [max(decoder_width >> i, 4) for i in range(depth)]
+            # scSE squeezes channels by 16, so with attention no decoder stage may be narrower than 16
+            narrowest = 16 if decoder_attention == "scse" else 4
+            kw["decoder_channels"] = [max(decoder_width >> i, narrowest) for i in range(depth)]
         elif encoder_depth:
             kw["decoder_channels"] = [256, 128, 64, 32, 16][:depth]
         if decoder_attention != "none":

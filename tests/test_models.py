@@ -43,10 +43,30 @@ def test_every_swept_encoder_trains_after_pruning_unused_stages(encoder, arch, d
     assert out.shape == (2, 1, 64, 64)
 
 
+def test_every_unet_modification_the_sweep_can_propose_builds_and_runs():
+    """A crash in trial 7 of a sweep wastes hours: try every combination of the YAML's values."""
+    import itertools
+
+    import yaml
+    from conftest import REPO
+
+    params = yaml.safe_load((REPO / "sweeps" / "unet_modifications.yaml").read_text())["parameters"]
+    searched = {k: v["values"] for k, v in params.items() if "values" in v}
+    assert {"arch", "decoder_attention", "decoder_width", "encoder_depth", "context"} <= set(searched)
+    for combo in itertools.product(*searched.values()):
+        o = dict(zip(searched, combo))
+        kwargs = model_kwargs(o["arch"], "resnet18", 2 * o["context"] + 1, decoder_width=o["decoder_width"],
+                              encoder_depth=o["encoder_depth"], decoder_attention=o["decoder_attention"])
+        with torch.no_grad():
+            out = build_model(o["arch"], kwargs).eval()(torch.randn(1, 2 * o["context"] + 1, 64, 64))
+        assert out.shape == (1, 1, 64, 64), o
+
+
+@pytest.mark.parametrize("arch", ["unet", "unetplusplus"])
 @pytest.mark.parametrize("options", [dict(decoder_attention="scse"), dict(encoder_depth=4), dict(decoder_width=64)])
-def test_unet_variants_are_options(options):
-    kwargs = model_kwargs("unet", "resnet18", 1, **options)
-    model = build_model("unet", kwargs).eval()
+def test_unet_variants_are_options(arch, options):
+    kwargs = model_kwargs(arch, "resnet18", 1, **options)
+    model = build_model(arch, kwargs).eval()
     assert model(torch.randn(1, 1, 64, 64)).shape == (1, 1, 64, 64)
     if "decoder_attention" in options:
         assert any("attention" in n.lower() for n, _ in model.named_modules())
