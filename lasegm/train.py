@@ -35,7 +35,7 @@ from lasegm.split import split_cases, split_hash
 from lasegm.utils import resolve_device, set_cpu_threads, write_csv, write_json
 
 
-def augmentation() -> A.Compose:
+def augmentation(seed: int | None = None) -> A.Compose:
     # No flips: left/right and up/down are anatomically fixed in these scans. No gamma either:
     # slices are z-scored (negative values), where a power transform gives NaN.
     return A.Compose([
@@ -43,17 +43,17 @@ def augmentation() -> A.Compose:
         A.ElasticTransform(alpha=20, sigma=5, p=0.15),
         A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
         A.GaussNoise(std_range=(0.0, 0.05), p=0.2),
-    ])
+    ], seed=seed)  # albumentations keeps its own RNG: without a seed, reruns of one command differ
 
 
 class SliceDataset(torch.utils.data.Dataset):
     """(case, z) pairs -> (C, S, S) image with 2*context+1 channels, (1, S, S) mask."""
 
-    def __init__(self, cases: list[CachedCase], context: int, augment: bool):
+    def __init__(self, cases: list[CachedCase], context: int, augment: bool, seed: int | None = None):
         self.cases, self.context = cases, context
         self.index = [(i, z) for i, c in enumerate(cases) for z in range(len(c.image))]
         self.has_fg = np.array([bool(cases[i].label[z].any()) for i, z in self.index])
-        self.transform = augmentation() if augment else None
+        self.transform = augmentation(seed) if augment else None
 
     def __len__(self):
         return len(self.index)
@@ -194,7 +194,7 @@ def train(cfg: TrainConfig, quiet: bool = False, should_stop: Callable[[list[dic
     model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
 
-    data = SliceDataset(train_cases, cfg.context, cfg.augment)
+    data = SliceDataset(train_cases, cfg.context, cfg.augment, seed=cfg.seed)
     n_samples = cfg.samples_per_epoch or len(data)
     sampler = torch.utils.data.WeightedRandomSampler(data.sample_weights(cfg.fg_fraction), n_samples,
                                                      generator=torch.Generator().manual_seed(cfg.seed))

@@ -149,3 +149,20 @@ def test_cache_is_reused_and_rebuilt_when_damaged(dataset, tmp_path):
     files[0].write_bytes(b"garbage")
     again = load_cached(case, 32, tmp_path / "c")
     np.testing.assert_array_equal(again.label, first.label)
+
+
+def test_augmentation_is_reproducible_from_the_seed():
+    """One command, one result: the augmentation's own RNG follows --seed."""
+    from lasegm.train import augmentation
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(64, 64, 3)).astype(np.float32)
+    mask = (rng.random((64, 64)) > 0.5).astype(np.uint8)
+
+    def draws(seed):
+        aug = augmentation(seed)
+        return [aug(image=image, mask=mask)["image"] for _ in range(5)]
+
+    a, b, c = draws(3), draws(3), draws(4)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
