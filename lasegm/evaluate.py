@@ -33,8 +33,7 @@ def evaluate(checkpoint, data=None, split_file="splits/split.json", part="test",
         rows.append({"case": case.case_id, **case_metrics(mask, vol.label, vol.spacing),
                      "dice_slice": slice_dice(np.moveaxis(mask, 2, 0), np.moveaxis(vol.label, 2, 0)),
                      "seconds": seconds})
-    names = [str(c) for c in checkpoint] if isinstance(checkpoint, (list, tuple)) else [str(checkpoint)]
-    return {"checkpoint": names[0] if len(names) == 1 else names, "arch": seg.arch, "split_file": str(split_file), "part": part,
+    return {"checkpoint": seg.source, "arch": seg.arch, "split_file": str(split_file), "part": part,
             "device": str(seg.device), "largest_component": seg.keep_largest, "flip_tta": seg.tta, "per_patient": rows, "summary": summarize(rows, METRICS)}
 
 
@@ -50,7 +49,8 @@ def report_table(result: dict) -> str:
 
 def run_evaluate(checkpoint, out_dir=None, **kwargs) -> dict:
     result = evaluate(checkpoint, **kwargs)
-    name = result["arch"].replace("+", "-") + "-ensemble" if "+" in result["arch"] else Path(result["checkpoint"]).name
+    source = result["checkpoint"]  # one folder, or an ensemble's list of them
+    name = Path(source).name if isinstance(source, str) else result["arch"].replace("+", "-") + "-ensemble"
     out_dir = Path(out_dir) if out_dir else Path("runs") / "evaluate" / f"{name}-{result['part']}"
     write_json(out_dir / "evaluation.json", result)
     write_csv(out_dir / "evaluation.csv", result["per_patient"])

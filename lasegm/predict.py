@@ -70,6 +70,7 @@ class Segmenter(_Thresholded):
                  largest_component: bool | None = None, flip_tta: bool | None = None):
         """largest_component / flip_tta override the checkpoint's recorded post-processing."""
         self.device = resolve_device(device)
+        self.source = str(checkpoint)
         self.model, self.config = load_checkpoint(checkpoint, expected_arch=expected_arch, device=self.device)
         pre = self.config["preprocessing"]
         self.image_size, self.context = int(pre["image_size"]), int(pre.get("context", 0))
@@ -102,6 +103,7 @@ class Ensemble(_Thresholded):
         self.members = [Segmenter(c, device=device, largest_component=False, flip_tta=flip_tta)
                         for c in checkpoints]
         self.device = self.members[0].device
+        self.source = [m.source for m in self.members]
         self.threshold = 0.5
         recorded = all(m.config.get("postprocessing", {}).get("largest_component", False) for m in self.members)
         self.keep_largest = recorded if largest_component is None else bool(largest_component)

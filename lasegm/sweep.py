@@ -112,22 +112,19 @@ def run_local_sweep(sweep_yaml, count: int, fixed: list[str] = (), out_dir="runs
         rng_state = random.getstate(), np.random.get_state()
         try:
             summary = train(cfg, quiet=quiet, should_stop=should_stop if "early_terminate" in config else None)
+            state, history, epochs = sweeps.RunState.finished, [wandb_metrics(h) for h in summary["history"]], summary["epochs_run"]
+            status = "stopped early" if epochs < cfg.epochs else "finished"
         except Exception as e:  # like `wandb agent`: a crashed trial is recorded, the sweep goes on
             error = f"{type(e).__name__}: {e}".splitlines()[0][:200]
             print(f"[{name} {trial}] failed: {error}", flush=True)
-            done.append(_sweep_run(trial, sweeps.RunState.crashed, params, [], metric, goal))
-            results.append({"trial": trial, **params, metric: None, "epochs": 0, "status": f"failed: {error}",
-                            "minutes": round((time.perf_counter() - t0) / 60, 2), "run_dir": str(out / trial)})
-            continue
+            state, history, epochs, status = sweeps.RunState.crashed, [], 0, f"failed: {error}"
         finally:
             random.setstate(rng_state[0])
             np.random.set_state(rng_state[1])
-        history = [wandb_metrics(h) for h in summary["history"]]
-        stopped = summary["epochs_run"] < cfg.epochs
-        done.append(_sweep_run(trial, sweeps.RunState.finished, params, history, metric, goal))
-        results.append({"trial": trial, **params, metric: done[-1].summary_metrics[metric], "epochs": summary["epochs_run"],
-                        "status": "stopped early" if stopped else "finished",
-                        "minutes": round((time.perf_counter() - t0) / 60, 2), "run_dir": summary["run_dir"]})
+        done.append(_sweep_run(trial, state, params, history, metric, goal))
+        results.append({"trial": trial, **params, metric: done[-1].summary_metrics.get(metric), "epochs": epochs,
+                        "status": status, "minutes": round((time.perf_counter() - t0) / 60, 2),
+                        "run_dir": str(out / trial)})
     sign = -1 if goal == "maximize" else 1  # failed trials (no metric) rank last
     ranked = sorted(results, key=lambda r: (r[metric] is None, sign * (r[metric] or 0)))
     for rank, r in enumerate(ranked, 1):
