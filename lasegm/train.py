@@ -141,7 +141,9 @@ def init_wandb(cfg: TrainConfig, extra: dict):
     if mode == "online" and not (os.environ.get("WANDB_API_KEY") or _has_netrc_login()):
         print("W&B: no API key found, logging offline (upload later with `wandb sync wandb/offline-run-*`)")
         mode = "offline"
+    # wandb otherwise fixes ./wandb at its first init in the process; each run goes under the current folder
     run = wandb.init(project=cfg.wandb_project, name=cfg.run_name or None, mode=mode,
+                     dir=os.environ.get("WANDB_DIR") or os.getcwd(),
                      config={**cfg.to_dict(), **extra}, settings=wandb.Settings(silent=True))
     run.define_metric("val/dice_3d", summary="max")  # the sweeps' metric: best epoch, not last
     return run
