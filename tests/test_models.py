@@ -25,14 +25,16 @@ def test_each_architecture_builds_and_segments(arch, channels):
     assert out.shape == (2, 1, 64, 64)
 
 
-def _sweep_encoders() -> list[str]:
-    import yaml
+def _sweep_parameters(name: str) -> dict:
+    """A committed sweep's parameters, read by the same validating loader `lasegm sweep` uses."""
     from conftest import REPO
 
-    return yaml.safe_load((REPO / "sweeps" / "encoder.yaml").read_text())["parameters"]["encoder"]["values"]
+    from lasegm.sweep import load_sweep
+
+    return load_sweep(REPO / "sweeps" / name)["parameters"]
 
 
-@pytest.mark.parametrize("encoder", _sweep_encoders())
+@pytest.mark.parametrize("encoder", _sweep_parameters("encoder.yaml")["encoder"]["values"])
 @pytest.mark.parametrize("arch, depth", [("unet", 5), ("unet", 4), ("pspnet", 0)])
 def test_every_swept_encoder_trains_after_pruning_unused_stages(encoder, arch, depth):
     """The encoder sweep must not crash mid-sweep: build (which prunes unused stages), then train a step."""
@@ -47,10 +49,7 @@ def test_every_unet_modification_the_sweep_can_propose_builds_and_runs():
     """A crash in trial 7 of a sweep wastes hours: try every combination of the YAML's values."""
     import itertools
 
-    import yaml
-    from conftest import REPO
-
-    params = yaml.safe_load((REPO / "sweeps" / "unet_modifications.yaml").read_text())["parameters"]
+    params = _sweep_parameters("unet_modifications.yaml")
     searched = {k: v["values"] for k, v in params.items() if "values" in v}
     assert {"arch", "decoder_attention", "decoder_width", "encoder_depth", "context"} <= set(searched)
     for combo in itertools.product(*searched.values()):
