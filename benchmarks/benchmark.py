@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "demo"))
 
 from lasegm.data import find_cases, load_case
-from lasegm.models import build_model, read_checkpoint_config
+from lasegm.models import build_model, checkpoint_recipe, read_checkpoint_config
 from lasegm.predict import Ensemble, Segmenter
 from lasegm.split import read_split
 from lasegm.train import loss_terms
@@ -35,12 +35,12 @@ def peak_rss_mb() -> float:
 
 def train_throughput(config: dict, steps: int = 6, batch: int = 16) -> float:
     """Slices per second for forward + backward + AdamW step at the checkpoint's input size."""
-    pre = config["preprocessing"]
+    pre, _ = checkpoint_recipe(config, config.get("arch"))
     model = build_model(config["arch"], config["model_kwargs"]).train()
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
     loss_fn = loss_terms("dice_bce")
-    x = torch.randn(batch, 2 * pre.get("context", 0) + 1, pre["image_size"], pre["image_size"])
-    y = (torch.rand(batch, 1, pre["image_size"], pre["image_size"]) > 0.9).float()
+    x = torch.randn(batch, pre.channels, pre.image_size, pre.image_size)
+    y = (torch.rand(batch, 1, pre.image_size, pre.image_size) > 0.9).float()
     times = []
     for i in range(steps + 1):
         t0 = time.perf_counter()
@@ -55,11 +55,11 @@ def train_throughput(config: dict, steps: int = 6, batch: int = 16) -> float:
 
 def seconds_per_volume(seg, vol, repeats: int) -> float:
     """Median wall time of the whole pipeline (normalise, resample, predict, restore, post-process)."""
-    seg.segment(vol.image, vol.spacing)  # warm-up
+    seg.segment(vol)  # warm-up
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        seg.segment(vol.image, vol.spacing)
+        seg.segment(vol)
         times.append(time.perf_counter() - t0)
     return round(statistics.median(times), 3)
 

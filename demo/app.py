@@ -20,9 +20,11 @@ ROOT = HERE.parent if (HERE.parent / "lasegm").is_dir() else HERE  # repo checko
 sys.path.insert(0, str(ROOT))
 
 from lasegm import LasegmError
-from lasegm.data import load_volume, normalize
+from lasegm.data import load_volume
 from lasegm.metrics import case_metrics
+from lasegm.postprocess import plausibility_warnings
 from lasegm.predict import Segmenter, write_mask
+from lasegm.preprocess import normalize_intensities
 from lasegm.utils import set_cpu_threads
 from lasegm.viz import overlay_rgb
 
@@ -81,11 +83,12 @@ def segment(image_file, label_file, model_choice: str, progress=gr.Progress()):
             continue
         n = vol.image.shape[2]
         t0 = time.perf_counter()
-        masks[arch] = model.segment(vol.image, vol.spacing, progress=lambda done, total, i=i, arch=arch: progress(
+        masks[arch] = model.segment(vol, progress=lambda done, total, i=i, arch=arch: progress(
             (i + done / total) / len(archs), desc=f"{arch}: slice {done}/{total}"))
         seconds = time.perf_counter() - t0
         row = {"model": arch, "seconds": round(seconds, 2), "slices": n,
-               "volume_ml": round(float(masks[arch].sum() * vol.voxel_ml), 1)}
+               "volume_ml": round(float(masks[arch].sum() * vol.voxel_ml), 1),
+               "warnings": plausibility_warnings(masks[arch], vol.voxel_ml)}
         if vol.label is not None:
             m = case_metrics(masks[arch], vol.label, vol.spacing)
             row.update(dice_3d=round(m["dice"], 4), hd95_mm=round(m["hd95_mm"], 2),
@@ -94,8 +97,12 @@ def segment(image_file, label_file, model_choice: str, progress=gr.Progress()):
         files.append(str(write_mask(masks[arch], vol, out_dir / f"{stem}_{arch}_mask.nii.gz")))
     if not masks:
         raise gr.Error("No model could be loaded: " + "; ".join(r["error"] for r in rows))
-    image = normalize(vol.image)
-    state = {"image": image.astype(np.float16), "label": vol.label, "masks": masks,
+    # shown as the model sees the scan: in its training orientation, at the scan's physical pixel aspect
+    image, geometry = get_model(next(iter(masks))).pre.model_grid(vol.image, vol.affine)
+    image = normalize_intensities(image)
+    state = {"image": image.astype(np.float16), "spacing": geometry.spacing,
+             "label": None if vol.label is None else geometry.to_model(vol.label),
+             "masks": {arch: geometry.to_model(m) for arch, m in masks.items()},
              "window": tuple(float(v) for v in np.percentile(image, (1, 99)))}
     z = _best_slice(state)
     return (state, gr.update(maximum=image.shape[2] - 1, value=z, interactive=True),
@@ -120,10 +127,20 @@ def render(state, z, opacity: float = 0.45, contrast: float = 1.0):
     truth = None if state["label"] is None else state["label"][..., z]
     panels = [overlay_rgb(image[..., z].astype(np.float32), m[..., z], truth, alpha=float(opacity), window=window)
               for m in state["masks"].values()]
-    scale = max(1, -(-DISPLAY_PX // panels[0].shape[0]))  # nearest-neighbour zoom: voxels stay crisp
-    panels = [p.repeat(scale, axis=0).repeat(scale, axis=1) for p in panels]
+    panels = [_physical_zoom(p, state.get("spacing", (1.0, 1.0, 1.0))) for p in panels]
     gap = np.full((panels[0].shape[0], 8, 3), 255, np.uint8)
     return np.concatenate([p for panel in panels for p in (panel, gap)][:-1], axis=1)
+
+
+def _physical_zoom(panel: np.ndarray, spacing) -> np.ndarray:
+    """Nearest-neighbour zoom to at least DISPLAY_PX rows with square millimetres on screen
+    (picture rows are the second voxel axis, columns the first), so voxels stay crisp."""
+    sx, sy = float(spacing[0]), float(spacing[1])
+    rows_mm, cols_mm = panel.shape[0] * sy, panel.shape[1] * sx
+    px_per_mm = max(DISPLAY_PX / rows_mm, 1.0 / min(sx, sy))
+    rows = np.minimum((np.arange(round(rows_mm * px_per_mm)) / (px_per_mm * sy)).astype(int), panel.shape[0] - 1)
+    cols = np.minimum((np.arange(round(cols_mm * px_per_mm)) / (px_per_mm * sx)).astype(int), panel.shape[1] - 1)
+    return panel[rows][:, cols]
 
 
 def _table(rows) -> str:
@@ -135,7 +152,8 @@ def _table(rows) -> str:
         else:
             lines.append("| " + " | ".join(str(r.get(c, "–")) for c in cols) + " |")
     order = ", ".join(r["model"] for r in rows if "error" not in r)
-    return ("\n".join(lines) + f"\n\nPanels left to right: {order}. Red: prediction; green outline: ground truth "
+    warnings = [f"**Warning ({r['model']}):** {w}" for r in rows for w in r.get("warnings", [])]
+    return ("\n\n".join(warnings) + "\n\n" if warnings else "") + ("\n".join(lines) + f"\n\nPanels left to right: {order}. Red: prediction; green outline: ground truth "
             "(when a label is given). Dice is 3D, over the whole patient volume.")
 
 

@@ -10,7 +10,8 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
-from lasegm.data import Case, find_cases, load_case, normalize
+from lasegm.data import Case, find_cases, load_case
+from lasegm.preprocess import normalize_intensities
 
 THUMB = 24  # thumbnail side for near-duplicate comparison
 NEAR_DUPLICATE_CORR = 0.98
@@ -19,7 +20,7 @@ NEAR_DUPLICATE_CORR = 0.98
 def thumbnail(image: np.ndarray) -> np.ndarray:
     """Normalised volume shrunk to THUMB^3 so scans of any shape can be compared."""
     zoom = [THUMB / s for s in image.shape]
-    t = ndimage.zoom(normalize(image), zoom, order=1)[:THUMB, :THUMB, :THUMB]
+    t = ndimage.zoom(normalize_intensities(image), zoom, order=1)[:THUMB, :THUMB, :THUMB]
     return (t - t.mean()) / (t.std() + 1e-6)
 
 
@@ -111,7 +112,7 @@ def run_analyze(data_dir, out_dir, case_id: str | None = None, quiet: bool = Fal
     if case_id not in cases:
         raise LasegmError(f"--case {case_id}: no such case in {data_dir}")
     vol = load_case(cases[case_id])
-    viz.save_grid(normalize(vol.image), None, out_dir / f"{case_id}_grid.png", truth=vol.label,
+    viz.save_grid(vol.image, None, out_dir / f"{case_id}_grid.png", truth=vol.label,
                   title=f"{case_id}: ground truth")
     report["figure"] = str(out_dir / f"{case_id}_grid.png")
     return report

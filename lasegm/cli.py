@@ -9,8 +9,10 @@ import sys
 from lasegm import LasegmError, __version__
 from lasegm.config import add_config_flags, config_from_args
 
-DATA_HELP = "MSD task folder with imagesTr/ labelsTr/ (default: $LASEGM_DATA)"
-SPLIT_DEFAULT = "splits/split.json"
+from lasegm.split import DEFAULT_FOLDS_FILE
+from lasegm.split import DEFAULT_SPLIT_FILE as SPLIT_DEFAULT
+
+DATA_HELP = "MSD task folder with imagesTr/ labelsTr/ (default: $LASEGM_DATA, else ../shared/data/Task02_Heart)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,9 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", default="runs/analysis", help="output folder (default: runs/analysis)")
     a.add_argument("--case", help="case shown in the figure (default: the first)")
 
-    s = sub.add_parser("split", help="write the fixed patient-level train/val/test split")
+    s = sub.add_parser("split", help="write the fixed patient-level train/val/test split, or K folds")
     s.add_argument("--data", help=DATA_HELP)
-    s.add_argument("--split_file", "--split-file", default=SPLIT_DEFAULT, help=f"(default: {SPLIT_DEFAULT})")
+    s.add_argument("--split_file", "--split-file", default=None,
+                   help=f"(default: {SPLIT_DEFAULT}, or {DEFAULT_FOLDS_FILE} with --folds)")
+    s.add_argument("--folds", type=int, default=0, help="K > 1: patient-level K-fold cross-validation file instead")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--val_fraction", type=float, default=0.15)
     s.add_argument("--test_fraction", type=float, default=0.25)
@@ -41,6 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train one model (flags = config fields, for wandb agent)")
     add_config_flags(t)
+
+    c = sub.add_parser("cv", help="cross-validate a recipe: one training per fold, out-of-fold table")
+    c.add_argument("--name", required=True, help="the CV's name: runs/cv/NAME, and the W&B group")
+    c.add_argument("--folds", type=int, nargs="+", default=None, metavar="K", help="train only these folds")
+    c.add_argument("--jobs", type=int, default=1, help="folds trained at once, each in its own process (GPU)")
+    c.add_argument("--collect_only", "--collect-only", action="store_true",
+                   help="only (re)write the out-of-fold table from finished folds")
+    add_config_flags(c)
+    c.set_defaults(split_file=DEFAULT_FOLDS_FILE)
 
     e = sub.add_parser("evaluate", help="per-patient 3D Dice, IoU, HD95, volumes on a split part")
     e.add_argument("--checkpoint", required=True, nargs="+", metavar="FOLDER",
@@ -125,24 +138,38 @@ def _dispatch(args) -> int:
         print(f"wrote {args.out}/analysis.json, analysis.csv and {report['figure']}")
     elif args.command == "split":
         from lasegm.analyze import scan_dataset
-        from lasegm.split import make_split, save_split
+        from lasegm.split import make_folds, make_split, save_split
 
         report = scan_dataset(args.data or _env_data(), quiet=quiet)
-        split = make_split([r["case"] for r in report["cases"]], report["duplicate_groups"], args.seed,
-                           args.val_fraction, args.test_fraction)
-        save_split(args.split_file, split, force=args.force)
-        for part in ("train", "val", "test"):
-            print(f"{part:5s} ({len(split[part]):2d}): {' '.join(split[part])}")
+        ids, groups = [r["case"] for r in report["cases"]], report["duplicate_groups"]
+        if args.folds > 1:
+            path = args.split_file or DEFAULT_FOLDS_FILE
+            split = make_folds(ids, groups, args.folds, args.seed)
+            save_split(path, split, force=args.force)
+            for i, fold in enumerate(split["folds"]):
+                print(f"fold {i} ({len(fold):2d}): {' '.join(fold)}")
+        else:
+            path = args.split_file or SPLIT_DEFAULT
+            split = make_split(ids, groups, args.seed, args.val_fraction, args.test_fraction)
+            save_split(path, split, force=args.force)
+            for part in ("train", "val", "test"):
+                print(f"{part:5s} ({len(split[part]):2d}): {' '.join(split[part])}")
         if split["duplicate_groups"]:
             print(f"duplicate groups kept together: {split['duplicate_groups']}")
-        print(f"wrote {args.split_file}")
+        print(f"wrote {path}")
     elif args.command == "train":
         from lasegm.train import train
 
         cfg = config_from_args(args)
         summary = train(cfg, quiet=quiet)
-        print(f"best val 3D Dice {summary['best_val_dice_3d']:.4f} at epoch {summary['best_epoch']}; "
-              f"{summary['training_time_s']:.0f}s; checkpoint {summary['checkpoint']}")
+        print(f"kept epoch {summary['checkpoint_epoch']} ({summary['selection']}): val 3D Dice "
+              f"{summary['checkpoint_val_dice_3d']:.4f}; best epoch {summary['best_epoch']} "
+              f"({summary['best_val_dice_3d']:.4f}); {summary['training_time_s']:.0f}s; checkpoint {summary['checkpoint']}")
+    elif args.command == "cv":
+        from lasegm.cv import run_cv
+
+        run_cv(config_from_args(args), args.name, folds=args.folds, jobs=args.jobs, quiet=quiet,
+               collect_only=args.collect_only)
     elif args.command == "evaluate":
         from lasegm.evaluate import report_table, run_evaluate
 
@@ -159,6 +186,8 @@ def _dispatch(args) -> int:
         res = run_predict(args.checkpoint, args.input, args.output, label=args.label, overlay=args.overlay,
                           animation=args.animation, device=args.device, quiet=quiet,
                           largest_component=args.largest_component, flip_tta=args.flip_tta)
+        for warning in res["warnings"]:
+            print(f"warning: {warning}", file=sys.stderr)
         msg = f"wrote {res['output']} ({res['volume_ml']:.1f} mL atrium, {res['seconds']:.2f}s)"
         if "dice" in res:
             msg += f"; 3D Dice {res['dice']:.4f}"

@@ -10,20 +10,24 @@ import argparse
 import dataclasses
 from dataclasses import dataclass, fields
 
+from lasegm.postprocess import Postprocessing
+from lasegm.preprocess import Preprocessing
+from lasegm.split import DEFAULT_SPLIT_FILE
+
 
 @dataclass
 class TrainConfig:
     # model
-    arch: str = "unet"  # pspnet | fpn | unet | unetplusplus
+    arch: str = "unet"  # a name of lasegm.models.ARCHITECTURES
     encoder: str = "resnet18"
     encoder_weights: str = "none"  # none | imagenet (needs internet on first use)
     decoder_width: int = 0  # widest decoder channels; 0 = the architecture's default
     encoder_depth: int = 0  # 0 = the architecture's default
     decoder_attention: str = "none"  # none | scse (U-Net models)
-    # preprocessing
-    image_size: int = 128  # slices are padded square and resized to this
-    context: int = 0  # neighbouring slices each side as extra channels (2.5D)
-    fov_mm: float = 0.0  # central in-plane field of view in mm (0 = the whole slice)
+    # preprocessing (lasegm.preprocess.Preprocessing; its defaults)
+    image_size: int = Preprocessing.image_size  # the field of view is resampled to image_size x image_size
+    context: int = Preprocessing.context  # neighbouring slices each side as extra channels (2.5D)
+    fov_mm: float = Preprocessing.fov_mm  # central in-plane field of view in mm
     # optimisation
     epochs: int = 20
     samples_per_epoch: int = 0  # 0 = one pass over the training slices
@@ -36,12 +40,14 @@ class TrainConfig:
     augment: bool = True
     time_limit_min: float = 0.0  # stop after this many minutes of training (0 = no limit)
     seed: int = 0
-    # post-processing recorded in the checkpoint
-    largest_component: bool = False
-    flip_tta: bool = False
+    select: str = "best"  # checkpoint kept: best validation epoch, or the last (cross-validation uses last)
+    # post-processing recorded in the checkpoint (lasegm.postprocess.Postprocessing) and used for selection
+    largest_component: bool = Postprocessing.largest_component
+    flip_tta: bool = Postprocessing.flip_tta
     # io
-    data: str = ""  # MSD task folder; default $LASEGM_DATA
-    split_file: str = "splits/split.json"
+    data: str = ""  # MSD task folder; default $LASEGM_DATA, else ../shared/data/Task02_Heart
+    split_file: str = DEFAULT_SPLIT_FILE  # a train/val/test split, or a folds file with --fold
+    fold: int = -1  # with a folds file: train on the other folds, validate on this one
     cache_dir: str = ""  # default $LASEGM_CACHE or ~/.cache/lasegm
     out_dir: str = "runs"
     run_name: str = ""
@@ -52,18 +58,27 @@ class TrainConfig:
     workers: int = 0  # DataLoader workers
     wandb_mode: str = ""  # online | offline | disabled; default $WANDB_MODE, else offline
     wandb_project: str = "lasegm"
+    wandb_group: str = ""  # e.g. the cross-validation's name: its folds are grouped in W&B
 
     CHOICES = {
-        "arch": ("pspnet", "fpn", "unet", "unetplusplus"),
         "encoder_weights": ("none", "imagenet"),
         "decoder_attention": ("none", "scse"),
         "scheduler": ("cosine", "constant"),
         "loss": ("dice_bce", "dice", "bce"),
+        "select": ("best", "last"),
         "wandb_mode": ("", "online", "offline", "disabled"),
     }
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def postprocessing(self) -> Postprocessing:
+        return Postprocessing(largest_component=self.largest_component, flip_tta=self.flip_tta)
+
+    def recipe_dict(self) -> dict:
+        """The training recipe without the fields a checkpoint records once elsewhere (post-processing)."""
+        post = {f.name for f in fields(Postprocessing)}
+        return {k: v for k, v in self.to_dict().items() if k not in post}
 
 
 def str2bool(value: str | bool) -> bool:
@@ -78,6 +93,8 @@ def str2bool(value: str | bool) -> bool:
 
 
 def add_config_flags(parser: argparse.ArgumentParser, cls=TrainConfig) -> None:
+    from lasegm.models import ARCHITECTURES  # the one list of architectures
+
     defaults = cls()
     for f in fields(cls):
         default = getattr(defaults, f.name)
@@ -87,8 +104,9 @@ def add_config_flags(parser: argparse.ArgumentParser, cls=TrainConfig) -> None:
             kwargs.update(type=str2bool, nargs="?", const=True, metavar="BOOL")
         else:
             kwargs["type"] = type(default)
-        if f.name in cls.CHOICES:
-            kwargs["choices"] = cls.CHOICES[f.name]
+        choices = {**cls.CHOICES, "arch": tuple(ARCHITECTURES)} if cls is TrainConfig else cls.CHOICES
+        if f.name in choices:
+            kwargs["choices"] = choices[f.name]
         parser.add_argument(*names, **kwargs)
 
 

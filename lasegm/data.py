@@ -1,8 +1,7 @@
-"""Stage 1: read an MSD-layout folder, validate every file, normalise and cache 2D slices.
+"""Stage 1: read an MSD-layout folder, validate every file, and cache preprocessed training slices.
 
-Volumes are (X, Y, Z) as nibabel gives them; Z (the third axis) is the slice axis.
-Slices are padded to a square and resized to `image_size` for the model; the inverse
-(`restore_slices`) brings predictions back to the scan's own grid, so masks keep its affine.
+Volumes are (X, Y, Z) arrays as stored, with their affine; what the model sees is defined once,
+in lasegm.preprocess (orientation, field of view, normalisation, resize and the inverse).
 """
 
 from __future__ import annotations
@@ -16,20 +15,23 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from lasegm import LasegmError
+from lasegm.preprocess import Geometry, Preprocessing
 from lasegm.utils import atomic_path
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
-NORMALIZATION = "clip_p0.5_p99.5_zscore"  # recorded in checkpoints; bump if the recipe changes
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+# The development copy beside a checkout (repository root/../shared/data/Task02_Heart)
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "Task02_Heart"
 
 
 def default_data_dir() -> Path | None:
+    """$LASEGM_DATA, else the shared development copy next to the repository when it exists."""
     env = os.environ.get("LASEGM_DATA")
-    return Path(env) if env else None
+    if env:
+        return Path(env)
+    return SHARED_DATA if SHARED_DATA.is_dir() else None
 
 
 def default_cache_dir() -> Path:
@@ -156,117 +158,46 @@ def load_case(case: Case) -> Volume:
     return load_volume(case.image, case.label)
 
 
-# ---------------------------------------------------------------- preprocessing
-
-def normalize(image: np.ndarray) -> np.ndarray:
-    """Per-volume: clip to the 0.5-99.5 percentiles, then zero mean / unit variance.
-
-    The Decathlon intensities have no absolute scale (the dev copy is even offset per volume).
-    """
-    lo, hi = np.percentile(image, (0.5, 99.5))
-    clipped = np.clip(image, lo, hi)
-    std = float(clipped.std())
-    return ((clipped - clipped.mean()) / (std if std > 1e-6 else 1.0)).astype(np.float32)
-
-
-def window_pixels(fov_mm: float, spacing, shape) -> tuple[int, int]:
-    """In-plane field of view in pixels: the whole slice, or a central fov_mm x fov_mm window.
-
-    Stated in mm so a checkpoint means the same on 256x256 crops and on the 320x320 originals.
-    """
-    if fov_mm <= 0:
-        return int(shape[0]), int(shape[1])
-    return max(1, round(fov_mm / spacing[0])), max(1, round(fov_mm / spacing[1]))
-
-
-def _center_fit(t: torch.Tensor, h: int, w: int, value: float = 0.0) -> torch.Tensor:
-    """Crop or pad the last two axes around the centre to (h, w). Fitting back to the
-    original size with the same rule restores every pixel that was kept."""
-    H, W = t.shape[-2:]
-    top, left = max((H - h) // 2, 0), max((W - w) // 2, 0)
-    t = t[..., top : top + h, left : left + w]
-    H, W = t.shape[-2:]
-    pt, pl = (h - H) // 2, (w - W) // 2
-    return F.pad(t, (pl, w - W - pl, pt, h - H - pt), value=value) if (H, W) != (h, w) else t
-
-
-def to_model_slices(volume_xyz: np.ndarray, image_size: int, is_label: bool = False,
-                    window: tuple[int, int] | None = None) -> np.ndarray:
-    """(X, Y, Z) -> (Z, S, S): take the field of view, pad it square, resize to image_size."""
-    t = torch.from_numpy(np.ascontiguousarray(np.moveaxis(volume_xyz, 2, 0))).float()[:, None]
-    pad_value = 0.0 if is_label else float(t.min())
-    h, w = window or t.shape[-2:]
-    t = _center_fit(t, h, w, pad_value)
-    t = _center_fit(t, max(h, w), max(h, w), pad_value)
-    if t.shape[-1] != image_size:
-        if is_label:
-            t = (F.interpolate(t, size=(image_size, image_size), mode="area") >= 0.5).float()
-        else:
-            t = F.interpolate(t, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
-    return t[:, 0].numpy()
-
-
-def restore_slices(prob_zss: torch.Tensor, shape_xyz: tuple[int, int, int],
-                   window: tuple[int, int] | None = None) -> torch.Tensor:
-    """Inverse of to_model_slices for probabilities: (Z, S, S) -> (X, Y, Z) on the scan's grid
-    (zero outside the field of view)."""
-    h, w = window or shape_xyz[:2]
-    side = max(h, w)
-    t = prob_zss[:, None].float()
-    if t.shape[-1] != side:
-        t = F.interpolate(t, size=(side, side), mode="bilinear", align_corners=False)
-    t = _center_fit(_center_fit(t, h, w), shape_xyz[0], shape_xyz[1])
-    return t[:, 0].permute(1, 2, 0)
-
-
-def stack_context(slices: np.ndarray | torch.Tensor, z: int, context: int):
-    """Channels for slice z: itself and `context` neighbours each side (2.5D), edges clamped."""
-    idx = [min(max(z + d, 0), len(slices) - 1) for d in range(-context, context + 1)]
-    return slices[idx]
-
-
-# ---------------------------------------------------------------- cache
+# ---------------------------------------------------------------- cache of preprocessed training slices
 
 @dataclass
 class CachedCase:
     case_id: str
-    image: np.ndarray  # float16 (Z, S, S) normalised, model resolution
-    label: np.ndarray  # uint8 (Z, S, S) model resolution
-    label_full: np.ndarray  # uint8 (X, Y, Z) original grid, for 3D metrics
+    image: np.ndarray  # float16 (Z, S, S): model input slices (lasegm.preprocess)
+    label: np.ndarray  # uint8 (Z, S, S) at model resolution
+    label_full: np.ndarray  # uint8 (X, Y, Z) on the scan's own grid, for 3D metrics
     spacing: tuple[float, float, float]
+    geometry: Geometry  # maps model outputs back onto the scan's grid
 
 
-def _cache_key(case: Case, image_size: int, fov_mm: float) -> str:
-    parts = [CACHE_VERSION, NORMALIZATION, image_size, fov_mm]
+def _cache_key(case: Case, pre: Preprocessing) -> str:
+    parts = [CACHE_VERSION, pre.to_dict()]
     for p in (case.image, case.label):
         st = p.stat()
         parts += [str(p.resolve()), st.st_size, st.st_mtime_ns]
-    return hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:16]
+    return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def load_cached(case: Case, image_size: int, cache_dir: Path | None = None, fov_mm: float = 0.0) -> CachedCase:
+def load_cached(case: Case, pre: Preprocessing, cache_dir: Path | None = None) -> CachedCase:
     """Preprocessed slices of one case, computed once and kept as .npz in the cache folder."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    path = cache_dir / f"{case.case_id}-{_cache_key(case, image_size, fov_mm)}.npz"
+    path = cache_dir / f"{case.case_id}-{_cache_key(case, pre)}.npz"
     if path.exists():
         try:
             with np.load(path) as z:
-                return CachedCase(case.case_id, z["image"], z["label"], z["label_full"], tuple(z["spacing"].tolist()))
+                label_full = z["label_full"]
+                return CachedCase(case.case_id, z["image"], z["label"], label_full, tuple(z["spacing"].tolist()),
+                                  pre.geometry(z["affine"], label_full.shape))
         except (OSError, ValueError, KeyError, zlib.error):
             path.unlink(missing_ok=True)  # a damaged cache entry is rebuilt, never trusted
     vol = load_case(case)
-    window = window_pixels(fov_mm, vol.spacing, vol.image.shape)
-    cached = CachedCase(
-        case.case_id,
-        to_model_slices(normalize(vol.image), image_size, window=window).astype(np.float16),
-        to_model_slices(vol.label, image_size, is_label=True, window=window).astype(np.uint8),
-        vol.label,
-        vol.spacing,
-    )
+    image, geometry = pre.prepare(vol.image, vol.affine)
+    cached = CachedCase(case.case_id, image.astype(np.float16), pre.prepare_label(vol.label, geometry),
+                        vol.label, vol.spacing, geometry)
     try:
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, image=cached.image, label=cached.label, label_full=cached.label_full,
-                     spacing=np.array(cached.spacing))
+                     spacing=np.array(cached.spacing), affine=vol.affine)
     except OSError:
         pass  # a read-only cache only costs speed
     return cached

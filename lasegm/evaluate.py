@@ -5,20 +5,18 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from lasegm.analyze import format_table
 from lasegm.data import default_data_dir, find_cases, load_case
-from lasegm.metrics import case_metrics, slice_dice, summarize
+from lasegm.metrics import PATIENT_METRICS as METRICS
+from lasegm.metrics import patient_row, summarize
 from lasegm.predict import load_segmenter
-from lasegm.split import split_cases, split_hash
+from lasegm.split import DEFAULT_SPLIT_FILE, split_cases, split_hash
 from lasegm.utils import write_csv, write_json
 
-METRICS = ["dice", "iou", "hd95_mm", "volume_pred_ml", "volume_true_ml", "volume_error_ml", "dice_slice", "seconds"]
 
-
-def evaluate(checkpoint, data=None, split_file="splits/split.json", part="test", device="auto",
+def evaluate(checkpoint, data=None, split_file=DEFAULT_SPLIT_FILE, part="test", device="auto",
              quiet=False, largest_component=None, flip_tta=None) -> dict:
     seg = load_segmenter(checkpoint, device=device, largest_component=largest_component, flip_tta=flip_tta)
     cases = split_cases(split_file, find_cases(data or default_data_dir()))[part]
@@ -28,13 +26,11 @@ def evaluate(checkpoint, data=None, split_file="splits/split.json", part="test",
     for case in tqdm(cases, desc=f"evaluating {part}", unit="patient", disable=quiet):
         vol = load_case(case)
         t0 = time.perf_counter()
-        mask = seg.segment(vol.image, vol.spacing)
-        seconds = time.perf_counter() - t0
-        rows.append({"case": case.case_id, **case_metrics(mask, vol.label, vol.spacing),
-                     "dice_slice": slice_dice(np.moveaxis(mask, 2, 0), np.moveaxis(vol.label, 2, 0)),
-                     "seconds": seconds})
+        mask = seg.segment(vol)
+        rows.append(patient_row(case.case_id, mask, vol.label, vol.spacing, time.perf_counter() - t0))
     return {"checkpoint": seg.source, "arch": seg.arch, "split_file": str(split_file), "part": part,
-            "device": str(seg.device), "largest_component": seg.keep_largest, "flip_tta": seg.tta, "per_patient": rows, "summary": summarize(rows, METRICS)}
+            "device": str(seg.device), "largest_component": seg.post.largest_component, "flip_tta": seg.post.flip_tta,
+            "per_patient": rows, "summary": summarize(rows, METRICS)}
 
 
 def report_table(result: dict) -> str:

@@ -85,3 +85,15 @@ def summarize(rows: list[dict], keys=None) -> dict:
             "n_infinite": int((~np.isfinite(vals)).sum()),
         }
     return out
+
+
+PATIENT_METRICS = ["dice", "iou", "hd95_mm", "volume_pred_ml", "volume_true_ml", "volume_error_ml", "dice_slice",
+                   "seconds"]
+
+
+def patient_row(case_id: str, pred: np.ndarray, gt: np.ndarray, spacing, seconds: float, slice_axis: int = 2) -> dict:
+    """The one per-patient metrics row of validation, evaluate and cross-validation: 3D metrics on
+    the whole volume, plus the per-slice mean Dice (labelled as such) for reference."""
+    return {"case": case_id, **case_metrics(pred, gt, spacing),
+            "dice_slice": slice_dice(np.moveaxis(pred, slice_axis, 0), np.moveaxis(gt, slice_axis, 0)),
+            "seconds": seconds}

@@ -17,6 +17,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from lasegm import LasegmError, __version__
+from lasegm.postprocess import Postprocessing
+from lasegm.preprocess import Preprocessing
 from lasegm.utils import atomic_dir, read_format_json, sha256_file
 
 ARCHITECTURES: dict[str, type[torch.nn.Module]] = {
@@ -134,7 +136,18 @@ def read_checkpoint_config(ckpt_dir: str | Path) -> dict:
     for key in ("arch", "model_kwargs", "preprocessing"):
         if key not in config:
             raise LasegmError(f"{cfg_path}: missing key {key!r}")
+    pre, _ = checkpoint_recipe(config, cfg_path)
+    channels = config["model_kwargs"].get("in_channels")
+    if channels != pre.channels:
+        raise LasegmError(f"{cfg_path}: inconsistent: the model takes {channels} input channels but the "
+                          f"preprocessing (context {pre.context}) makes {pre.channels}")
     return config
+
+
+def checkpoint_recipe(config: dict, source) -> tuple[Preprocessing, Postprocessing]:
+    """The validated preprocessing and post-processing records of a checkpoint config."""
+    return (Preprocessing.from_dict(config["preprocessing"], str(source)),
+            Postprocessing.from_dict(config.get("postprocessing"), str(source)))
 
 
 def load_checkpoint(ckpt_dir: str | Path, expected_arch: str | None = None,
@@ -173,8 +186,8 @@ def export_checkpoint(src: str | Path, dest: str | Path, postprocessing: dict | 
     src, dest = Path(src), Path(dest)
     load_checkpoint(src)  # refuse to publish a checkpoint that does not load
     config = read_checkpoint_config(src)
-    config["postprocessing"] = {**config.get("postprocessing", {}),
-                                **{k: v for k, v in (postprocessing or {}).items() if v is not None}}
+    _, post = checkpoint_recipe(config, src / CONFIG_FILE)
+    config["postprocessing"] = post.override(**(postprocessing or {})).to_dict()
     with atomic_dir(dest) as tmp:
         shutil.copy2(src / WEIGHTS_FILE, tmp / WEIGHTS_FILE)
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")

@@ -9,10 +9,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-from scipy import ndimage
 
-from lasegm.data import Volume, load_volume, normalize, restore_slices, stack_context, to_model_slices, window_pixels
-from lasegm.models import load_checkpoint
+from lasegm.data import Volume, load_volume
+from lasegm.models import checkpoint_recipe, load_checkpoint
+from lasegm.postprocess import Postprocessing, plausibility_warnings
+from lasegm.preprocess import stack_context
 from lasegm.utils import atomic_path, resolve_device
 
 
@@ -38,29 +39,18 @@ def predict_slices(model: torch.nn.Module, slices: np.ndarray, context: int, dev
     return out
 
 
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    """Keep the largest 26-connected component: the atrium is one structure."""
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3)))
-    if n <= 1:
-        return mask
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    return (labels == sizes.argmax()).astype(mask.dtype)
-
-
 class _Thresholded:
-    """probabilities() -> mask: threshold, then the recorded post-processing."""
+    """probabilities() -> mask with the post-processing record."""
 
-    threshold: float
-    keep_largest: bool
+    post: Postprocessing
 
-    def segment(self, image_xyz: np.ndarray, spacing, progress=None) -> np.ndarray:
-        """uint8 mask with the scan's shape."""
-        return self.binarize(self.probabilities(image_xyz, spacing, progress))
+    def segment(self, vol: Volume, progress=None) -> np.ndarray:
+        """uint8 mask on the scan's own voxel grid."""
+        return self.post.binarize(self.probabilities(vol, progress))
 
-    def binarize(self, probs_xyz: torch.Tensor) -> np.ndarray:
-        mask = (probs_xyz >= self.threshold).numpy().astype(np.uint8)
-        return largest_component(mask) if self.keep_largest else mask
+    @property
+    def arch(self) -> str:
+        return self.config["arch"]
 
 
 class Segmenter(_Thresholded):
@@ -72,25 +62,15 @@ class Segmenter(_Thresholded):
         self.device = resolve_device(device)
         self.source = str(checkpoint)
         self.model, self.config = load_checkpoint(checkpoint, expected_arch=expected_arch, device=self.device)
-        pre = self.config["preprocessing"]
-        self.image_size, self.context = int(pre["image_size"]), int(pre.get("context", 0))
-        self.fov_mm = float(pre.get("fov_mm", 0.0))
-        post = self.config.get("postprocessing", {})
-        self.threshold = float(post.get("threshold", 0.5))
-        self.keep_largest = bool(post.get("largest_component", False) if largest_component is None
-                                 else largest_component)
-        self.tta = bool(post.get("flip_tta", False) if flip_tta is None else flip_tta)
+        self.pre, recorded = checkpoint_recipe(self.config, Path(checkpoint) / "config.json")
+        self.post = recorded.override(largest_component=largest_component, flip_tta=flip_tta)
 
-    @property
-    def arch(self) -> str:
-        return self.config["arch"]
-
-    def probabilities(self, image_xyz: np.ndarray, spacing, progress=None) -> torch.Tensor:
-        window = window_pixels(self.fov_mm, spacing, image_xyz.shape)
-        slices = to_model_slices(normalize(image_xyz), self.image_size, window=window)
-        probs = predict_slices(self.model, slices, self.context, self.device, tta=self.tta, progress=progress)
-        return restore_slices(probs, image_xyz.shape, window)
-
+    def probabilities(self, vol: Volume, progress=None) -> torch.Tensor:
+        """Foreground probability on the scan's own grid."""
+        slices, geometry = self.pre.prepare(vol.image, vol.affine)
+        probs = predict_slices(self.model, slices, self.pre.context, self.device, tta=self.post.flip_tta,
+                               progress=progress)
+        return self.pre.restore(probs, geometry)
 
 
 class Ensemble(_Thresholded):
@@ -99,25 +79,20 @@ class Ensemble(_Thresholded):
 
     def __init__(self, checkpoints, device: str = "auto", largest_component: bool | None = None,
                  flip_tta: bool | None = None):
-        # members return raw probabilities; post-processing runs once, on the averaged mask
-        self.members = [Segmenter(c, device=device, largest_component=False, flip_tta=flip_tta)
-                        for c in checkpoints]
+        # members return raw probabilities; post-processing runs once, on the averaged map
+        self.members = [Segmenter(c, device=device, flip_tta=flip_tta) for c in checkpoints]
         self.device = self.members[0].device
         self.source = [m.source for m in self.members]
-        self.threshold = 0.5
-        recorded = all(m.config.get("postprocessing", {}).get("largest_component", False) for m in self.members)
-        self.keep_largest = recorded if largest_component is None else bool(largest_component)
-        self.tta = all(m.tta for m in self.members)
+        self.post = Postprocessing(
+            largest_component=all(m.post.largest_component for m in self.members),
+            flip_tta=all(m.post.flip_tta for m in self.members)).override(largest_component=largest_component)
+        self.pre = self.members[0].pre  # for display: the first member's orientation
         splits = {m.config.get("split_sha256", "") for m in self.members}
         self.config = {"arch": "+".join(m.arch for m in self.members),
                        "split_sha256": splits.pop() if len(splits) == 1 else "members differ"}
 
-    @property
-    def arch(self) -> str:
-        return self.config["arch"]
-
-    def probabilities(self, image_xyz: np.ndarray, spacing, progress=None) -> torch.Tensor:
-        return torch.stack([m.probabilities(image_xyz, spacing, progress) for m in self.members]).mean(0)
+    def probabilities(self, vol: Volume, progress=None) -> torch.Tensor:
+        return torch.stack([m.probabilities(vol, progress) for m in self.members]).mean(0)
 
 
 def load_segmenter(checkpoints, device: str = "auto", largest_component: bool | None = None,
@@ -159,19 +134,22 @@ def run_predict(checkpoint, input_path, output, label=None, overlay=None, animat
         bar.refresh()
 
     t0 = time.perf_counter()
-    mask = seg.segment(vol.image, vol.spacing, progress)
+    mask = seg.segment(vol, progress)
     seconds = time.perf_counter() - t0
     bar.close()
     write_mask(mask, vol, output)
-    result = {"output": str(output), "seconds": seconds, "volume_ml": float(mask.sum() * vol.voxel_ml)}
+    result = {"output": str(output), "seconds": seconds, "volume_ml": float(mask.sum() * vol.voxel_ml),
+              "warnings": plausibility_warnings(mask, vol.voxel_ml)}
     if vol.label is not None:
         result.update(case_metrics(mask, vol.label, vol.spacing))
     if overlay or animation:
         from lasegm import viz
 
-        norm = normalize(vol.image)
+        # figures in the model's orientation, the way the model saw the scan
+        image, geometry = seg.pre.model_grid(vol.image, vol.affine)
+        shown = geometry.to_model(mask), None if vol.label is None else geometry.to_model(vol.label)
         if overlay:
-            viz.save_grid(norm, mask, overlay, truth=vol.label, title=Path(input_path).name)
+            viz.save_grid(image, shown[0], overlay, truth=shown[1], title=Path(input_path).name)
         if animation:
-            viz.save_animation(norm, mask, animation, truth=vol.label)
+            viz.save_animation(image, shown[0], animation, truth=shown[1])
     return result

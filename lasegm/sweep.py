@@ -74,7 +74,8 @@ def _sweep_run(name, state, params, history, metric, goal):
 
 def run_local_sweep(sweep_yaml, count: int, fixed: list[str] = (), out_dir="runs/sweeps", quiet=False) -> list[dict]:
     from lasegm.analyze import format_table
-    from lasegm.train import train, wandb_metrics
+    from lasegm.tracking import metric_keys as wandb_metrics
+    from lasegm.train import train
     from lasegm.utils import write_csv, write_json
 
     config = load_sweep(sweep_yaml)

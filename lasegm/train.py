@@ -1,12 +1,19 @@
-"""Stage 3: train a 2D model on slices, validate on whole patients (3D Dice), log to W&B."""
+"""Stage 3: train a 2D model on slices, validate on whole patients (3D Dice), log to W&B.
+
+`setup` builds everything a run needs, `train_epoch` is one pass over the sampled slices,
+`validate` scores whole patients with the post-processing the checkpoint will be served with,
+and `train` is the loop that ties them together.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import os
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import albumentations as A
@@ -18,20 +25,14 @@ from tqdm import tqdm
 
 from lasegm import LasegmError, __version__
 from lasegm.config import TrainConfig
-from lasegm.data import (
-    NORMALIZATION,
-    CachedCase,
-    default_data_dir,
-    find_cases,
-    load_cached,
-    restore_slices,
-    stack_context,
-    window_pixels,
-)
-from lasegm.metrics import case_metrics, slice_dice, summarize
+from lasegm.data import CachedCase, Case, default_data_dir, find_cases, load_cached
+from lasegm.metrics import patient_row, summarize
 from lasegm.models import build_model, model_kwargs, save_checkpoint
+from lasegm.postprocess import Postprocessing
 from lasegm.predict import predict_slices
+from lasegm.preprocess import Preprocessing, axis_codes, stack_context
 from lasegm.split import split_cases, split_hash
+from lasegm.tracking import Tracker
 from lasegm.utils import resolve_device, set_cpu_threads, write_csv, write_json
 
 
@@ -95,23 +96,21 @@ def batch_dice(logits: torch.Tensor, target: torch.Tensor) -> float:
     return 1.0 if denom == 0 else float(2 * inter / denom)
 
 
-def validate(model, cases: list[CachedCase], cfg: TrainConfig, device) -> tuple[dict, list[dict], dict]:
-    """Whole-patient validation on the scan's own grid: 3D Dice per patient is the headline."""
+def validate(model, cases: list[CachedCase], pre: Preprocessing, post: Postprocessing,
+             device) -> tuple[dict, list[dict], dict]:
+    """Whole-patient validation on the scan's own grid, post-processed exactly as the checkpoint will be
+    served: 3D Dice per patient is the headline."""
     rows, predictions, losses = [], {}, []
     for c in cases:
         t0 = time.perf_counter()
-        probs = predict_slices(model, c.image, cfg.context, device, tta=cfg.flip_tta)
-        full = restore_slices(probs, c.label_full.shape, window_pixels(cfg.fov_mm, c.spacing, c.label_full.shape))
-        mask = (full >= 0.5).numpy().astype(np.uint8)
+        probs = predict_slices(model, c.image, pre.context, device, tta=post.flip_tta)
+        mask = post.binarize(pre.restore(probs, c.geometry))
         seconds = time.perf_counter() - t0
         target = torch.from_numpy(c.label.astype(np.float32))
         losses.append(float(F.binary_cross_entropy(probs.clamp(1e-6, 1 - 1e-6), target)
                             + 1 - (2 * (probs * target).sum() + 1) / (probs.sum() + target.sum() + 1)))
-        m = case_metrics(mask, c.label_full, c.spacing)
-        rows.append({"case": c.case_id, "dice": m["dice"], "hd95_mm": m["hd95_mm"],
-                     "dice_slice": slice_dice(np.moveaxis(mask, 2, 0), np.moveaxis(c.label_full, 2, 0)),
-                     "seconds": seconds})
-        predictions[c.case_id] = (probs >= 0.5).numpy().astype(np.uint8)
+        rows.append(patient_row(c.case_id, mask, c.label_full, c.spacing, seconds))
+        predictions[c.case_id] = (probs >= post.threshold).numpy().astype(np.uint8)
     s = summarize(rows, ["dice", "dice_slice", "hd95_mm", "seconds"])
     return ({"val_loss": float(np.mean(losses)), "val_dice_3d": s["dice"]["mean"],
              "val_dice_slice": s["dice_slice"]["mean"], "val_hd95_mm": s["hd95_mm"]["mean"],
@@ -128,80 +127,66 @@ def overlay_slices(cases: list[CachedCase], n: int = 4) -> list[tuple[int, int]]
     return picks[:n]
 
 
-def wandb_metrics(row: dict) -> dict:
-    """History row -> W&B keys: train_loss -> train/loss, val_dice_3d -> val/dice_3d (the sweep metric)."""
-    return {f"train/{k[6:]}" if k.startswith("train_") else f"val/{k[4:]}" if k.startswith("val_") else k: v
-            for k, v in row.items()}
+def training_orientation(cases: list[Case]) -> str:
+    """The voxel orientation most training scans are stored in (read from the headers only)."""
+    import nibabel as nib
+
+    return Counter(axis_codes(nib.load(str(c.image)).affine) for c in cases).most_common(1)[0][0]
 
 
-def init_wandb(cfg: TrainConfig, extra: dict):
-    import wandb
+@dataclass
+class Setup:
+    """Everything one training run needs, built once by `setup`."""
 
-    mode = cfg.wandb_mode or os.environ.get("WANDB_MODE") or "offline"
-    if mode == "online" and not (os.environ.get("WANDB_API_KEY") or _has_netrc_login()):
-        print("W&B: no API key found, logging offline (upload later with `wandb sync wandb/offline-run-*`)")
-        mode = "offline"
-    # wandb otherwise fixes ./wandb at its first init in the process; each run goes under the current folder
-    run = wandb.init(project=cfg.wandb_project, name=cfg.run_name or None, mode=mode,
-                     dir=os.environ.get("WANDB_DIR") or os.getcwd(),
-                     config={**cfg.to_dict(), **extra}, settings=wandb.Settings(silent=True))
-    run.define_metric("val/dice_3d", summary="max")  # the sweeps' metric: best epoch, not last
-    return run
-
-
-def _has_netrc_login() -> bool:
-    netrc = Path.home() / ".netrc"
-    return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
-
-
-def wandb_overlays(cases, picks, predictions):
-    import wandb
-    from lasegm.viz import to_uint8
-
-    images = []
-    for i, z in picks:
-        c = cases[i]
-        images.append(wandb.Image(
-            to_uint8(c.image[z].astype(np.float32)),
-            masks={"prediction": {"mask_data": predictions[c.case_id][z], "class_labels": {1: "atrium"}},
-                   "ground_truth": {"mask_data": c.label[z], "class_labels": {1: "atrium"}}},
-            caption=f"{c.case_id} slice {z}"))
-    return images
+    cfg: TrainConfig
+    device: torch.device
+    pre: Preprocessing
+    post: Postprocessing
+    model: torch.nn.Module
+    loader: torch.utils.data.DataLoader
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    loss_fn: Callable
+    val_cases: list[CachedCase]
+    parts: dict[str, list[str]]
+    run_name: str
+    run_dir: Path
+    meta: dict  # written into every checkpoint's config.json
 
 
-def train(cfg: TrainConfig, quiet: bool = False, should_stop: Callable[[list[dict]], bool] | None = None) -> dict:
-    """Train one model; returns the run summary. The best checkpoint (val 3D Dice) is kept.
-
-    `should_stop(history)` is asked after every epoch (a local sweep's early termination).
-    """
+def setup(cfg: TrainConfig, quiet: bool = False) -> Setup:
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     set_cpu_threads(cfg.num_threads)
     device = resolve_device(cfg.device)
-    kwargs = model_kwargs(cfg.arch, cfg.encoder, 2 * cfg.context + 1, cfg.decoder_width,
-                          cfg.encoder_depth, cfg.decoder_attention)
-    parts = split_cases(cfg.split_file, find_cases(cfg.data or default_data_dir()))
-    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None
-    load = lambda cs: [load_cached(c, cfg.image_size, cache_dir, cfg.fov_mm)
-                       for c in tqdm(cs, desc="loading/caching", unit="case", disable=quiet)]
-    train_cases, val_cases = load(parts["train"]), load(parts["val"])
-    if not val_cases:
+    pre = Preprocessing(image_size=cfg.image_size, fov_mm=cfg.fov_mm, context=cfg.context)
+    post = cfg.postprocessing()
+    kwargs = model_kwargs(cfg.arch, cfg.encoder, pre.channels, cfg.decoder_width, cfg.encoder_depth,
+                          cfg.decoder_attention)  # bad model options fail before any data is read
+    fold = cfg.fold if cfg.fold >= 0 else None
+    parts = split_cases(cfg.split_file, find_cases(cfg.data or default_data_dir()), fold=fold)
+    if not parts["val"]:
         raise LasegmError(f"{cfg.split_file}: the validation part is empty")
+    pre = dataclasses.replace(pre, orientation=training_orientation(parts["train"]))
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None
+    load = lambda cs: [load_cached(c, pre, cache_dir) for c in tqdm(cs, desc="loading/caching", unit="case",
+                                                                     disable=quiet)]
+    train_cases, val_cases = load(parts["train"]), load(parts["val"])
 
     run_name = cfg.run_name or f"{cfg.arch}-{cfg.encoder}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(cfg.out_dir) / run_name
     run_dir.mkdir(parents=True, exist_ok=True)
     model = build_model(cfg.arch, kwargs, None if cfg.encoder_weights == "none" else cfg.encoder_weights)
     model.to(device)
-    n_params = sum(p.numel() for p in model.parameters())
 
-    data = SliceDataset(train_cases, cfg.context, cfg.augment, seed=cfg.seed)
+    data = SliceDataset(train_cases, pre.context, cfg.augment, seed=cfg.seed)
     n_samples = cfg.samples_per_epoch or len(data)
     sampler = torch.utils.data.WeightedRandomSampler(data.sample_weights(cfg.fg_fraction), n_samples,
                                                      generator=torch.Generator().manual_seed(cfg.seed))
     loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
-                                         num_workers=cfg.workers, pin_memory=device.type == "cuda")
+                                         num_workers=cfg.workers, pin_memory=device.type == "cuda",
+                                         persistent_workers=cfg.workers > 0)
     if len(loader) == 0:
         raise LasegmError(f"samples_per_epoch ({n_samples}) is smaller than batch_size ({cfg.batch_size})")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -209,86 +194,104 @@ def train(cfg: TrainConfig, quiet: bool = False, should_stop: Callable[[list[dic
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, (lambda s: 0.5 * (1 + math.cos(math.pi * min(s / total_steps, 1.0))))
         if cfg.scheduler == "cosine" else (lambda s: 1.0))
-    loss_fn = loss_terms(cfg.loss)
-    use_amp = device.type == "cuda"  # bf16 autocast: a free speed-up on GPUs, no effect on CPU
-
+    ids = {p: [c.case_id for c in cs] for p, cs in parts.items()}
     meta = {
         "arch": cfg.arch, "encoder": cfg.encoder, "model_kwargs": kwargs,
-        "preprocessing": {"image_size": cfg.image_size, "context": cfg.context, "fov_mm": cfg.fov_mm,
-                          "normalization": NORMALIZATION, "slice_axis": 2, "resize": "fov_pad_square_bilinear"},
-        "postprocessing": {"threshold": 0.5, "largest_component": cfg.largest_component,
-                           "flip_tta": cfg.flip_tta},
+        "preprocessing": pre.to_dict(), "postprocessing": post.to_dict(),
         "split_file": Path(cfg.split_file).name, "split_sha256": split_hash(cfg.split_file),
-        "train_config": cfg.to_dict(), "parameters": n_params,
+        "fold": fold, "trained_on": ids["train"], "validated_on": ids["val"],
+        "train_config": cfg.recipe_dict(), "parameters": sum(p.numel() for p in model.parameters()),
     }
-    run = init_wandb(cfg, {"split": {p: [c.case_id for c in cs] for p, cs in parts.items()},
-                           "parameters": n_params, "lasegm_version": __version__, "run_dir": str(run_dir)})
-    picks = overlay_slices(val_cases)
+    return Setup(cfg, device, pre, post, model, loader, opt, sched, loss_terms(cfg.loss), val_cases, ids,
+                 run_name, run_dir, meta)
+
+
+def train_epoch(s: Setup, epoch: int, quiet: bool = False) -> dict:
+    """One pass over the sampled training slices; bf16 autocast on a GPU (no effect on CPU)."""
+    s.model.train()
+    use_amp = s.device.type == "cuda"
+    t0 = time.perf_counter()
+    losses, dices = [], []
+    bar = tqdm(s.loader, desc=f"epoch {epoch}/{s.cfg.epochs}", unit="batch", disable=quiet, leave=False)
+    for x, y in bar:
+        x, y = x.to(s.device, non_blocking=True), y.to(s.device, non_blocking=True)
+        with torch.autocast(s.device.type, dtype=torch.bfloat16, enabled=use_amp):
+            logits = s.model(x)
+        loss = s.loss_fn(logits.float(), y)
+        s.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        s.opt.step()
+        s.sched.step()
+        losses.append(loss.item())
+        dices.append(batch_dice(logits.detach().float(), y))
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    seconds = time.perf_counter() - t0
+    return {"train_loss": float(np.mean(losses)), "train_dice": float(np.mean(dices)),
+            "train_slices_per_s": len(losses) * s.cfg.batch_size / seconds}
+
+
+def train(cfg: TrainConfig, quiet: bool = False, should_stop: Callable[[list[dict]], bool] | None = None) -> dict:
+    """Train one model; returns the run summary. The checkpoint kept is the best validation epoch
+    (--select best) or the last one (--select last, as cross-validation does).
+
+    `should_stop(history)` is asked after every epoch (a local sweep's early termination).
+    """
+    s = setup(cfg, quiet)
+    tracker = Tracker(cfg.wandb_project, s.run_name, cfg.wandb_mode, group=cfg.wandb_group or None,
+                      job_type=f"fold-{cfg.fold}" if cfg.fold >= 0 else "train",
+                      config={**cfg.to_dict(), "split": s.parts, "parameters": s.meta["parameters"],
+                              "lasegm_version": __version__, "run_dir": str(s.run_dir)})
+    picks = overlay_slices(s.val_cases)
     history: list[dict] = []
-    best = {"val_dice_3d": -1.0}
+    kept: dict = {}
     t_start = time.perf_counter()
     try:
         for epoch in range(1, cfg.epochs + 1):
-            model.train()
             t0 = time.perf_counter()
-            losses, dices = [], []
-            bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", disable=quiet, leave=False)
-            for x, y in bar:
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    logits = model(x)
-                loss = loss_fn(logits.float(), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                losses.append(loss.item())
-                dices.append(batch_dice(logits.detach().float(), y))
-                bar.set_postfix(loss=f"{losses[-1]:.3f}")
-            train_seconds = time.perf_counter() - t0
-            val, val_rows, predictions = validate(model, val_cases, cfg, device)
-            row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "train_dice": float(np.mean(dices)),
-                   **val, "lr": opt.param_groups[0]["lr"], "epoch_s": time.perf_counter() - t0,
-                   "train_slices_per_s": len(losses) * cfg.batch_size / train_seconds}
+            row = {"epoch": epoch, **train_epoch(s, epoch, quiet)}
+            val, val_rows, predictions = validate(s.model, s.val_cases, s.pre, s.post, s.device)
+            row.update(**val, lr=s.opt.param_groups[0]["lr"], epoch_s=time.perf_counter() - t0)
             history.append(row)
-            improved = row["val_dice_3d"] > best["val_dice_3d"]
-            if improved:
-                best = {**row, "per_patient": val_rows}
-                save_checkpoint(run_dir / "checkpoint", model, {
-                    **meta, "epoch": epoch, "metrics": {k: row[k] for k in (
+            keep = cfg.select == "last" or row["val_dice_3d"] > kept.get("val_dice_3d", -1.0)
+            if keep:
+                kept = {**row, "per_patient": val_rows}
+                save_checkpoint(s.run_dir / "checkpoint", s.model, {
+                    **s.meta, "epoch": epoch, "selection": cfg.select, "metrics": {k: row[k] for k in (
                         "val_dice_3d", "val_dice_slice", "val_hd95_mm", "val_loss")},
                     "training_time_s": time.perf_counter() - t_start}, half=cfg.fp16_checkpoint)
-            run.log({**wandb_metrics(row), "val/overlays": wandb_overlays(val_cases, picks, predictions)}, step=epoch)
-            write_csv(run_dir / "history.csv", history)
-            write_json(run_dir / "history.json", history)
+            tracker.log_epoch(row, [(f"{s.val_cases[i].case_id} slice {z}", s.val_cases[i].image[z],
+                                     s.val_cases[i].label[z], predictions[s.val_cases[i].case_id][z])
+                                    for i, z in picks])
+            write_csv(s.run_dir / "history.csv", history)
+            write_json(s.run_dir / "history.json", history)
             # one line per epoch even with --quiet (which only hides progress bars)
             print(f"epoch {epoch:3d}  loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
                   f"val 3D Dice {row['val_dice_3d']:.4f}  slice Dice {row['val_dice_slice']:.4f}  "
-                  f"{row['epoch_s']:.1f}s{'  *best' if improved else ''}", flush=True)
+                  f"{row['epoch_s']:.1f}s{'  *kept' if keep else ''}", flush=True)
             if should_stop and should_stop(history):
                 print(f"stopped early after epoch {epoch} (the sweep's early_terminate)")
                 break
             if cfg.time_limit_min and time.perf_counter() - t_start > cfg.time_limit_min * 60:
                 print(f"time limit of {cfg.time_limit_min} min reached after epoch {epoch}")
                 break
-        total = time.perf_counter() - t_start
         from lasegm.viz import save_curves
 
-        save_curves(history, run_dir / "curves.png", title=run_name)
-        summary = {"run_name": run_name, "run_dir": str(run_dir), "checkpoint": str(run_dir / "checkpoint"),
-                   "best_epoch": best["epoch"], "best_val_dice_3d": best["val_dice_3d"],
-                   "best_val_dice_slice": best["val_dice_slice"], "epochs_run": len(history),
-                   "training_time_s": total, "inference_s_per_volume": best["inference_s_per_volume"],
+        save_curves(history, s.run_dir / "curves.png", title=s.run_name)
+        best = max(history, key=lambda h: h["val_dice_3d"])
+        summary = {"run_name": s.run_name, "run_dir": str(s.run_dir), "checkpoint": str(s.run_dir / "checkpoint"),
+                   "selection": cfg.select, "checkpoint_epoch": kept["epoch"],
+                   "checkpoint_val_dice_3d": kept["val_dice_3d"], "best_epoch": best["epoch"],
+                   "best_val_dice_3d": best["val_dice_3d"], "best_val_dice_slice": best["val_dice_slice"],
+                   "epochs_run": len(history), "training_time_s": time.perf_counter() - t_start,
+                   "inference_s_per_volume": kept["inference_s_per_volume"],
                    "train_slices_per_s": float(np.mean([h["train_slices_per_s"] for h in history])),
-                   "device": str(device), "per_patient_val": best["per_patient"], "history": history}
-        write_json(run_dir / "summary.json", summary)
-        import wandb
-
-        run.summary.update({k: v for k, v in summary.items() if k not in ("per_patient_val", "history")})
-        run.log({"curves": wandb.Image(str(run_dir / "curves.png"))})
-        artifact = wandb.Artifact(f"{cfg.arch}-model", type="model", metadata={"val_dice_3d": best["val_dice_3d"]})
-        artifact.add_dir(str(run_dir / "checkpoint"))
-        run.log_artifact(artifact)
+                   "device": str(s.device), "fold": s.meta["fold"], "per_patient_val": kept["per_patient"],
+                   "history": history}
+        write_json(s.run_dir / "summary.json", summary)
+        tracker.log_table("val/per_patient", kept["per_patient"])
+        tracker.finish({k: v for k, v in summary.items() if k not in ("per_patient_val", "history")},
+                       s.run_dir / "curves.png", s.run_dir / "checkpoint", f"{cfg.arch}-model",
+                       {"val_dice_3d": kept["val_dice_3d"]})
         return summary
     finally:
-        run.finish()
+        tracker.close()

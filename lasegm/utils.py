@@ -61,15 +61,15 @@ def write_json(path: str | Path, obj) -> None:
         tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
 
 
-def read_format_json(path: Path, expected_format: str, kind: str) -> dict:
-    """A lasegm JSON file (split, checkpoint config) whose "format" field must match."""
+def read_format_json(path: Path, expected_format: str | None, kind: str) -> dict:
+    """A lasegm JSON file (split, checkpoint config) whose "format" field must match (None: any)."""
     from lasegm import LasegmError
 
     try:
         obj = json.loads(Path(path).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise LasegmError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(obj, dict) or obj.get("format") != expected_format:
+    if not isinstance(obj, dict) or (expected_format is not None and obj.get("format") != expected_format):
         raise LasegmError(f"{path}: not a lasegm {kind} (format must be {expected_format})")
     return obj
 

@@ -22,6 +22,11 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("LASEGM_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
+# The preprocessing of tiny test models: the synthetic scans are 64 x 64 voxels of 1.25 mm = 80 mm across
+TEST_PREPROCESSING = {"image_size": 64, "fov_mm": 80.0, "context": 0, "orientation": "RAS", "version": 2}
+SYNTHETIC_FLAGS = ["--fov_mm=80", "--context=0"]
+
+
 def affine_for(spacing=(1.25, 1.25, 1.37), shift=(10.0, -20.0, 5.0)) -> np.ndarray:
     a = np.diag([*spacing, 1.0])
     a[:3, 3] = shift

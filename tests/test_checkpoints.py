@@ -33,7 +33,7 @@ def test_checkpoint_segments_a_real_validation_patient(arch, real_data):
     assert seg.config["split_sha256"], "checkpoint does not record its split"
     case_id = read_split(SPLIT)["val"][0]
     vol = load_case(next(c for c in find_cases(real_data) if c.case_id == case_id))
-    mask = seg.segment(vol.image, vol.spacing)
+    mask = seg.segment(vol)
     floor = reported(arch)["summary"]["dice"]["mean"] - 0.15
     score = dice(mask, vol.label)
     assert score > floor, f"{arch} on {case_id}: 3D Dice {score:.3f} below the floor {floor:.3f}"

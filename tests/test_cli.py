@@ -7,7 +7,7 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import REPO, leftovers, synthetic_volume, write_nifti
+from conftest import REPO, SYNTHETIC_FLAGS, TEST_PREPROCESSING, leftovers, synthetic_volume, write_nifti
 
 from lasegm.cli import main
 from lasegm.config import TrainConfig, add_config_flags, config_from_args
@@ -86,6 +86,7 @@ def test_train_evaluate_predict_through_the_cli(dataset, trained, tmp_path, monk
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     code = main(["--quiet", "train", "--arch=unet", "--encoder=resnet18", "--decoder_width=32",
                  "--image_size=64", "--epochs=4", "--samples_per_epoch=96", "--batch_size=8", "--lr=0.003",
+                 *SYNTHETIC_FLAGS, "--largest_component=false",
                  f"--data={dataset}", f"--split_file={split}", "--run_name=tiny", "--out_dir=runs"])
     assert code == 0
     run = work / "runs" / "tiny"
@@ -140,7 +141,7 @@ def test_training_learns_the_synthetic_atrium(dataset, trained, monkeypatch):
     from lasegm.train import train
 
     work, split = trained
-    cfg = TrainConfig(arch="pspnet", image_size=64, epochs=6, samples_per_epoch=128, batch_size=8, lr=0.003,
+    cfg = TrainConfig(arch="pspnet", image_size=64, fov_mm=80, context=0, epochs=6, samples_per_epoch=128, batch_size=8, lr=0.003,
                       data=str(dataset), split_file=str(split), out_dir=str(work / "runs"), run_name="learn")
     summary = train(cfg, quiet=True)
     assert summary["best_val_dice_3d"] > 0.6
@@ -167,7 +168,7 @@ def test_predict_rejects_bad_scans_without_writing(tmp_path, dataset, trained, m
     kw = model_kwargs("fpn", "resnet18", 1, decoder_width=32)
     ck = save_checkpoint(tmp_path / "ck", build_model("fpn", kw),
                          {"arch": "fpn", "encoder": "resnet18", "model_kwargs": kw,
-                          "preprocessing": {"image_size": 64, "context": 0}})
+                          "preprocessing": TEST_PREPROCESSING})
     bad = tmp_path / "scan.nii.gz"
     bad.write_bytes(b"not a nifti at all")
     txt = tmp_path / "scan.txt"

@@ -6,7 +6,8 @@ import torch
 from conftest import affine_for, make_dataset, synthetic_volume, write_nifti
 
 from lasegm import LasegmError
-from lasegm.data import find_cases, load_cached, load_volume, normalize, restore_slices, to_model_slices
+from lasegm.data import find_cases, load_cached, load_volume
+from lasegm.preprocess import Preprocessing, normalize_intensities
 from lasegm.metrics import dice
 
 
@@ -104,7 +105,8 @@ def test_single_channel_4d_is_accepted(tmp_path):
 
 def test_normalize_is_scale_free():
     image, _ = synthetic_volume((32, 32, 8))
-    a, b = normalize(image.astype(np.float32)), normalize(image.astype(np.float32) * 3 + 500)
+    a = normalize_intensities(image.astype(np.float32))
+    b = normalize_intensities(image.astype(np.float32) * 3 + 500)
     np.testing.assert_allclose(a, b, atol=1e-4)
     assert abs(a.mean()) < 1e-3 and abs(a.std() - 1) < 1e-3
 
@@ -113,41 +115,44 @@ def test_normalize_is_scale_free():
 def test_resize_roundtrip_any_inplane_size(shape):
     """Labels taken to model size and back land on the scan's grid with the same geometry."""
     _, label = synthetic_volume(shape, radii=(shape[0] * 0.25, shape[1] * 0.25, shape[2] * 0.6))
-    small = to_model_slices(label, 96, is_label=True)
+    pre = Preprocessing(image_size=96, fov_mm=max(shape[:2]) * 1.25)
+    geo = pre.geometry(affine_for(), shape)
+    small = pre.prepare_label(label, geo)
     assert small.shape == (shape[2], 96, 96)
-    back = (restore_slices(torch.from_numpy(small), shape) >= 0.5).numpy()
+    back = (pre.restore(torch.from_numpy(small.astype(np.float32)), geo) >= 0.5).numpy()
     assert back.shape == shape
     assert dice(back, label) > 0.9
 
 
 def test_field_of_view_crop_is_physical_and_invertible():
     """A 200 mm window is 160 px on 1.25 mm slices whatever the matrix (256 crop or 320 original)."""
-    from lasegm.data import window_pixels
-
+    pre = Preprocessing(image_size=128, fov_mm=200)
     for side in (256, 320):
-        assert window_pixels(200, (1.25, 1.25, 1.37), (side, side, 5)) == (160, 160)
-    assert window_pixels(0, (1.25, 1.25, 1.37), (97, 131, 5)) == (97, 131)
+        assert pre.geometry(affine_for(), (side, side, 5)).window == (160, 160)
+    assert pre.geometry(affine_for((0.625, 2.0, 3.0)), (64, 64, 5)).window == (320, 100)
     shape = (320, 300, 4)
     _, label = synthetic_volume(shape, radii=(40, 30, 3))
-    window = window_pixels(200, (1.25, 1.25, 1.37), shape)
-    small = to_model_slices(label, 128, is_label=True, window=window)
+    geo = pre.geometry(affine_for(), shape)
+    small = pre.prepare_label(label, geo)
     assert small.shape == (4, 128, 128) and small.sum() > 0
-    back = (restore_slices(torch.from_numpy(small), shape, window) >= 0.5).numpy()
+    back = (pre.restore(torch.from_numpy(small.astype(np.float32)), geo) >= 0.5).numpy()
     assert back.shape == shape and dice(back, label) > 0.9
     # a window larger than the slice pads instead of cropping
-    big = window_pixels(500, (1.0, 1.0, 1.0), (64, 64, 4))
+    big = Preprocessing(image_size=100, fov_mm=500 * 1.25)
     _, lab = synthetic_volume((64, 64, 4), radii=(10, 10, 3))
-    back = restore_slices(torch.from_numpy(to_model_slices(lab, 100, True, big)), lab.shape, big)
+    g = big.geometry(affine_for(), lab.shape)
+    back = big.restore(torch.from_numpy(big.prepare_label(lab, g).astype(np.float32)), g)
     assert dice((back >= 0.5).numpy(), lab) > 0.85
 
 
 def test_cache_is_reused_and_rebuilt_when_damaged(dataset, tmp_path):
     case = find_cases(dataset)[0]
-    first = load_cached(case, 32, tmp_path / "c")
+    pre = Preprocessing(image_size=32, fov_mm=80)
+    first = load_cached(case, pre, tmp_path / "c")
     files = list((tmp_path / "c").glob("*.npz"))
     assert len(files) == 1 and first.image.shape == (24, 32, 32)
     files[0].write_bytes(b"garbage")
-    again = load_cached(case, 32, tmp_path / "c")
+    again = load_cached(case, pre, tmp_path / "c")
     np.testing.assert_array_equal(again.label, first.label)
 
 

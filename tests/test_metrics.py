@@ -63,7 +63,7 @@ def test_summarize_counts_infinite():
 
 
 def test_largest_component_keeps_the_biggest_blob():
-    from lasegm.predict import largest_component
+    from lasegm.postprocess import largest_component
 
     m = np.zeros((20, 20, 20), np.uint8)
     m[2:8, 2:8, 2:8] = 1  # 216 voxels

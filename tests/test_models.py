@@ -4,6 +4,8 @@ import shutil
 import pytest
 import torch
 
+from conftest import TEST_PREPROCESSING
+
 from lasegm import LasegmError
 from lasegm.models import ARCHITECTURES, build_model, load_checkpoint, model_kwargs, save_checkpoint
 
@@ -12,7 +14,7 @@ ARCHS = ["pspnet", "fpn", "unet"]
 
 def _meta(arch, kwargs):
     return {"arch": arch, "encoder": kwargs["encoder_name"], "model_kwargs": kwargs,
-            "preprocessing": {"image_size": 64, "context": 0}}
+            "preprocessing": TEST_PREPROCESSING}
 
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES))
@@ -155,7 +157,7 @@ def test_export_publishes_a_loadable_copy_with_postprocessing(tmp_path):
     assert main(["export", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "pub"),
                  "--largest_component"]) == 0
     _, config = load_checkpoint(tmp_path / "pub", expected_arch="pspnet")
-    assert config["postprocessing"] == {"threshold": 0.5, "largest_component": True}
+    assert config["postprocessing"] == {"threshold": 0.5, "largest_component": True, "flip_tta": False}
     (tmp_path / "run" / "model.safetensors").write_bytes(b"broken")
     assert main(["export", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "pub")]) == 2
     assert load_checkpoint(tmp_path / "pub")[1]["postprocessing"]["largest_component"] is True  # untouched
@@ -173,15 +175,15 @@ def test_ensemble_averages_members_of_different_architectures_and_sizes(dataset,
     folders = []
     for arch, size in (("fpn", 64), ("pspnet", 96)):
         kw = model_kwargs(arch, "resnet18", 1)
-        meta = {**_meta(arch, kw), "preprocessing": {"image_size": size, "context": 0},
+        meta = {**_meta(arch, kw), "preprocessing": {**TEST_PREPROCESSING, "image_size": size},
                 "postprocessing": {"threshold": 0.5, "largest_component": True}}
         folders.append(save_checkpoint(tmp_path / arch, build_model(arch, kw), meta))
     vol = load_case(find_cases(dataset)[0])
     ens = load_segmenter(folders, device="cpu")
-    assert isinstance(ens, Ensemble) and ens.arch == "fpn+pspnet" and ens.keep_largest
+    assert isinstance(ens, Ensemble) and ens.arch == "fpn+pspnet" and ens.post.largest_component
     assert isinstance(load_segmenter(folders[:1], device="cpu"), Segmenter)
-    members = [Segmenter(f, device="cpu").probabilities(vol.image, vol.spacing) for f in folders]
-    torch.testing.assert_close(ens.probabilities(vol.image, vol.spacing), (members[0] + members[1]) / 2)
+    members = [Segmenter(f, device="cpu").probabilities(vol) for f in folders]
+    torch.testing.assert_close(ens.probabilities(vol), (members[0] + members[1]) / 2)
 
     split = tmp_path / "split.json"
     assert main(["--quiet", "split", "--data", str(dataset), "--split_file", str(split)]) == 0

@@ -65,7 +65,7 @@ def test_local_sweep_runs_trials_and_ranks_them(dataset, tmp_path, capsys, monke
         "early_terminate": {"type": "hyperband", "min_iter": 1, "eta": 2},
     }))
     code = main(["--quiet", "sweep", str(sweep), "--count", "3", "--out", "sw", "--set", f"data={dataset}",
-                 f"split_file={split}", "arch=unet", "image_size=32", "epochs=2", "samples_per_epoch=32",
+                 f"split_file={split}", "arch=unet", "image_size=32", "fov_mm=80", "epochs=2", "samples_per_epoch=32",
                  "batch_size=8"])
     assert code == 0
     out = capsys.readouterr().out
@@ -83,7 +83,7 @@ def tiny_trials(dataset, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     split = tmp_path / "split.json"
     assert main(["--quiet", "split", "--data", str(dataset), "--split_file", str(split)]) == 0
-    return ["--set", f"data={dataset}", f"split_file={split}", "image_size=32", "epochs=1",
+    return ["--set", f"data={dataset}", f"split_file={split}", "image_size=32", "fov_mm=80", "epochs=1",
             "samples_per_epoch=16", "batch_size=8"]
 
 

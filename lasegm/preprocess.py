@@ -1,0 +1,244 @@
+"""The preprocessing contract: the one definition of scan on disk -> model input -> probabilities
+back on the scan's own voxel grid.
+
+Training (and its slice cache), validation, evaluate, predict, the demo and the benchmark all use a
+`Preprocessing` object; a checkpoint stores it whole in config.json and rebuilds it, validated, on load.
+
+Forward (`prepare`):
+1. reorient the voxel array to the training data's orientation (axis codes read from the affine),
+   so a scan stored flipped, transposed or slice-axis-first gives the same slices;
+2. take the central `fov_mm` x `fov_mm` field of view of every slice, measured in mm, so a scan
+   stored with a wider or narrower field of view, or another in-plane spacing, covers the same anatomy;
+3. normalise with statistics of that physical region only (version 2; version 1, the legacy recipe of
+   the first checkpoints, used the whole stored volume, which changes with the stored field of view);
+4. resample the region to `image_size` x `image_size` (the training spacing is fov_mm / image_size).
+Inverse (`restore`): the same steps backwards, to probabilities on the input's own grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import nibabel.orientations as nio
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lasegm import LasegmError
+
+VERSION = 2
+# version -> (normalisation, resize) names as written in config.json
+RECIPES = {
+    1: ("clip_p0.5_p99.5_zscore", "fov_pad_square_bilinear"),  # legacy: whole-volume statistics
+    2: ("fov_clip_p0.5_p99.5_zscore", "fov_bilinear"),  # statistics of the field of view only
+}
+CLIP_PERCENTILES = (0.5, 99.5)
+
+
+def zscore_clipped(values: np.ndarray) -> tuple[float, float, float, float]:
+    """(low, high, mean, std) of intensities clipped to the 0.5-99.5 percentiles.
+
+    The Decathlon intensities have no absolute scale (the development copy is even offset per volume).
+    """
+    lo, hi = np.percentile(values, CLIP_PERCENTILES)
+    clipped = np.clip(values, lo, hi)
+    std = float(clipped.std())
+    return float(lo), float(hi), float(clipped.mean()), std if std > 1e-6 else 1.0
+
+
+def normalize_intensities(values: np.ndarray) -> np.ndarray:
+    """Clip to the 0.5-99.5 percentiles of `values`, then zero mean / unit variance (float32)."""
+    lo, hi, mean, std = zscore_clipped(values)
+    return ((np.clip(values, lo, hi) - mean) / std).astype(np.float32)
+
+
+def axis_codes(affine: np.ndarray) -> str:
+    """Voxel orientation of an affine as three letters, e.g. 'RAS' (nearest axes for oblique scans)."""
+    return "".join(nio.aff2axcodes(affine))
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where a scan's voxels went: enough to map model outputs back onto the input's own grid."""
+
+    shape: tuple[int, int, int]  # the input's voxel grid
+    transform: tuple[tuple[float, float], ...]  # nibabel ornt transform: input axes -> model axes
+    model_shape: tuple[int, int, int]  # the grid after reorientation (X', Y', slices)
+    spacing: tuple[float, float, float]  # mm, in model axis order
+    window: tuple[int, int]  # the field of view in voxels of the reoriented grid
+
+    def to_model(self, array: np.ndarray) -> np.ndarray:
+        """An array on the input grid (a label, the scan for display) -> model orientation."""
+        return nio.apply_orientation(array, np.array(self.transform))
+
+    def to_input(self, array: np.ndarray) -> np.ndarray:
+        """The inverse of to_model (numpy, any dtype)."""
+        inverse = np.empty((len(self.transform), 2))
+        for axis, (target, flip) in enumerate(self.transform):
+            inverse[int(target)] = (axis, flip)
+        return nio.apply_orientation(array, inverse)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """The recipe; every field is written into config.json and checked on load."""
+
+    image_size: int = 160
+    fov_mm: float = 200.0  # central in-plane field of view in mm (0 = the whole slice, legacy only)
+    context: int = 1  # neighbouring slices each side as extra channels (2.5D)
+    orientation: str = "RAS"  # voxel axis codes of the training data; inputs are reoriented to it
+    version: int = VERSION
+    normalization: str = RECIPES[VERSION][0]
+    resize: str = RECIPES[VERSION][1]
+    slice_axis: int = 2  # of the reoriented grid
+
+    def __post_init__(self):
+        problems = []
+        if self.version not in RECIPES:
+            problems.append(f"unknown preprocessing version {self.version!r} (this lasegm knows "
+                            f"{', '.join(map(str, RECIPES))}; upgrade lasegm)")
+        elif (self.normalization, self.resize) != RECIPES[self.version]:
+            problems.append(f"version {self.version} means normalization {RECIPES[self.version][0]!r} and resize "
+                            f"{RECIPES[self.version][1]!r}, not {self.normalization!r} / {self.resize!r}")
+        if not (isinstance(self.image_size, int) and self.image_size >= 8):
+            problems.append(f"image_size must be an integer >= 8, got {self.image_size!r}")
+        if not (isinstance(self.context, int) and 0 <= self.context <= 8):
+            problems.append(f"context must be an integer 0..8, got {self.context!r}")
+        if not (isinstance(self.fov_mm, (int, float)) and self.fov_mm >= 0):
+            problems.append(f"fov_mm must be >= 0, got {self.fov_mm!r}")
+        elif self.version >= 2 and self.fov_mm <= 0:
+            problems.append("fov_mm must be > 0: the field of view is what makes the input independent "
+                            "of how much of the scan was stored")
+        if self.slice_axis != 2:
+            problems.append(f"slice_axis must be 2 (of the reoriented grid), got {self.slice_axis!r}")
+        try:
+            nio.axcodes2ornt(tuple(self.orientation))
+            if len(self.orientation) != 3:
+                raise ValueError
+        except (ValueError, TypeError):
+            problems.append(f"orientation must be three axis codes such as 'RAS', got {self.orientation!r}")
+        if problems:
+            raise LasegmError("; ".join(problems))
+
+    @property
+    def channels(self) -> int:
+        return 2 * self.context + 1
+
+    @property
+    def spacing_mm(self) -> float | None:
+        """In-plane spacing of the model input (None when the field of view is the whole slice)."""
+        return self.fov_mm / self.image_size if self.fov_mm > 0 else None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: dict, source: str = "config.json") -> Preprocessing:
+        """Rebuild from config.json; an unknown version or field, or an inconsistent record, is an error."""
+        if not isinstance(record, dict):
+            raise LasegmError(f"{source}: preprocessing must be a mapping")
+        record = dict(record)
+        version = record.setdefault("version", 1)  # checkpoints written before versioning are version 1
+        if version == 1:  # what version-1 records meant when a field was left out
+            # (every Task02_Heart file is stored RAS, so the first checkpoints were trained on RAS voxels)
+            record = {"fov_mm": 0.0, "context": 0, "orientation": "RAS", **record}
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(record) - known)
+        if unknown:
+            raise LasegmError(f"{source}: unknown preprocessing field(s) {', '.join(unknown)} "
+                              "(written by a newer lasegm?)")
+        if version in RECIPES:
+            record.setdefault("normalization", RECIPES[version][0])
+            record.setdefault("resize", RECIPES[version][1])
+        if "image_size" not in record:
+            raise LasegmError(f"{source}: preprocessing has no image_size")
+        try:
+            return cls(**record)
+        except LasegmError as e:
+            raise LasegmError(f"{source}: preprocessing: {e}") from None
+
+    # ------------------------------------------------------------ forward
+
+    def geometry(self, affine: np.ndarray, shape) -> Geometry:
+        shape = tuple(int(s) for s in shape)
+        transform = nio.ornt_transform(nio.io_orientation(affine), nio.axcodes2ornt(tuple(self.orientation)))
+        model_shape = tuple(int(shape[int(i)]) for i in np.argsort(transform[:, 0]))
+        zooms = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+        spacing = tuple(float(zooms[int(i)]) for i in np.argsort(transform[:, 0]))
+        if self.fov_mm > 0:
+            window = (max(1, round(self.fov_mm / spacing[0])), max(1, round(self.fov_mm / spacing[1])))
+        else:
+            window = model_shape[:2]
+        return Geometry(shape, tuple(tuple(float(v) for v in row) for row in transform), model_shape,
+                        spacing, window)
+
+    def prepare(self, image: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, Geometry]:
+        """Scan on its own grid -> (Z, S, S) float32 normalised model slices, and the geometry to go back."""
+        geo = self.geometry(affine, image.shape)
+        t = _slices_first(geo.to_model(np.asarray(image, dtype=np.float32)))  # (Z, X', Y')
+        h, w = geo.window
+        if self.version == 1:
+            lo, hi, mean, std = zscore_clipped(t.numpy())
+        else:
+            region = _center_fit(t, min(h, t.shape[1]), min(w, t.shape[2]))  # real voxels of the field of view
+            lo, hi, mean, std = zscore_clipped(region.numpy())
+        t = (t.clamp(lo, hi) - mean) / std
+        floor = (lo - mean) / std  # what a voxel outside the scan looks like: the darkest clipped value
+        t = _center_fit(t[:, None], h, w, floor)
+        if self.version == 1:
+            side = max(h, w)
+            t = _center_fit(t, side, side, floor)
+        if tuple(t.shape[-2:]) != (self.image_size, self.image_size):
+            t = F.interpolate(t, size=(self.image_size, self.image_size), mode="bilinear", antialias=True,
+                              align_corners=False)
+        return t[:, 0].numpy(), geo
+
+    def prepare_label(self, label: np.ndarray, geo: Geometry) -> np.ndarray:
+        """A label on the input grid -> (Z, S, S) uint8 at model resolution (for training)."""
+        t = _slices_first(geo.to_model(np.asarray(label, dtype=np.float32)))[:, None]
+        h, w = geo.window
+        t = _center_fit(t, h, w)
+        if self.version == 1:
+            t = _center_fit(t, max(h, w), max(h, w))
+        if tuple(t.shape[-2:]) != (self.image_size, self.image_size):
+            t = (F.interpolate(t, size=(self.image_size, self.image_size), mode="area") >= 0.5).float()
+        return t[:, 0].numpy().astype(np.uint8)
+
+    # ------------------------------------------------------------ inverse
+
+    def restore(self, probs: torch.Tensor, geo: Geometry) -> torch.Tensor:
+        """(Z, S, S) probabilities -> (X, Y, Z) on the input's own voxel grid (zero outside the field of view)."""
+        h, w = geo.window
+        t = probs[:, None].float()
+        size = (max(h, w),) * 2 if self.version == 1 else (h, w)
+        if tuple(t.shape[-2:]) != size:
+            t = F.interpolate(t, size=size, mode="bilinear", align_corners=False)
+        t = _center_fit(_center_fit(t, h, w), geo.model_shape[0], geo.model_shape[1])
+        model_grid = t[:, 0].permute(1, 2, 0).contiguous().numpy()
+        return torch.from_numpy(np.ascontiguousarray(geo.to_input(model_grid)))
+
+    def model_grid(self, array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, Geometry]:
+        """An input-grid array shown in the model's orientation (for viewers), with its geometry."""
+        geo = self.geometry(affine, array.shape)
+        return geo.to_model(array), geo
+
+
+def stack_context(slices, z: int, context: int):
+    """Channels for slice z: itself and `context` neighbours each side (2.5D), edges clamped."""
+    idx = [min(max(z + d, 0), len(slices) - 1) for d in range(-context, context + 1)]
+    return slices[idx]
+
+
+def _slices_first(volume_xyz: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(volume_xyz, 2, 0))).float()
+
+
+def _center_fit(t: torch.Tensor, h: int, w: int, value: float = 0.0) -> torch.Tensor:
+    """Crop or pad the last two axes around the centre to (h, w). Fitting back to the
+    original size with the same rule restores every pixel that was kept."""
+    H, W = t.shape[-2:]
+    top, left = max((H - h) // 2, 0), max((W - w) // 2, 0)
+    t = t[..., top : top + h, left : left + w]
+    H, W = t.shape[-2:]
+    pt, pl = (h - H) // 2, (w - W) // 2
+    return F.pad(t, (pl, w - W - pl, pt, h - H - pt), value=value) if (H, W) != (h, w) else t
