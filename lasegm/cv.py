@@ -1,0 +1,128 @@
+"""Cross-validation: one training per fold of a folds file (splits/cv5.json), then the out-of-fold
+per-patient table (every development patient scored once, by the model that never saw it).
+
+Each fold keeps its last epoch (no selection on the patients it is scored on), is one W&B run in the
+group NAME with job_type fold-K, and the table is written as CSV/JSON and logged as a wandb.Table.
+Folds may run in parallel processes (`--jobs`), which is how a GPU is kept busy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lasegm import LasegmError
+from lasegm.config import TrainConfig
+from lasegm.metrics import PATIENT_METRICS, summarize
+from lasegm.split import FOLDS_FORMAT, read_split, split_hash
+from lasegm.utils import write_csv, write_json
+
+OOF_FORMAT = "lasegm.oof/1"
+
+
+def fold_config(cfg: TrainConfig, name: str, fold: int) -> TrainConfig:
+    return dataclasses.replace(cfg, fold=fold, select="last", run_name=f"fold-{fold}",
+                               out_dir=str(Path(cfg.out_dir) / "cv" / name), wandb_group=name)
+
+
+def _flags(cfg: TrainConfig) -> list[str]:
+    return [f"--{k}={v}" for k, v in cfg.to_dict().items()]
+
+
+def run_cv(cfg: TrainConfig, name: str, folds: list[int] | None = None, jobs: int = 1, quiet: bool = False,
+           collect_only: bool = False) -> dict:
+    split = read_split(cfg.split_file)
+    if split["format"] != FOLDS_FORMAT:
+        raise LasegmError(f"{cfg.split_file}: not a folds file; make one with `lasegm split --folds 5 "
+                          "--split_file splits/cv5.json`")
+    k = len(split["folds"])
+    folds = list(range(k)) if folds is None else folds
+    bad = [f for f in folds if not 0 <= f < k]
+    if bad:
+        raise LasegmError(f"--folds {bad}: {cfg.split_file} has folds 0..{k - 1}")
+    cv_dir = Path(cfg.out_dir) / "cv" / name
+    if not collect_only:
+        t0 = time.perf_counter()
+        if jobs > 1:
+            _run_parallel([fold_config(cfg, name, f) for f in folds], cv_dir, jobs)
+        else:
+            from lasegm.train import train
+
+            for f in folds:
+                print(f"[cv {name}] fold {f} of {k}", flush=True)
+                train(fold_config(cfg, name, f), quiet=quiet)
+        print(f"[cv {name}] {len(folds)} fold(s) trained in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
+    return collect(cv_dir, split, cfg)
+
+
+def _run_parallel(configs: list[TrainConfig], cv_dir: Path, jobs: int) -> None:
+    """Each fold in its own process (one CPU thread each unless set), `jobs` at a time; logs in cv_dir."""
+    cv_dir.mkdir(parents=True, exist_ok=True)
+    pending, running, failed = list(configs), [], []
+    while pending or running:
+        while pending and len(running) < jobs:
+            c = pending.pop(0)
+            c = dataclasses.replace(c, num_threads=c.num_threads or 1)
+            log = open(cv_dir / f"{c.run_name}.log", "w")
+            running.append((c, log, subprocess.Popen([sys.executable, "-m", "lasegm", "--quiet", "train", *_flags(c)],
+                                                     stdout=log, stderr=subprocess.STDOUT)))
+        time.sleep(2)
+        for item in list(running):
+            c, log, proc = item
+            if proc.poll() is not None:
+                log.close()
+                running.remove(item)
+                print(f"[cv] {c.run_name} {'finished' if proc.returncode == 0 else 'FAILED'}", flush=True)
+                if proc.returncode:
+                    failed.append(c.run_name)
+    if failed:
+        raise LasegmError(f"fold(s) {', '.join(failed)} failed; see their logs in {cv_dir}")
+
+
+def collect(cv_dir: Path, split: dict, cfg: TrainConfig | None = None) -> dict:
+    """Out-of-fold table from the folds' summaries; every patient must be validated exactly once."""
+    rows, runs = [], []
+    for f, fold_cases in enumerate(split["folds"]):
+        summary_path = cv_dir / f"fold-{f}" / "summary.json"
+        if not summary_path.is_file():
+            raise LasegmError(f"{summary_path}: missing; fold {f} has not been trained (run `lasegm cv` for it)")
+        s = json.loads(summary_path.read_text())
+        got = sorted(r["case"] for r in s["per_patient_val"])
+        if got != sorted(fold_cases):
+            raise LasegmError(f"{summary_path}: validated {got}, but fold {f} of the folds file is {sorted(fold_cases)}"
+                              " (trained with another folds file?)")
+        rows += [{**r, "fold": f} for r in s["per_patient_val"]]
+        runs.append({"fold": f, "epochs": s["epochs_run"], "training_time_s": s["training_time_s"],
+                     "device": s["device"], "checkpoint": s["checkpoint"]})
+    rows.sort(key=lambda r: r["case"])
+    result = {"format": OOF_FORMAT, "cv": cv_dir.name,
+              "folds_file": cfg.split_file if cfg else None, "folds_sha256": split_hash(cfg.split_file) if cfg else None, "patients": len(rows),
+              "per_patient": rows, "summary": summarize(rows, PATIENT_METRICS), "folds": runs,
+              "recipe": cfg.recipe_dict() if cfg else None}
+    write_json(cv_dir / "oof.json", result)
+    write_csv(cv_dir / "oof.csv", rows)
+    d = result["summary"]["dice"]
+    print(f"[cv {cv_dir.name}] out-of-fold 3D Dice over {len(rows)} patients: {d['mean']:.4f} ± {d['std']:.4f} "
+          f"(min {d['min']:.4f}); wrote {cv_dir}/oof.json and oof.csv", flush=True)
+    if cfg is not None:
+        _log_oof(result, cfg)
+    return result
+
+
+def _log_oof(result: dict, cfg: TrainConfig) -> None:
+    from lasegm.tracking import Tracker
+
+    tracker = Tracker(cfg.wandb_project, f"{result['cv']}-oof", cfg.wandb_mode, config=result["recipe"],
+                      group=result["cv"], job_type="oof")
+    try:
+        tracker.log_table("cv/oof_per_patient", result["per_patient"])
+        s = result["summary"]
+        tracker.finish({"cv/oof_dice_3d": s["dice"]["mean"], "cv/oof_dice_3d_std": s["dice"]["std"],
+                        "cv/oof_hd95_mm": s["hd95_mm"]["mean"], "cv/oof_volume_error_ml": s["volume_error_ml"]["mean"],
+                        "cv/min_patient_dice_3d": s["dice"]["min"]}, None, None, "", {})
+    finally:
+        tracker.close()
