@@ -11,9 +11,29 @@ from lasegm import LasegmError
 from lasegm.data import Case
 from lasegm.utils import read_format_json, sha256_file, write_json
 
-SPLIT_FORMAT = "lasegm.split/1"
+SPLIT_FORMAT = "lasegm.split/1"  # one train/val/test split
+FOLDS_FORMAT = "lasegm.folds/1"  # K-fold cross-validation: every patient is validated exactly once
 DEFAULT_SPLIT_FILE = "splits/split.json"
+DEFAULT_FOLDS_FILE = "splits/cv5.json"
 PARTS = ("train", "val", "test")
+
+
+def _shuffled_groups(case_ids: list[str], duplicate_groups: list[list[str]], seed: int) -> list[list[str]]:
+    grouped = {c for g in duplicate_groups for c in g}
+    groups = [sorted(g) for g in duplicate_groups] + [[c] for c in sorted(case_ids) if c not in grouped]
+    random.Random(seed).shuffle(groups)
+    return groups
+
+
+def make_folds(case_ids: list[str], duplicate_groups: list[list[str]], k: int = 5, seed: int = 0) -> dict:
+    """Patient-level K folds (duplicate scans in one fold), balanced by patient count."""
+    if not 2 <= k <= len(case_ids):
+        raise LasegmError(f"cannot make {k} folds of {len(case_ids)} cases (need 2 <= K <= cases)")
+    folds: list[list[str]] = [[] for _ in range(k)]
+    for group in sorted(_shuffled_groups(case_ids, duplicate_groups, seed), key=len, reverse=True):
+        min(folds, key=len).extend(group)  # stable: ties go to the first fold
+    return {"format": FOLDS_FORMAT, "seed": seed, "k": k, "created": time.strftime("%Y-%m-%d"),
+            "duplicate_groups": duplicate_groups, "folds": [sorted(f) for f in folds]}
 
 
 def make_split(case_ids: list[str], duplicate_groups: list[list[str]], seed: int = 0,
@@ -21,9 +41,7 @@ def make_split(case_ids: list[str], duplicate_groups: list[list[str]], seed: int
     """Shuffle patient groups (duplicates stay together) and fill test, then val, then train."""
     if len(case_ids) < 3:
         raise LasegmError(f"need at least 3 cases for a train/val/test split, found {len(case_ids)}")
-    grouped = {c for g in duplicate_groups for c in g}
-    groups = [sorted(g) for g in duplicate_groups] + [[c] for c in sorted(case_ids) if c not in grouped]
-    random.Random(seed).shuffle(groups)
+    groups = _shuffled_groups(case_ids, duplicate_groups, seed)
     n = len(case_ids)
     want = {"test": max(1, round(n * test_fraction)), "val": max(1, round(n * val_fraction))}
     parts: dict[str, list[str]] = {p: [] for p in PARTS}
@@ -47,7 +65,8 @@ def save_split(path: str | Path, split: dict, force: bool = False) -> Path:
     path = Path(path)
     if path.exists() and not force:
         old = read_split(path)
-        if any(old[p] != split[p] for p in PARTS):
+        keys = ("folds",) if split["format"] == FOLDS_FORMAT else PARTS
+        if old["format"] != split["format"] or any(old.get(p) != split[p] for p in keys):
             raise LasegmError(f"{path}: a different split already exists; every model depends on it "
                               "(use --force to replace it, or --split_file to write elsewhere)")
         return path
@@ -59,6 +78,8 @@ def read_split(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise LasegmError(f"{path}: split file not found; create it with `lasegm split --data DIR`")
+    if read_format_json(path, None, "split file").get("format") == FOLDS_FORMAT:
+        return _read_folds(path)
     split = read_format_json(path, SPLIT_FORMAT, "split file")
     seen: set[str] = set()
     for p in PARTS:
@@ -71,9 +92,39 @@ def read_split(path: str | Path) -> dict:
     return split
 
 
-def split_cases(path: str | Path, cases: list[Case]) -> dict[str, list[Case]]:
+def _read_folds(path: Path) -> dict:
+    folds = read_format_json(path, FOLDS_FORMAT, "folds file")
+    if not isinstance(folds.get("folds"), list) or len(folds["folds"]) < 2:
+        raise LasegmError(f"{path}: a folds file needs a list of at least 2 folds")
+    seen: set[str] = set()
+    for i, fold in enumerate(folds["folds"]):
+        overlap = seen & set(fold)
+        if overlap:
+            raise LasegmError(f"{path}: cases {sorted(overlap)} are in more than one fold (leakage)")
+        seen |= set(fold)
+    for group in folds.get("duplicate_groups", []):
+        if len({i for i, f in enumerate(folds["folds"]) for c in group if c in f}) > 1:
+            raise LasegmError(f"{path}: duplicate scans {group} are in different folds (leakage)")
+    return folds
+
+
+def fold_parts(split: dict, fold: int | None, path) -> dict[str, list[str]]:
+    """Case IDs of train/val/test: a split file's parts, or fold K of a folds file (test empty)."""
+    if split["format"] == FOLDS_FORMAT:
+        k = len(split["folds"])
+        if fold is None or not 0 <= fold < k:
+            raise LasegmError(f"{path}: is a {k}-fold cross-validation file; choose --fold 0..{k - 1}")
+        return {"train": sorted(c for i, f in enumerate(split["folds"]) if i != fold for c in f),
+                "val": list(split["folds"][fold]), "test": []}
+    if fold is not None:
+        raise LasegmError(f"{path}: is a single train/val/test split, not a folds file; drop --fold "
+                          f"or use a folds file such as {DEFAULT_FOLDS_FILE}")
+    return {p: split[p] for p in PARTS}
+
+
+def split_cases(path: str | Path, cases: list[Case], fold: int | None = None) -> dict[str, list[Case]]:
     """Cases of each part; every case the split names must exist in the data."""
-    split = read_split(path)
+    split = fold_parts(read_split(path), fold, path)
     by_id = {c.case_id: c for c in cases}
     named = [c for p in PARTS for c in split[p]]
     missing = [c for c in named if c not in by_id]
