@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lasegm.data import find_cases, load_case, window_pixels
+from lasegm.data import find_cases, load_case
 from lasegm.utils import atomic_path
 
 OUT = Path(__file__).resolve().parent / "examples"
@@ -33,7 +33,7 @@ def main():
     cases = {c.case_id: c for c in find_cases(args.data)}
     for cid in args.cases:
         vol = load_case(cases[cid])
-        h, w = window_pixels(args.fov_mm, vol.spacing, vol.image.shape)
+        h, w = (round(args.fov_mm / s) for s in vol.spacing[:2])  # central fov_mm x fov_mm
         for kind, data, dtype in (("image", vol.image, np.int16), ("label", vol.label, np.uint8)):
             cropped, affine = crop(data, vol.affine, min(h, data.shape[0]), min(w, data.shape[1]))
             header = vol.header.copy()

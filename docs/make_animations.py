@@ -11,8 +11,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from lasegm.data import find_cases, load_case, normalize, window_pixels  # noqa: E402
+from lasegm.data import find_cases, load_case  # noqa: E402
 from lasegm.predict import Segmenter  # noqa: E402
+from lasegm.preprocess import normalize_intensities  # noqa: E402
 from lasegm.viz import save_animation  # noqa: E402
 
 p = argparse.ArgumentParser()
@@ -20,12 +21,14 @@ p.add_argument("--data", required=True)
 p.add_argument("--case", default="la_003")
 args = p.parse_args()
 vol = load_case(next(c for c in find_cases(args.data) if c.case_id == args.case))
-h, w = window_pixels(200, vol.spacing, vol.image.shape)
-x0, y0 = (vol.image.shape[0] - h) // 2, (vol.image.shape[1] - w) // 2
-crop = (slice(x0, x0 + h), slice(y0, y0 + w), slice(None, None, 2))
-image = normalize(vol.image)
 for arch in ("pspnet", "fpn", "unet"):
-    mask = Segmenter(ROOT / "checkpoints" / arch, device="cpu").segment(vol.image, vol.spacing)
-    out = save_animation(image[crop], mask[crop], ROOT / "docs" / "figures" / f"{arch}_{args.case}.gif",
-                         truth=vol.label[crop], fps=8)
+    seg = Segmenter(ROOT / "checkpoints" / arch, device="cpu")
+    mask = seg.segment(vol)
+    # shown as the model sees the scan: its orientation, its field of view, every second slice
+    image, geo = seg.pre.model_grid(vol.image, vol.affine)
+    h, w = geo.window
+    x0, y0 = (image.shape[0] - h) // 2, (image.shape[1] - w) // 2
+    crop = (slice(x0, x0 + h), slice(y0, y0 + w), slice(None, None, 2))
+    out = save_animation(normalize_intensities(image)[crop], geo.to_model(mask)[crop],
+                         ROOT / "docs" / "figures" / f"{arch}_{args.case}.gif", truth=geo.to_model(vol.label)[crop], fps=8)
     print(out, f"{out.stat().st_size / 1e6:.1f} MB")

@@ -188,9 +188,12 @@ class Preprocessing:
         if self.version == 1:
             side = max(h, w)
             t = _center_fit(t, side, side, floor)
-        if tuple(t.shape[-2:]) != (self.image_size, self.image_size):
-            t = F.interpolate(t, size=(self.image_size, self.image_size), mode="bilinear", antialias=True,
-                              align_corners=False)
+        size = (self.image_size, self.image_size)
+        if self.version >= 2 and t.shape[-2] > size[0] and t.shape[-1] > size[1]:
+            # a finer scan: each model pixel is the mean of the voxels it covers, as a coarser acquisition sees it
+            t = F.interpolate(t, size=size, mode="area")
+        elif tuple(t.shape[-2:]) != size:
+            t = F.interpolate(t, size=size, mode="bilinear", antialias=True, align_corners=False)
         return t[:, 0].numpy(), geo
 
     def prepare_label(self, label: np.ndarray, geo: Geometry) -> np.ndarray:

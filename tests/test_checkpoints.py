@@ -1,4 +1,6 @@
-"""The committed checkpoints: each loads, segments a real patient, and reproduces its reported numbers."""
+"""The committed checkpoints: each loads, segments a real patient, reproduces its reported numbers and
+records the cross-validation result of its recipe; the legacy (preprocessing v1) checkpoint still
+reproduces the numbers it was reported with."""
 
 import json
 
@@ -10,16 +12,17 @@ from lasegm.cli import main
 from lasegm.data import find_cases, load_case
 from lasegm.metrics import dice
 from lasegm.predict import Segmenter
-from lasegm.split import read_split
+from lasegm.split import read_split, split_hash
 
 ARCHS = ["pspnet", "fpn", "unet"]
 CHECKPOINTS = REPO / "checkpoints"
+LEGACY = REPO / "tests" / "fixtures" / "legacy-v1-pspnet"
 SPLIT = REPO / "splits" / "split.json"
 
 
-def reported(arch: str) -> dict:
+def reported(folder) -> dict:
     """The test-set evaluation committed next to the checkpoint (research_log.md quotes it)."""
-    return json.loads((CHECKPOINTS / arch / "evaluation-test" / "evaluation.json").read_text())
+    return json.loads((folder / "evaluation-test" / "evaluation.json").read_text())
 
 
 def test_checkpoints_fit_the_size_budget():
@@ -30,22 +33,34 @@ def test_checkpoints_fit_the_size_budget():
 @pytest.mark.parametrize("arch", ARCHS)
 def test_checkpoint_segments_a_real_validation_patient(arch, real_data):
     seg = Segmenter(CHECKPOINTS / arch, device="cpu", expected_arch=arch)
-    assert seg.config["split_sha256"], "checkpoint does not record its split"
+    assert seg.config["split_sha256"] == split_hash(SPLIT), "checkpoint was trained on another split"
+    assert seg.pre.version == 2, "served checkpoints use the current preprocessing contract"
     case_id = read_split(SPLIT)["val"][0]
     vol = load_case(next(c for c in find_cases(real_data) if c.case_id == case_id))
     mask = seg.segment(vol)
-    floor = reported(arch)["summary"]["dice"]["mean"] - 0.15
+    floor = reported(CHECKPOINTS / arch)["summary"]["dice"]["mean"] - 0.15
     score = dice(mask, vol.label)
     assert score > floor, f"{arch} on {case_id}: 3D Dice {score:.3f} below the floor {floor:.3f}"
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-def test_evaluate_reproduces_the_reported_test_dice(arch, real_data, tmp_path):
-    ref = reported(arch)
-    assert main(["--quiet", "evaluate", "--checkpoint", str(CHECKPOINTS / arch), "--data", str(real_data),
+@pytest.mark.parametrize("folder", [CHECKPOINTS / a for a in ARCHS] + [LEGACY], ids=ARCHS + ["legacy-v1"])
+def test_evaluate_reproduces_the_reported_test_dice(folder, real_data, tmp_path):
+    ref = reported(folder)
+    assert main(["--quiet", "evaluate", "--checkpoint", str(folder), "--data", str(real_data),
                  "--split_file", str(SPLIT), "--split", "test", "--out", str(tmp_path)]) == 0
     now = json.loads((tmp_path / "evaluation.json").read_text())
     assert [r["case"] for r in now["per_patient"]] == [r["case"] for r in ref["per_patient"]]
     assert now["summary"]["dice"]["mean"] == pytest.approx(ref["summary"]["dice"]["mean"], abs=0.005)
     np.testing.assert_allclose([r["dice"] for r in now["per_patient"]], [r["dice"] for r in ref["per_patient"]],
                                atol=0.01)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_recorded_cross_validation_matches_the_committed_oof_table(arch):
+    cv = json.loads((CHECKPOINTS / arch / "config.json").read_text())["cv"]
+    table = json.loads((REPO / cv["table"]).read_text())
+    assert table["folds_sha256"] == split_hash(REPO / cv["folds_file"]) == cv["folds_sha256"]
+    assert cv["oof_dice_3d_mean"] == pytest.approx(table["summary"]["dice"]["mean"], abs=1e-9)
+    assert cv["oof_dice_3d_mean"] == pytest.approx(np.mean([r["dice"] for r in table["per_patient"]]), abs=1e-9)
+    folds = json.loads((REPO / cv["folds_file"]).read_text())["folds"]
+    assert sorted(r["case"] for r in table["per_patient"]) == sorted(c for f in folds for c in f)

@@ -216,3 +216,49 @@ def test_space_folder_is_a_valid_gradio_space(tmp_path):
     assert list((out / "examples").glob("*_image.nii.gz"))
     reqs = (out / "requirements.txt").read_text()
     assert "torch==" in reqs and "pytest" not in reqs and "-e ." not in reqs
+
+
+def test_bundled_example_shows_the_same_dice_as_evaluate(client):
+    """The example (cropped to 200 mm) is preprocessed exactly like the full scan `lasegm evaluate` reads."""
+    import json
+
+    from gradio_client import handle_file
+
+    *_, metrics, _ = client.predict(handle_file(str(EXAMPLE)), handle_file(str(EXAMPLE_LABEL)), ALL,
+                                    api_name="/segment")
+    for row in metrics["models"]:
+        evaluation = json.loads((CHECKPOINTS / row["model"] / "evaluation-test" / "evaluation.json").read_text())
+        reference = next(r["dice"] for r in evaluation["per_patient"] if r["case"] == "la_003")
+        assert row["dice_3d"] == pytest.approx(reference, abs=6e-4), row["model"]
+
+
+def test_upload_in_another_voxel_orientation_gets_the_same_answer_on_its_own_grid(client, tmp_path):
+    from gradio_client import handle_file
+
+    img, lab = nib.load(str(EXAMPLE)), nib.load(str(EXAMPLE_LABEL))
+    flip = np.array([[0, -1], [1, 1], [2, 1]], dtype=float)  # left-right voxel axis reversed, affine consistent
+    scan, label = tmp_path / "flipped.nii.gz", tmp_path / "flipped_label.nii.gz"
+    nib.save(img.as_reoriented(flip), str(scan))
+    nib.save(lab.as_reoriented(flip), str(label))
+    *_, ref, _ = client.predict(handle_file(str(EXAMPLE)), handle_file(str(EXAMPLE_LABEL)), "unet",
+                                api_name="/segment")
+    *_, metrics, masks = client.predict(handle_file(str(scan)), handle_file(str(label)), "unet",
+                                        api_name="/segment")
+    assert metrics["models"][0]["dice_3d"] == ref["models"][0]["dice_3d"]
+    mask = nib.load(masks[0])
+    np.testing.assert_allclose(mask.affine, nib.load(str(scan)).affine)  # opens over the uploaded file
+    assert dice(np.asarray(mask.dataobj), np.asarray(nib.load(str(label)).dataobj)) == pytest.approx(
+        ref["models"][0]["dice_3d"], abs=1e-3)
+
+
+def test_implausible_result_is_flagged_not_refused(tmp_path):
+    """A scan too small to hold an atrium (32 x 32 x 4 voxels = 8.8 mL in all): any mask is implausible."""
+    sys.path.insert(0, str(REPO / "demo"))
+    import app
+
+    image, _ = synthetic_volume((32, 32, 4))
+    scan = write_nifti(tmp_path / "tiny.nii.gz", image)
+    *_, table, metrics, files = app.segment(str(scan), None, "pspnet", progress=lambda *a, **k: None)
+    warning = metrics["models"][0]["warnings"][0]
+    assert warning.startswith(("no atrium found", "implausible atrium volume")) and warning in table
+    assert len(files) == 1  # the result is still there to inspect
