@@ -22,13 +22,14 @@ sys.path.insert(0, str(ROOT))
 from lasegm import LasegmError
 from lasegm.data import load_volume
 from lasegm.metrics import case_metrics
+from lasegm.models import SERVED
 from lasegm.postprocess import plausibility_warnings
 from lasegm.predict import Segmenter, write_mask
 from lasegm.preprocess import normalize_intensities
 from lasegm.utils import set_cpu_threads
 from lasegm.viz import overlay_rgb
 
-ARCHS = ("pspnet", "fpn", "unet")
+ARCHS = SERVED
 CHECKPOINTS = Path(os.environ.get("LASEGM_CHECKPOINTS", ROOT / "checkpoints"))
 EXAMPLES = HERE / "examples" if (HERE / "examples").is_dir() else ROOT / "demo" / "examples"
 MAX_UPLOAD_MB = 200

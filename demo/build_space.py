@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from lasegm.models import SERVED  # noqa: E402
 FRONT_MATTER = """---
 title: lasegm - left atrium segmentation
 emoji: 🫀
@@ -35,7 +38,7 @@ RUNTIME_PREFIXES = ("torch", "torchvision", "segmentation-models-pytorch", "albu
 
 
 def build(out: Path) -> Path:
-    missing = [a for a in ("pspnet", "fpn", "unet") if not (ROOT / "checkpoints" / a / "config.json").exists()]
+    missing = [a for a in SERVED if not (ROOT / "checkpoints" / a / "config.json").exists()]
     if missing:
         raise SystemExit(f"checkpoints missing for {missing}: train them first (see research_log.md)")
     if out.exists():

@@ -27,6 +27,8 @@ ARCHITECTURES: dict[str, type[torch.nn.Module]] = {
     "unet": smp.Unet,
     "unetplusplus": smp.UnetPlusPlus,  # a U-Net variant with nested skip connections
 }
+# The architectures with a served checkpoint (checkpoints/<name>): the demo, the benchmark and the tests use these
+SERVED = ("pspnet", "fpn", "unet")
 CHECKPOINT_FORMAT = "lasegm.checkpoint/1"
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 

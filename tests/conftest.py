@@ -76,7 +76,9 @@ def dataset(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def real_data() -> Path:
     """The real development data; in CI a missing folder fails the suite instead of skipping."""
-    path = Path(os.environ.get("LASEGM_DATA", REPO.parent / "shared" / "data" / "Task02_Heart")).resolve()
+    from lasegm.data import SHARED_DATA, default_data_dir
+
+    path = (default_data_dir() or SHARED_DATA).resolve()  # $LASEGM_DATA, else ../shared/data/Task02_Heart
     if not (path / "imagesTr").is_dir():
         pytest.fail(f"real data not found at {path}: set LASEGM_DATA to a Task02_Heart folder")
     return path

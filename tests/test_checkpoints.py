@@ -11,10 +11,11 @@ from conftest import REPO
 from lasegm.cli import main
 from lasegm.data import find_cases, load_case
 from lasegm.metrics import dice
+from lasegm.models import SERVED
 from lasegm.predict import Segmenter
 from lasegm.split import read_split, split_hash
 
-ARCHS = ["pspnet", "fpn", "unet"]
+ARCHS = list(SERVED)
 CHECKPOINTS = REPO / "checkpoints"
 LEGACY = REPO / "tests" / "fixtures" / "legacy-v1-pspnet"
 SPLIT = REPO / "splits" / "split.json"

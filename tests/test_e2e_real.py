@@ -11,6 +11,7 @@ from conftest import REPO
 from lasegm.cli import main
 from lasegm.data import find_cases
 from lasegm.metrics import dice
+from lasegm.models import SERVED
 from lasegm.split import read_split
 
 SPLIT = REPO / "splits" / "split.json"
@@ -34,7 +35,7 @@ def test_committed_split_is_patient_level(real_data):
         assert sum(any(c in split[p] for c in group) for p in ("train", "val", "test")) == 1
 
 
-@pytest.mark.parametrize("arch", ["pspnet", "fpn", "unet"])
+@pytest.mark.parametrize("arch", SERVED)
 def test_train_evaluate_predict_real(arch, real_data, cache, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LASEGM_CACHE", str(cache))
     monkeypatch.chdir(tmp_path)
