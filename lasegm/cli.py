@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(t)
 
     c = sub.add_parser("cv", help="cross-validate a recipe: one training per fold, out-of-fold table")
-    c.add_argument("--name", required=True, help="the CV's name: runs/cv/NAME, and the W&B group")
+    c.add_argument("--name", default="", help="the CV's name: runs/cv/NAME and the W&B group "
+                   "(default: <arch>-<encoder>-<time>)")
     c.add_argument("--folds", type=int, nargs="+", default=None, metavar="K", help="train only these folds")
     c.add_argument("--jobs", type=int, default=1, help="folds trained at once, each in its own process (GPU)")
     c.add_argument("--collect_only", "--collect-only", action="store_true",
@@ -87,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="train flags fixed for every trial; they replace the YAML's fixed values (e.g. epochs=2)")
     w.add_argument("--out", default="runs/sweeps", help="folder for trial runs and the ranking")
+    w.add_argument("--jobs", type=int, default=1, help="for a sweep of `lasegm cv`: folds trained at once")
     return p
 
 
@@ -168,8 +170,11 @@ def _dispatch(args) -> int:
     elif args.command == "cv":
         from lasegm.cv import run_cv
 
-        run_cv(config_from_args(args), args.name, folds=args.folds, jobs=args.jobs, quiet=quiet,
-               collect_only=args.collect_only)
+        import time
+
+        cfg = config_from_args(args)
+        name = args.name or f"{cfg.arch}-{cfg.encoder}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_cv(cfg, name, folds=args.folds, jobs=args.jobs, quiet=quiet, collect_only=args.collect_only)
     elif args.command == "evaluate":
         from lasegm.evaluate import report_table, run_evaluate
 
@@ -203,7 +208,8 @@ def _dispatch(args) -> int:
     elif args.command == "sweep":
         from lasegm.sweep import run_local_sweep
 
-        run_local_sweep(args.sweep_yaml, count=args.count, fixed=args.set, out_dir=args.out, quiet=quiet)
+        run_local_sweep(args.sweep_yaml, count=args.count, fixed=args.set, out_dir=args.out, quiet=quiet,
+                        jobs=args.jobs)
     return 0
 
 

@@ -8,8 +8,10 @@ Folds may run in parallel processes (`--jobs`), which is how a GPU is kept busy.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import time
@@ -22,6 +24,9 @@ from lasegm.split import FOLDS_FORMAT, read_split, split_hash
 from lasegm.utils import write_csv, write_json
 
 OOF_FORMAT = "lasegm.oof/1"
+CV_METRIC = "cv/oof_dice_3d"  # what a sweep of `lasegm cv` optimises (logged in the out-of-fold run's summary)
+# set by `wandb agent` for the run it expects: the folds are runs of their own, the out-of-fold run is that one
+AGENT_VARIABLES = ("WANDB_RUN_ID", "WANDB_SWEEP_ID", "WANDB_SWEEP_PARAM_PATH")
 
 
 def fold_config(cfg: TrainConfig, name: str, fold: int) -> TrainConfig:
@@ -47,16 +52,26 @@ def run_cv(cfg: TrainConfig, name: str, folds: list[int] | None = None, jobs: in
     cv_dir = Path(cfg.out_dir) / "cv" / name
     if not collect_only:
         t0 = time.perf_counter()
-        if jobs > 1:
-            _run_parallel([fold_config(cfg, name, f) for f in folds], cv_dir, jobs)
-        else:
-            from lasegm.train import train
+        with _without_agent_run():
+            if jobs > 1:
+                _run_parallel([fold_config(cfg, name, f) for f in folds], cv_dir, jobs)
+            else:
+                from lasegm.train import train
 
-            for f in folds:
-                print(f"[cv {name}] fold {f} of {k}", flush=True)
-                train(fold_config(cfg, name, f), quiet=quiet)
+                for f in folds:
+                    print(f"[cv {name}] fold {f} of {k}", flush=True)
+                    train(fold_config(cfg, name, f), quiet=quiet)
         print(f"[cv {name}] {len(folds)} fold(s) trained in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
     return collect(cv_dir, split, cfg)
+
+
+@contextlib.contextmanager
+def _without_agent_run():
+    saved = {v: os.environ.pop(v) for v in AGENT_VARIABLES if v in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 def _run_parallel(configs: list[TrainConfig], cv_dir: Path, jobs: int) -> None:
@@ -121,7 +136,7 @@ def _log_oof(result: dict, cfg: TrainConfig) -> None:
     try:
         tracker.log_table("cv/oof_per_patient", result["per_patient"])
         s = result["summary"]
-        tracker.finish({"cv/oof_dice_3d": s["dice"]["mean"], "cv/oof_dice_3d_std": s["dice"]["std"],
+        tracker.finish({CV_METRIC: s["dice"]["mean"], "cv/oof_dice_3d_std": s["dice"]["std"],
                         "cv/oof_hd95_mm": s["hd95_mm"]["mean"], "cv/oof_volume_error_ml": s["volume_error_ml"]["mean"],
                         "cv/min_patient_dice_3d": s["dice"]["min"]}, None, None, "", {})
     finally:

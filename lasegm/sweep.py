@@ -72,14 +72,25 @@ def _sweep_run(name, state, params, history, metric, goal):
                            sampledHistory=rows, summaryMetrics=summary)
 
 
-def run_local_sweep(sweep_yaml, count: int, fixed: list[str] = (), out_dir="runs/sweeps", quiet=False) -> list[dict]:
+def is_cross_validated(config: dict) -> bool:
+    """A sweep whose command runs `lasegm cv` scores each trial by cross-validation."""
+    command = [str(c) for c in config.get("command", [])]
+    return "lasegm" in command and command[command.index("lasegm") + 1:][:1] == ["cv"]
+
+
+def run_local_sweep(sweep_yaml, count: int, fixed: list[str] = (), out_dir="runs/sweeps", quiet=False,
+                    jobs: int = 1) -> list[dict]:
     from lasegm.analyze import format_table
+    from lasegm.cv import CV_METRIC, run_cv
     from lasegm.tracking import metric_keys as wandb_metrics
     from lasegm.train import train
     from lasegm.utils import write_csv, write_json
 
     config = load_sweep(sweep_yaml)
     metric, goal = config["metric"]["name"], config["metric"].get("goal", "minimize")
+    cross_validated = is_cross_validated(config)
+    if cross_validated and metric != CV_METRIC:
+        raise LasegmError(f"{sweep_yaml}: a sweep of `lasegm cv` is scored by metric {CV_METRIC}, not {metric}")
     fixed_params = {}
     for item in fixed:
         key, sep, value = item.partition("=")
@@ -112,8 +123,12 @@ def run_local_sweep(sweep_yaml, count: int, fixed: list[str] = (), out_dir="runs
         # train() seeds Python's and numpy's RNGs; the engine draws from them too, so keep its stream
         rng_state = random.getstate(), np.random.get_state()
         try:
-            summary = train(cfg, quiet=quiet, should_stop=should_stop if "early_terminate" in config else None)
-            state, history, epochs = sweeps.RunState.finished, [wandb_metrics(h) for h in summary["history"]], summary["epochs_run"]
+            if cross_validated:  # the trial's metric is the out-of-fold mean over every patient
+                oof = run_cv(cfg, name=f"{name}-{trial}", jobs=jobs, quiet=quiet)
+                state, history, epochs = sweeps.RunState.finished, [{CV_METRIC: oof["summary"]["dice"]["mean"]}], cfg.epochs
+            else:
+                summary = train(cfg, quiet=quiet, should_stop=should_stop if "early_terminate" in config else None)
+                state, history, epochs = sweeps.RunState.finished, [wandb_metrics(h) for h in summary["history"]], summary["epochs_run"]
             status = "stopped early" if epochs < cfg.epochs else "finished"
         except Exception as e:  # like `wandb agent`: a crashed trial is recorded, the sweep goes on
             error = f"{type(e).__name__}: {e}".splitlines()[0][:200]

@@ -262,3 +262,13 @@ def test_implausible_result_is_flagged_not_refused(tmp_path):
     warning = metrics["models"][0]["warnings"][0]
     assert warning.startswith(("no atrium found", "implausible atrium volume")) and warning in table
     assert len(files) == 1  # the result is still there to inspect
+
+
+def test_slices_are_shown_at_their_physical_aspect():
+    """Voxels of 1 x 2 mm are drawn twice as tall as wide (rows are the second voxel axis)."""
+    sys.path.insert(0, str(REPO / "demo"))
+    import app
+
+    panel = np.zeros((50, 100, 3), np.uint8)  # 50 rows (y) x 100 columns (x)
+    shown = app._physical_zoom(panel, (1.0, 2.0, 1.0))  # x: 1 mm, y: 2 mm -> 100 mm x 100 mm
+    assert shown.shape[0] == shown.shape[1] >= app.DISPLAY_PX

@@ -224,3 +224,14 @@ def test_implausible_results_are_warned_about(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "warning: no atrium found" in err or "warning: implausible atrium volume" in err
     assert (tmp_path / "m.nii.gz").exists()
+
+
+def test_other_slice_thickness_is_accepted(original):
+    """Every second slice kept (2.74 mm thickness): each slice is still segmented at the training in-plane grid."""
+    work, img, lab, ref, ref_score = original
+    a = img.affine.copy()
+    a[:3, 2] *= 2
+    thick = nib.Nifti1Image(np.asarray(img.dataobj)[..., ::2], a, img.header)
+    thick_label = nib.Nifti1Image(np.asarray(lab.dataobj)[..., ::2], a, lab.header)
+    mask, score = predict_cli(work, "thick", thick, thick_label)
+    assert dice(mask, ref[..., ::2]) >= 0.95 and score == pytest.approx(ref_score, abs=0.02)

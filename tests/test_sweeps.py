@@ -16,15 +16,19 @@ def test_there_is_a_sweep_per_question():
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
-def test_sweep_yaml_is_valid_for_wandb_and_drives_lasegm_train(path):
+def test_sweep_yaml_is_valid_for_wandb_and_drives_lasegm(path):
     import sweeps
 
+    from lasegm.sweep import is_cross_validated
+
     config = load_sweep(path)  # W&B's sweep schema + every parameter is a train flag
-    assert config["metric"] == {"name": "val/dice_3d", "goal": "maximize"}
-    assert config["command"][-3:] == ["lasegm", "train", "${args}"]
+    command = "cv" if is_cross_validated(config) else "train"
+    metric = "cv/oof_dice_3d" if command == "cv" else "val/dice_3d"  # the out-of-fold mean for a CV sweep
+    assert config["metric"] == {"name": metric, "goal": "maximize"}
+    assert config["command"][-3:] == ["lasegm", command, "${args}"]
     # what `wandb agent` would run: --key=value for one proposed trial
     proposal = sweeps.next_run(config, [], validate=True)
-    argv = ["train", *(f"--{k}={v['value']}" for k, v in proposal.config.items())]
+    argv = [command, *(f"--{k}={v['value']}" for k, v in proposal.config.items())]
     args = build_parser().parse_args(argv)
     for k, v in proposal.config.items():
         assert str(getattr(args, k)) == str(v["value"]) or getattr(args, k) == pytest.approx(float(v["value"]))

@@ -1,0 +1,84 @@
+"""Cross-validation: a patient-level folds file, `lasegm cv` end to end, and a sweep scored by cross-validation."""
+
+import json
+
+import pytest
+import yaml
+from conftest import REPO, SYNTHETIC_FLAGS
+
+from lasegm import LasegmError
+from lasegm.cli import main
+from lasegm.data import find_cases
+from lasegm.split import make_folds, read_split, save_split, split_cases
+
+TINY = ["--image_size=32", "--epochs=2", "--samples_per_epoch=32", "--batch_size=8", "--lr=0.003", *SYNTHETIC_FLAGS]
+
+
+def test_committed_folds_validate_every_patient_once_and_keep_duplicates_together(real_data):
+    folds = read_split(REPO / "splits" / "cv5.json")
+    ids = [c.case_id for c in find_cases(real_data)]
+    validated = [c for f in folds["folds"] for c in f]
+    assert sorted(validated) == sorted(ids)  # every development patient exactly once
+    for group in folds["duplicate_groups"]:  # la_005 and la_026 are the same scan
+        assert sum(any(c in f for c in group) for f in folds["folds"]) == 1
+    for k in range(len(folds["folds"])):
+        parts = split_cases(REPO / "splits" / "cv5.json", find_cases(real_data), fold=k)
+        train, val = {c.case_id for c in parts["train"]}, {c.case_id for c in parts["val"]}
+        assert not train & val and train | val == set(ids)
+
+
+def test_folds_file_is_reused_never_silently_remade(tmp_path, dataset):
+    path = tmp_path / "cv.json"
+    ids = [c.case_id for c in find_cases(dataset)]
+    save_split(path, make_folds(ids, [["la_001", "la_007"]], k=3, seed=0))
+    before = path.read_text()
+    save_split(path, make_folds(ids, [["la_001", "la_007"]], k=3, seed=0))  # the same folds: kept as is
+    assert path.read_text() == before
+    with pytest.raises(LasegmError, match="different split already exists"):
+        save_split(path, make_folds(ids, [["la_001", "la_007"]], k=3, seed=1))
+    leaky = json.loads(before)
+    leaky["folds"][1].append(leaky["folds"][0][0])
+    path.write_text(json.dumps(leaky))
+    with pytest.raises(LasegmError, match="more than one fold"):
+        read_split(path)
+
+
+def test_two_fold_cv_through_the_cli_writes_the_out_of_fold_table(dataset, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--quiet", "split", "--data", str(dataset), "--folds", "2", "--split_file", "cv2.json"]) == 0
+    assert main(["--quiet", "cv", "--name", "tiny", f"--data={dataset}", "--split_file=cv2.json", *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "out-of-fold 3D Dice over 7 patients" in out
+    oof = json.loads((tmp_path / "runs" / "cv" / "tiny" / "oof.json").read_text())
+    folds = read_split(tmp_path / "cv2.json")["folds"]
+    assert sorted(r["case"] for r in oof["per_patient"]) == sorted(c for f in folds for c in f)
+    for row in oof["per_patient"]:  # each patient scored by the fold that held it out
+        assert row["case"] in folds[row["fold"]]
+        assert {"dice", "iou", "hd95_mm", "volume_error_ml"} <= set(row)
+    assert oof["summary"]["dice"]["n"] == 7 and (tmp_path / "runs" / "cv" / "tiny" / "oof.csv").exists()
+    for k in (0, 1):
+        config = json.loads((tmp_path / "runs" / "cv" / "tiny" / f"fold-{k}" / "checkpoint" / "config.json").read_text())
+        assert config["fold"] == k and config["selection"] == "last" and config["validated_on"] == folds[k]
+        assert not set(config["trained_on"]) & set(folds[k])
+    # the table is re-made from the finished folds alone; a split file is refused
+    assert main(["--quiet", "cv", "--name", "tiny", "--collect_only", f"--data={dataset}", "--split_file=cv2.json"]) == 0
+    assert main(["--quiet", "split", "--data", str(dataset), "--split_file", "split.json"]) == 0
+    assert main(["--quiet", "cv", "--name", "x", f"--data={dataset}", "--split_file=split.json", *TINY]) == 2
+    assert "not a folds file" in capsys.readouterr().err
+
+
+def test_a_sweep_of_lasegm_cv_ranks_trials_by_out_of_fold_dice(dataset, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--quiet", "split", "--data", str(dataset), "--folds", "2", "--split_file", "cv2.json"]) == 0
+    committed = yaml.safe_load((REPO / "sweeps" / "cv_recipe.yaml").read_text())
+    sweep = tmp_path / "cv.yaml"
+    sweep.write_text(yaml.safe_dump({**committed, "parameters": {"context": {"values": [0]},
+                                                                 "flip_tta": {"values": [False, True]}}}))
+    flags = [f"data={dataset}", "split_file=cv2.json", "arch=fpn", "decoder_width=32", "image_size=32",
+             "fov_mm=80", "epochs=1", "samples_per_epoch=16", "batch_size=8"]
+    assert main(["--quiet", "sweep", str(sweep), "--count", "2", "--out", "sw", "--set", *flags]) == 0
+    ranking = json.loads((tmp_path / "sw" / "cv" / "ranking.json").read_text())
+    assert ranking["metric"] == "cv/oof_dice_3d" and len(ranking["trials"]) == 2
+    for trial in ranking["trials"]:
+        oof = json.loads((tmp_path / "sw" / "cv" / "cv" / f"cv-{trial['trial']}" / "oof.json").read_text())
+        assert trial["cv/oof_dice_3d"] == pytest.approx(oof["summary"]["dice"]["mean"])
