@@ -19,6 +19,7 @@ from lasegm.viz import save_animation  # noqa: E402
 p = argparse.ArgumentParser()
 p.add_argument("--data", required=True)
 p.add_argument("--case", default="la_003")
+p.add_argument("--out", default=str(ROOT / "docs" / "figures"))
 args = p.parse_args()
 vol = load_case(next(c for c in find_cases(args.data) if c.case_id == args.case))
 for arch in ("pspnet", "fpn", "unet"):
@@ -30,5 +31,5 @@ for arch in ("pspnet", "fpn", "unet"):
     x0, y0 = (image.shape[0] - h) // 2, (image.shape[1] - w) // 2
     crop = (slice(x0, x0 + h), slice(y0, y0 + w), slice(None, None, 2))
     out = save_animation(normalize_intensities(image)[crop], geo.to_model(mask)[crop],
-                         ROOT / "docs" / "figures" / f"{arch}_{args.case}.gif", truth=geo.to_model(vol.label)[crop], fps=8)
+                         Path(args.out) / f"{arch}_{args.case}.gif", truth=geo.to_model(vol.label)[crop], fps=8)
     print(out, f"{out.stat().st_size / 1e6:.1f} MB")
