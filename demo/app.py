@@ -35,6 +35,7 @@ EXAMPLES = HERE / "examples" if (HERE / "examples").is_dir() else ROOT / "demo" 
 MAX_UPLOAD_MB = 200
 DISPLAY_PX = 320  # slices are enlarged to at least this height for display
 ALL = "all three side by side"
+PLAY, PAUSE = "▶ Play", "⏸ Pause"
 
 _models: dict[str, Segmenter] = {}
 
@@ -71,7 +72,13 @@ def segment(image_file, label_file, model_choice: str, progress=gr.Progress()):
     try:
         vol = load_volume(image_path, label_path)
     except LasegmError as e:
-        raise gr.Error(str(e).replace(str(image_path.parent) + "/", "")) from None
+        message = str(e)
+        for p in (image_path, label_path):  # never show the server's temporary folders
+            message = message.replace(str(p.parent) + "/", "") if p is not None else message
+        raise gr.Error(message) from None
+    if min(vol.image.shape) < 2:
+        raise gr.Error(f"'{image_path.name}' has shape {vol.image.shape}: a single slice is not a 3D scan; "
+                       "upload the whole volume.")
     archs = ARCHS if model_choice == ALL else (model_choice,)
     out_dir = Path(tempfile.mkdtemp(prefix="lasegm-demo-"))  # per request: users never share files
     stem = image_path.name.split(".")[0]
@@ -108,6 +115,18 @@ def segment(image_file, label_file, model_choice: str, progress=gr.Progress()):
     z = _best_slice(state)
     return (state, gr.update(maximum=image.shape[2] - 1, value=z, interactive=True),
             render(state, z, 0.45, 1.0), _table(rows), {"models": rows}, files)
+
+
+def cleared():
+    """Empty outputs: a new input, a new run or a failed run never leaves another patient's result on screen."""
+    return (None, gr.update(value=0, maximum=1, interactive=False), None, "", None, None,
+            False, gr.Timer(active=False), gr.update(value=PLAY))
+
+
+def toggle_play(is_playing, state):
+    """Play only with a result loaded; the button says what it will do."""
+    playing = bool(state) and not is_playing
+    return playing, gr.Timer(active=playing), gr.update(value=PAUSE if playing else PLAY)
 
 
 def _best_slice(state) -> int:
@@ -185,24 +204,24 @@ def build_app() -> gr.Blocks:
                 with gr.Row():
                     opacity = gr.Slider(0, 1, value=0.45, step=0.05, label="Overlay opacity")
                     contrast = gr.Slider(0.5, 3, value=1.0, step=0.1, label="Contrast")
-                    play = gr.Button("▶ Play / pause")
+                    play = gr.Button(PLAY, elem_id="play")
                 results = gr.Markdown()
+                timer = gr.Timer(0.15, active=False)
+                playing = gr.State(False)
                 metrics = gr.JSON(label="Metrics", visible=False)
                 masks = gr.File(label="Predicted masks (NIfTI, same affine as the scan)", file_count="multiple")
-        timer = gr.Timer(0.15, active=False)
-        playing = gr.State(False)
-
-        run.click(segment, [image_file, label_file, model_choice],
-                  [state, slider, view, results, metrics, masks], api_name="segment")
+        outputs = [state, slider, view, results, metrics, masks]
+        clear_targets = [*outputs, playing, timer, play]
+        for changed in (image_file, label_file):  # another input: the old result goes at once
+            changed.change(cleared, None, clear_targets, api_name=False, show_progress="hidden")
+        run.click(cleared, None, clear_targets, api_name=False, show_progress="hidden").then(
+            segment, [image_file, label_file, model_choice], outputs, api_name="segment")
         # the session's cached predictions (gr.State) are never recomputed per slice
         for control, api_name in ((slider, "render_slice"), (opacity, False), (contrast, False)):
             control.change(render, [state, slider, opacity, contrast], view, api_name=api_name,
                            show_progress="hidden", trigger_mode="always_last")
 
-        def toggle(is_playing):
-            return not is_playing, gr.Timer(active=not is_playing)
-
-        play.click(toggle, playing, [playing, timer], api_name=False)
+        play.click(toggle_play, [playing, state], [playing, timer, play], api_name=False)
         timer.tick(lambda s, z: 0 if not s else (int(z) + 1) % s["image"].shape[2], [state, slider], slider,
                    api_name=False, show_progress="hidden")
     return app

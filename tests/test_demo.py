@@ -114,6 +114,7 @@ def test_sessions_are_isolated(server, client):
     ("label_shape", "label shape"),
     ("corrupt", "corrupt or unreadable NIfTI"),
     ("no_scan", "Upload a scan"),
+    ("one_slice", "a single slice is not a 3D scan"),
 ])
 def test_bad_inputs_get_a_message_and_the_app_keeps_serving(case, message, client, tmp_path):
     from gradio_client import handle_file
@@ -136,9 +137,12 @@ def test_bad_inputs_get_a_message_and_the_app_keeps_serving(case, message, clien
         lab = write_nifti(tmp_path / "label.nii.gz", label[:, :, :5])
     elif case == "corrupt":
         scan.write_bytes(b"\x1f\x8b garbage")
-    with pytest.raises(AppError, match=message):
+    elif case == "one_slice":
+        write_nifti(scan, image[..., :1])
+    with pytest.raises(AppError, match=message) as error:
         client.predict(None if case == "no_scan" else handle_file(str(scan)),
                        handle_file(str(lab)) if lab else None, "unet", api_name="/segment")
+    assert "/tmp" not in str(error.value) and "gradio" not in str(error.value).lower()  # no server paths
     # the next request still works
     *_, metrics, _ = client.predict(handle_file(str(EXAMPLE)), None, "pspnet", api_name="/segment")
     assert metrics["models"][0]["model"] == "pspnet"
@@ -198,6 +202,9 @@ def test_real_browser_runs_an_example_and_the_slider_changes_the_overlay(server)
             arg=first, timeout=30_000)
         assert view.get_attribute("src") != first
         page.screenshot(path=str(Path(os.environ.get("LASEGM_SCREENSHOT_DIR", "/tmp")) / "demo.png"))
+        # another example: the previous patient's result goes at once, before anything is run
+        page.get_by_text("la_019_image.nii.gz").first.click()
+        page.wait_for_function("() => !document.querySelector('#slice-view img')", timeout=30_000)
         browser.close()
 
 
