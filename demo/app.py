@@ -27,7 +27,7 @@ from lasegm.postprocess import plausibility_warnings
 from lasegm.predict import Segmenter, write_mask
 from lasegm.preprocess import normalize_intensities
 from lasegm.utils import set_cpu_threads
-from lasegm.viz import overlay_rgb
+from lasegm.viz import TRUTH_RGBA, mesh_volume_ml, overlay_rgb, save_mesh, surface_mesh
 
 ARCHS = SERVED
 CHECKPOINTS = Path(os.environ.get("LASEGM_CHECKPOINTS", ROOT / "checkpoints"))
@@ -113,13 +113,41 @@ def segment(image_file, label_file, model_choice: str, progress=gr.Progress()):
              "masks": {arch: geometry.to_model(m) for arch, m in masks.items()},
              "window": tuple(float(v) for v in np.percentile(image, (1, 99)))}
     z = _best_slice(state)
+    shown = "unet" if "unet" in state["masks"] else next(iter(state["masks"]))
+    meshes = _meshes(state, shown, out_dir / stem)
+    for mesh in meshes.values():
+        files.append(mesh["file"])
+    pred = meshes.get("prediction")
+    truth = meshes.get("truth")
     return (state, gr.update(maximum=image.shape[2] - 1, value=z, interactive=True),
-            render(state, z, 0.45, 1.0), _table(rows), {"models": rows}, files)
+            render(state, z, 0.45, 1.0),
+            gr.update(value=pred and pred["view"], label=f"3D: predicted atrium ({shown}"
+                      + (f", {pred['volume_ml']:.1f} mL)" if pred else ", empty)")),
+            gr.update(value=truth and truth["view"], label="3D: ground truth" + (
+                f" ({truth['volume_ml']:.1f} mL)" if truth else " (upload a label to see it)")),
+            _table(rows), {"models": rows, "meshes": meshes}, files)
+
+
+def _meshes(state, arch: str, stem: Path) -> dict:
+    """Surface meshes (mm) of one model's prediction and of the ground truth: GLB for the 3D views,
+    OBJ to download (opens over nothing else: coordinates are mm along the model's voxel axes)."""
+    out = {}
+    for kind, mask in (("prediction", state["masks"][arch]), ("truth", state["label"])):
+        if mask is None or not mask.any():
+            continue
+        verts, faces, normals = surface_mesh(mask, state["spacing"])
+        name = f"{stem}_{arch if kind == 'prediction' else 'truth'}_atrium"
+        colour = {"rgba": TRUTH_RGBA} if kind == "truth" else {}
+        out[kind] = {"file": str(save_mesh(verts, faces, normals, f"{name}.obj", **colour)),
+                     "view": str(save_mesh(verts, faces, normals, f"{name}.glb", **colour)),
+                     "model": arch if kind == "prediction" else "ground truth",
+                     "volume_ml": round(mesh_volume_ml(verts, faces), 1), "vertices": int(len(verts))}
+    return out
 
 
 def cleared():
     """Empty outputs: a new input, a new run or a failed run never leaves another patient's result on screen."""
-    return (None, gr.update(value=0, maximum=1, interactive=False), None, "", None, None,
+    return (None, gr.update(value=0, maximum=1, interactive=False), None, None, None, "", None, None,
             False, gr.Timer(active=False), gr.update(value=PLAY))
 
 
@@ -205,12 +233,16 @@ def build_app() -> gr.Blocks:
                     opacity = gr.Slider(0, 1, value=0.45, step=0.05, label="Overlay opacity")
                     contrast = gr.Slider(0.5, 3, value=1.0, step=0.1, label="Contrast")
                     play = gr.Button(PLAY, elem_id="play")
+                with gr.Row():
+                    mesh_pred = gr.Model3D(label="3D: predicted atrium", elem_id="mesh-pred", height=320)
+                    mesh_truth = gr.Model3D(label="3D: ground truth", elem_id="mesh-truth", height=320)
                 results = gr.Markdown()
                 timer = gr.Timer(0.15, active=False)
                 playing = gr.State(False)
                 metrics = gr.JSON(label="Metrics", visible=False)
-                masks = gr.File(label="Predicted masks (NIfTI, same affine as the scan)", file_count="multiple")
-        outputs = [state, slider, view, results, metrics, masks]
+                masks = gr.File(label="Predicted masks (NIfTI, same affine as the scan) and atrium surfaces (OBJ, mm)",
+                                file_count="multiple")
+        outputs = [state, slider, view, mesh_pred, mesh_truth, results, metrics, masks]
         clear_targets = [*outputs, playing, timer, play]
         for changed in (image_file, label_file):  # another input: the old result goes at once
             changed.change(cleared, None, clear_targets, api_name=False, show_progress="hidden")

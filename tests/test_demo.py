@@ -68,12 +68,13 @@ def client(server):
 def test_example_patient_through_the_api(client):
     from gradio_client import handle_file
 
-    slider, image, table, metrics, masks = client.predict(
+    slider, image, mesh_pred, mesh_truth, table, metrics, files = client.predict(
         handle_file(str(EXAMPLE)), handle_file(str(EXAMPLE_LABEL)), ALL, api_name="/segment")
     rows = {r["model"]: r for r in metrics["models"]}
     assert set(rows) == {"pspnet", "fpn", "unet"}
     label = np.asarray(nib.load(str(EXAMPLE_LABEL)).dataobj)
     ref = nib.load(str(EXAMPLE))
+    masks = [f for f in files if f.endswith(".nii.gz")]
     assert len(masks) == 3
     for path in masks:
         arch = next(a for a in rows if f"_{a}_mask" in Path(path).name)
@@ -162,7 +163,7 @@ def test_missing_checkpoint_is_reported_and_others_still_serve(tmp_path):
         *_, metrics, masks = c.predict(handle_file(str(EXAMPLE)), None, ALL, api_name="/segment")
         rows = {r["model"]: r for r in metrics["models"]}
         assert "error" in rows["fpn"] and "error" in rows["unet"] and rows["pspnet"]["slices"] == 130
-        assert len(masks) == 1
+        assert len([f for f in masks if f.endswith(".nii.gz")]) == 1
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -196,6 +197,7 @@ def test_real_browser_runs_an_example_and_the_slider_changes_the_overlay(server)
         view = page.locator("#slice-view img")
         view.wait_for(state="visible", timeout=120_000)
         first = view.get_attribute("src")
+        page.locator("#mesh-pred canvas").first.wait_for(state="visible", timeout=60_000)  # the 3D atrium
         page.locator("#slice-slider input[type=range]").fill("20")
         page.wait_for_function(
             "src => { const i = document.querySelector('#slice-view img'); return i && i.src !== src; }",
@@ -268,7 +270,7 @@ def test_implausible_result_is_flagged_not_refused(tmp_path):
     *_, table, metrics, files = app.segment(str(scan), None, "pspnet", progress=lambda *a, **k: None)
     warning = metrics["models"][0]["warnings"][0]
     assert warning.startswith(("no atrium found", "implausible atrium volume")) and warning in table
-    assert len(files) == 1  # the result is still there to inspect
+    assert len([f for f in files if f.endswith(".nii.gz")]) == 1  # the result is still there to inspect
 
 
 def test_slices_are_shown_at_their_physical_aspect():
@@ -279,3 +281,40 @@ def test_slices_are_shown_at_their_physical_aspect():
     panel = np.zeros((50, 100, 3), np.uint8)  # 50 rows (y) x 100 columns (x)
     shown = app._physical_zoom(panel, (1.0, 2.0, 1.0))  # x: 1 mm, y: 2 mm -> 100 mm x 100 mm
     assert shown.shape[0] == shown.shape[1] >= app.DISPLAY_PX
+
+
+def _path(value) -> str:
+    while isinstance(value, dict):  # a component update comes back as {"value": ...}, a file as {"path": ...}
+        value = value.get("value") or value.get("path")
+    return value
+
+
+def read_obj(path) -> tuple[np.ndarray, np.ndarray]:
+    lines = Path(path).read_text().splitlines()
+    verts = np.array([[float(v) for v in ln.split()[1:4]] for ln in lines if ln.startswith("v ")])
+    faces = np.array([[int(i.split("/")[0]) - 1 for i in ln.split()[1:]] for ln in lines if ln.startswith("f ")])
+    return verts, faces
+
+
+def test_3d_meshes_enclose_the_reported_atrium_volume(client):
+    """The surfaces shown in 3D (GLB) and offered for download (OBJ) are closed meshes whose volume is the
+    reported atrium mL (within 5 %)."""
+    import trimesh
+    from gradio_client import handle_file
+
+    _, _, mesh_pred, mesh_truth, _, metrics, files = client.predict(
+        handle_file(str(EXAMPLE)), handle_file(str(EXAMPLE_LABEL)), "unet", api_name="/segment")
+    row = metrics["models"][0]
+    objs = {"pred": next(f for f in files if f.endswith("_unet_atrium.obj")),
+            "truth": next(f for f in files if f.endswith("_truth_atrium.obj"))}
+    for kind, shown, ml in (("pred", mesh_pred, row["volume_ml"]), ("truth", mesh_truth, row["true_volume_ml"])):
+        verts, faces = read_obj(objs[kind])
+        assert len(verts) > 1000 and faces.max() < len(verts)
+        edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
+        _, counts = np.unique(edges, axis=0, return_counts=True)
+        assert (counts == 2).all(), "the surface is not closed"
+        a, b, c = verts[faces[:, 0]], verts[faces[:, 1]], verts[faces[:, 2]]
+        assert abs(np.einsum("ij,ij->i", a, np.cross(b, c)).sum()) / 6000 == pytest.approx(ml, rel=0.05)
+        assert _path(shown).endswith(".glb")
+        glb = trimesh.load(_path(shown), force="mesh")
+        assert abs(glb.volume) / 1000 == pytest.approx(ml, rel=0.05)

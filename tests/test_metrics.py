@@ -71,3 +71,20 @@ def test_largest_component_keeps_the_biggest_blob():
     out = largest_component(m)
     assert out.sum() == 216 and out[13, 13, 13] == 0 and out.dtype == m.dtype
     assert largest_component(np.zeros_like(m)).sum() == 0
+
+
+def test_surface_mesh_encloses_the_mask_volume_in_mm(tmp_path):
+    """Marching cubes on an anisotropic grid: the mesh is in mm and holds the mask's volume."""
+    import trimesh
+
+    from lasegm.viz import mesh_volume_ml, save_mesh, surface_mesh
+
+    spacing = (1.25, 1.25, 2.5)
+    x, y, z = np.meshgrid(*[np.arange(n) * s for n, s in zip((64, 64, 32), spacing)], indexing="ij")
+    ball = ((x - 40) ** 2 + (y - 40) ** 2 + (z - 40) ** 2 <= 25 ** 2).astype(np.uint8)  # r = 25 mm: 65.4 mL
+    verts, faces, normals = surface_mesh(ball, spacing)
+    assert mesh_volume_ml(verts, faces) == pytest.approx(4 / 3 * np.pi * 25 ** 3 / 1000, rel=0.03)
+    assert np.ptp(verts, axis=0) == pytest.approx([50, 50, 50], abs=3)  # mm, not voxels
+    glb = trimesh.load(save_mesh(verts, faces, normals, tmp_path / "ball.glb"), force="mesh")
+    assert abs(glb.volume) / 1000 == pytest.approx(mesh_volume_ml(verts, faces), rel=1e-3)
+    assert surface_mesh(np.zeros((4, 4, 4), np.uint8), spacing)[0].shape == (0, 3)
