@@ -18,6 +18,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent if (HERE.parent / "lasegm").is_dir() else HERE  # repo checkout or assembled Space
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
 
 from lasegm import LasegmError
 from lasegm.data import load_volume
@@ -25,25 +26,31 @@ from lasegm.metrics import case_metrics
 from lasegm.models import SERVED
 from lasegm.postprocess import plausibility_warnings
 from lasegm.predict import Segmenter, write_mask
-from lasegm.preprocess import normalize_intensities
+from lasegm.predict import Ensemble
 from lasegm.utils import set_cpu_threads
-from lasegm.viz import TRUTH_RGBA, mesh_volume_ml, overlay_rgb, save_mesh, surface_mesh
+from lasegm.viz import TRUTH_RGBA, mesh_volume_ml, save_mesh, surface_mesh
+from viewer import ERROR_LEGEND, MODES, PLANES, error_counts, render_plane
 
 ARCHS = SERVED
+ENSEMBLE = "ensemble"
+NAMES = {"pspnet": "PSPNet", "fpn": "FPN", "unet": "U-Net", ENSEMBLE: "Ensemble (mean of the three)"}
 CHECKPOINTS = Path(os.environ.get("LASEGM_CHECKPOINTS", ROOT / "checkpoints"))
 EXAMPLES = HERE / "examples" if (HERE / "examples").is_dir() else ROOT / "demo" / "examples"
 MAX_UPLOAD_MB = 200
-DISPLAY_PX = 320  # slices are enlarged to at least this height for display
 ALL = "all three side by side"
+CHOICES = [(NAMES[a], a) for a in ARCHS] + [(NAMES[ENSEMBLE], ENSEMBLE), ("All three side by side", ALL)]
 PLAY, PAUSE = "▶ Play", "⏸ Pause"
 
-_models: dict[str, Segmenter] = {}
+_models: dict = {}
 
 
-def get_model(arch: str) -> Segmenter:
+def get_model(arch: str):
     """Load each checkpoint once per process; a missing one is an error for that model only."""
     if arch not in _models:
-        _models[arch] = Segmenter(CHECKPOINTS / arch, device="auto", expected_arch=arch)
+        if arch == ENSEMBLE:
+            _models[arch] = Ensemble([CHECKPOINTS / a for a in ARCHS], device="auto")
+        else:
+            _models[arch] = Segmenter(CHECKPOINTS / arch, device="auto", expected_arch=arch)
     return _models[arch]
 
 
@@ -61,8 +68,8 @@ def _check_upload(path: Path, what: str) -> None:
         raise gr.Error(f"The {what} is {size_mb:.0f} MB; the limit is {MAX_UPLOAD_MB} MB.")
 
 
-def segment(image_file, label_file, model_choice: str, progress=gr.Progress()):
-    """Whole-volume inference for the chosen model(s); results are cached in the session state."""
+def load_inputs(image_file, label_file):
+    """The uploaded scan (and label), validated; messages name files, never the server's folders."""
     image_path, label_path = _path(image_file), _path(label_file)
     if image_path is None:
         raise gr.Error("Upload a scan (.nii or .nii.gz) or pick an example patient first.")
@@ -73,12 +80,75 @@ def segment(image_file, label_file, model_choice: str, progress=gr.Progress()):
         vol = load_volume(image_path, label_path)
     except LasegmError as e:
         message = str(e)
-        for p in (image_path, label_path):  # never show the server's temporary folders
+        for p in (image_path, label_path):
             message = message.replace(str(p.parent) + "/", "") if p is not None else message
         raise gr.Error(message) from None
     if min(vol.image.shape) < 2:
         raise gr.Error(f"'{image_path.name}' has shape {vol.image.shape}: a single slice is not a 3D scan; "
                        "upload the whole volume.")
+    return vol, image_path
+
+
+def view_state(vol, masks: dict | None = None) -> dict:
+    """What the viewer draws: the scan, label and masks on the model grid (the first served model's
+    orientation), the voxel size, and a default window (1-99th intensity percentiles)."""
+    image, geometry = get_model(ARCHS[0]).pre.model_grid(vol.image, vol.affine)
+    return {"image": image.astype(np.float32), "spacing": geometry.spacing, "names": NAMES,
+            "label": None if vol.label is None else geometry.to_model(vol.label),
+            "masks": {a: geometry.to_model(m) for a, m in (masks or {}).items()},
+            "window": tuple(float(v) for v in np.percentile(image, (1, 99))),
+            "range": (float(image.min()), float(image.max()))}
+
+
+def _centre(state) -> list[int]:
+    """Slice positions through the middle of the atrium (truth, else the first mask), else the scan's centre."""
+    ref = state["label"] if state["label"] is not None and state["label"].any() else next(
+        (m for m in state["masks"].values() if m.any()), None)
+    if ref is None:
+        return [s // 2 for s in state["image"].shape]
+    return [int(round(c.mean())) for c in np.nonzero(ref)]
+
+
+def _view_outputs(state, meshes=None, table: str = "", metrics=None, files=None) -> tuple:
+    """Everything the page shows, in the order of OUTPUTS (see build_app)."""
+    stopped = (False, gr.Timer(active=False), gr.update(value=PLAY))
+    if state is None:
+        sliders = [gr.update(value=0, maximum=1, interactive=False)] * 3
+        return (None, *stopped, *sliders, None, None, None, gr.update(), gr.update(), None, None, table, metrics,
+                files)
+    pos = _centre(state)
+    sliders = [gr.update(minimum=0, maximum=n - 1, value=p, interactive=True)
+               for n, p in zip(state["image"].shape, pos)]
+    lo, hi = state["window"]
+    r0, r1 = state["range"]
+    level = gr.update(minimum=r0, maximum=r1, value=(lo + hi) / 2, interactive=True)
+    width = gr.update(minimum=max((r1 - r0) / 500, 1e-3), maximum=max(r1 - r0, 1e-3), value=hi - lo, interactive=True)
+    planes = [render_plane(state, plane, pos[2 - i]) for i, plane in enumerate(PLANES)]
+    meshes = meshes or {}
+    pred, truth = meshes.get("prediction"), meshes.get("truth")
+    return (state, *stopped, sliders[2], sliders[1], sliders[0], *planes, level, width,
+            gr.update(value=pred and pred["view"], label="3D: predicted atrium" + (
+                f" ({NAMES[pred['model']]}, {pred['volume_ml']:.1f} mL)" if pred else "")),
+            gr.update(value=truth and truth["view"], label="3D: ground truth" + (
+                f" ({truth['volume_ml']:.1f} mL)" if truth else "")),
+            table, metrics, files)
+
+
+def preview(image_file, label_file):
+    """As soon as a scan (or label) is chosen: the scan in three planes, and nothing of any earlier result."""
+    if _path(image_file) is None:
+        return _view_outputs(None)
+    try:
+        vol, _ = load_inputs(image_file, label_file)
+    except gr.Error as e:
+        gr.Warning(str(e.message if hasattr(e, "message") else e))
+        return _view_outputs(None, table=f"<p><b>Cannot show this scan:</b> {e.message if hasattr(e, 'message') else e}</p>")
+    return _view_outputs(view_state(vol), table="<p>Scan loaded: press <b>Segment</b>.</p>")
+
+
+def segment(image_file, label_file, model_choice: str, progress=gr.Progress()):
+    """Whole-volume inference for the chosen model(s); results are cached in the session state."""
+    vol, image_path = load_inputs(image_file, label_file)
     archs = ARCHS if model_choice == ALL else (model_choice,)
     out_dir = Path(tempfile.mkdtemp(prefix="lasegm-demo-"))  # per request: users never share files
     stem = image_path.name.split(".")[0]
@@ -89,43 +159,25 @@ def segment(image_file, label_file, model_choice: str, progress=gr.Progress()):
         except LasegmError as e:
             rows.append({"model": arch, "error": str(e)})
             continue
-        n = vol.image.shape[2]
         t0 = time.perf_counter()
         masks[arch] = model.segment(vol, progress=lambda done, total, i=i, arch=arch: progress(
-            (i + done / total) / len(archs), desc=f"{arch}: slice {done}/{total}"))
-        seconds = time.perf_counter() - t0
-        row = {"model": arch, "seconds": round(seconds, 2), "slices": n,
+            (i + done / total) / len(archs), desc=f"{NAMES[arch]}: slice {done}/{total}"))
+        row = {"model": arch, "seconds": round(time.perf_counter() - t0, 2), "slices": int(vol.image.shape[2]),
                "volume_ml": round(float(masks[arch].sum() * vol.voxel_ml), 1),
                "warnings": plausibility_warnings(masks[arch], vol.voxel_ml)}
         if vol.label is not None:
             m = case_metrics(masks[arch], vol.label, vol.spacing)
             row.update(dice_3d=round(m["dice"], 4), hd95_mm=round(m["hd95_mm"], 2),
-                       true_volume_ml=round(m["volume_true_ml"], 1))
+                       true_volume_ml=round(m["volume_true_ml"], 1), **error_counts(masks[arch], vol.label))
         rows.append(row)
         files.append(str(write_mask(masks[arch], vol, out_dir / f"{stem}_{arch}_mask.nii.gz")))
     if not masks:
         raise gr.Error("No model could be loaded: " + "; ".join(r["error"] for r in rows))
-    # shown as the model sees the scan: in its training orientation, at the scan's physical pixel aspect
-    image, geometry = get_model(next(iter(masks))).pre.model_grid(vol.image, vol.affine)
-    image = normalize_intensities(image)
-    state = {"image": image.astype(np.float16), "spacing": geometry.spacing,
-             "label": None if vol.label is None else geometry.to_model(vol.label),
-             "masks": {arch: geometry.to_model(m) for arch, m in masks.items()},
-             "window": tuple(float(v) for v in np.percentile(image, (1, 99)))}
-    z = _best_slice(state)
-    shown = "unet" if "unet" in state["masks"] else next(iter(state["masks"]))
+    state = view_state(vol, masks)
+    shown = "unet" if "unet" in masks else next(iter(masks))
     meshes = _meshes(state, shown, out_dir / stem)
-    for mesh in meshes.values():
-        files.append(mesh["file"])
-    pred = meshes.get("prediction")
-    truth = meshes.get("truth")
-    return (state, gr.update(maximum=image.shape[2] - 1, value=z, interactive=True),
-            render(state, z, 0.45, 1.0),
-            gr.update(value=pred and pred["view"], label=f"3D: predicted atrium ({shown}"
-                      + (f", {pred['volume_ml']:.1f} mL)" if pred else ", empty)")),
-            gr.update(value=truth and truth["view"], label="3D: ground truth" + (
-                f" ({truth['volume_ml']:.1f} mL)" if truth else " (upload a label to see it)")),
-            _table(rows), {"models": rows, "meshes": meshes}, files)
+    files += [mesh["file"] for mesh in meshes.values()]
+    return _view_outputs(state, meshes, _table(rows), {"models": rows, "meshes": meshes}, files)
 
 
 def _meshes(state, arch: str, stem: Path) -> dict:
@@ -145,64 +197,51 @@ def _meshes(state, arch: str, stem: Path) -> dict:
     return out
 
 
-def cleared():
-    """Empty outputs: a new input, a new run or a failed run never leaves another patient's result on screen."""
-    return (None, gr.update(value=0, maximum=1, interactive=False), None, None, None, "", None, None,
-            False, gr.Timer(active=False), gr.update(value=PLAY))
-
-
 def toggle_play(is_playing, state):
     """Play only with a result loaded; the button says what it will do."""
     playing = bool(state) and not is_playing
     return playing, gr.Timer(active=playing), gr.update(value=PAUSE if playing else PLAY)
 
 
-def _best_slice(state) -> int:
-    ref = state["label"] if state["label"] is not None else next(iter(state["masks"].values()))
-    area = ref.sum(axis=(0, 1))
-    return int(area.argmax()) if area.any() else ref.shape[2] // 2
-
-
-def render(state, z, opacity: float = 0.45, contrast: float = 1.0):
-    """One slice with each model's overlay (side by side); cheap, so the slider stays responsive."""
+def step(state, z, y, x, mode, opacity, level, width):
+    """One frame of Play: the next axial slice (wrapping), drawn."""
     if not state:
-        return None
-    image = state["image"]
-    z = int(min(max(int(z), 0), image.shape[2] - 1))
-    lo, hi = state["window"]
-    mid, half = (lo + hi) / 2, (hi - lo) / 2 / max(float(contrast), 0.05)
-    window = (mid - half, mid + half)
-    truth = None if state["label"] is None else state["label"][..., z]
-    panels = [overlay_rgb(image[..., z].astype(np.float32), m[..., z], truth, alpha=float(opacity), window=window)
-              for m in state["masks"].values()]
-    panels = [_physical_zoom(p, state.get("spacing", (1.0, 1.0, 1.0))) for p in panels]
-    gap = np.full((panels[0].shape[0], 8, 3), 255, np.uint8)
-    return np.concatenate([p for panel in panels for p in (panel, gap)][:-1], axis=1)
+        return z, None, None, None
+    z = (int(z) + 1) % state["image"].shape[2]
+    return z, *render(state, z, y, x, mode, opacity, level, width)
 
 
-def _physical_zoom(panel: np.ndarray, spacing) -> np.ndarray:
-    """Nearest-neighbour zoom to at least DISPLAY_PX rows with square millimetres on screen
-    (picture rows are the second voxel axis, columns the first), so voxels stay crisp."""
-    sx, sy = float(spacing[0]), float(spacing[1])
-    rows_mm, cols_mm = panel.shape[0] * sy, panel.shape[1] * sx
-    px_per_mm = max(DISPLAY_PX / rows_mm, 1.0 / min(sx, sy))
-    rows = np.minimum((np.arange(round(rows_mm * px_per_mm)) / (px_per_mm * sy)).astype(int), panel.shape[0] - 1)
-    cols = np.minimum((np.arange(round(cols_mm * px_per_mm)) / (px_per_mm * sx)).astype(int), panel.shape[1] - 1)
-    return panel[rows][:, cols]
+def render(state, z, y, x, mode="overlay", opacity=0.45, level=None, width=None):
+    """The three planes from the session's cached results (the models never run again): cheap."""
+    return tuple(render_plane(state, plane, index, mode, float(opacity), level, width)
+                 for plane, index in zip(PLANES, (z, y, x)))
+
+
+COLUMNS = [("model", "Model", ""), ("dice_3d", "3D Dice", ""), ("hd95_mm", "HD95", "mm"),
+           ("volume_ml", "Atrium volume", "mL"), ("true_volume_ml", "True volume", "mL"),
+           ("tp", "True pos.", "voxels"), ("fp", "False pos.", "voxels"), ("fn", "False neg.", "voxels"),
+           ("seconds", "Time", "s")]
 
 
 def _table(rows) -> str:
-    cols = ["model", "dice_3d", "hd95_mm", "volume_ml", "true_volume_ml", "seconds"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    """Results as an HTML table that scrolls sideways on a phone rather than squeezing."""
+    has_label = any("dice_3d" in r for r in rows)
+    cols = [c for c in COLUMNS if has_label or c[0] not in ("dice_3d", "hd95_mm", "true_volume_ml", "tp", "fp", "fn")]
+    head = "".join(f"<th>{name}{f' ({unit})' if unit else ''}</th>" for _, name, unit in cols)
+    body = []
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['model']} | unavailable: {r['error']} |" + " |" * (len(cols) - 2))
+            body.append(f"<tr><td>{NAMES.get(r['model'], r['model'])}</td><td colspan='{len(cols) - 1}'>"
+                        f"unavailable: {r['error']}</td></tr>")
         else:
-            lines.append("| " + " | ".join(str(r.get(c, "–")) for c in cols) + " |")
-    order = ", ".join(r["model"] for r in rows if "error" not in r)
-    warnings = [f"**Warning ({r['model']}):** {w}" for r in rows for w in r.get("warnings", [])]
-    return ("\n\n".join(warnings) + "\n\n" if warnings else "") + ("\n".join(lines) + f"\n\nPanels left to right: {order}. Red: prediction; green outline: ground truth "
-            "(when a label is given). Dice is 3D, over the whole patient volume.")
+            cells = [NAMES.get(r["model"], r["model"])] + [r.get(k, "–") for k, _, _ in cols[1:]]
+            body.append("<tr>" + "".join(f"<td>{v}</td>" for v in cells) + "</tr>")
+    warnings = "".join(f"<p><b>Warning ({NAMES.get(r['model'], r['model'])}):</b> {w}</p>"
+                       for r in rows for w in r.get("warnings", []))
+    note = ("3D Dice and HD95 over the whole patient volume. Overlay: prediction filled, ground truth outlined; "
+            f"contour: prediction orange-red, truth green; {ERROR_LEGEND}.")
+    return (f"{warnings}<div style='overflow-x:auto'><table id='results-table'><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table></div><p style='font-size:0.85em'>{note}</p>")
 
 
 def example_rows() -> list[list[str]]:
@@ -217,50 +256,64 @@ def build_app() -> gr.Blocks:
     with gr.Blocks(title="lasegm: left-atrium segmentation") as app:
         gr.Markdown("# Left-atrium segmentation of cardiac MRI\nPSPNet, FPN and U-Net trained on the Medical "
                     "Segmentation Decathlon Task02_Heart. Upload a 3D NIfTI scan (and optionally its label) or pick "
-                    "an example patient, then press **Segment**. Research demo, not for clinical use.")
+                    "an example patient, then press **Segment**. Research demo, **not for clinical use**.")
         state = gr.State(None)
-        with gr.Row():
-            with gr.Column(scale=1):
-                image_file = gr.File(label="Scan (.nii / .nii.gz)", file_types=[".nii", ".gz"])
+        playing = gr.State(False)
+        timer = gr.Timer(0.15, active=False)
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1, min_width=300):
+                image_file = gr.File(label="Scan (.nii / .nii.gz)", file_types=[".nii", ".gz"], elem_id="scan-file")
                 label_file = gr.File(label="Label (optional)", file_types=[".nii", ".gz"])
-                model_choice = gr.Radio([*ARCHS, ALL], value="unet", label="Model")
+                model_choice = gr.Radio(CHOICES, value="unet", label="Model")
                 run = gr.Button("Segment", variant="primary")
                 gr.Examples(example_rows(), inputs=[image_file, label_file], label="Example patients (test split)")
-            with gr.Column(scale=2):
-                view = gr.Image(label="Slice", type="numpy", interactive=False, elem_id="slice-view")
-                slider = gr.Slider(0, 1, value=0, step=1, label="Slice", interactive=False, elem_id="slice-slider")
-                with gr.Row():
-                    opacity = gr.Slider(0, 1, value=0.45, step=0.05, label="Overlay opacity")
-                    contrast = gr.Slider(0.5, 3, value=1.0, step=0.1, label="Contrast")
-                    play = gr.Button(PLAY, elem_id="play")
-                with gr.Row():
-                    mesh_pred = gr.Model3D(label="3D: predicted atrium", elem_id="mesh-pred", height=320)
-                    mesh_truth = gr.Model3D(label="3D: ground truth", elem_id="mesh-truth", height=320)
-                results = gr.Markdown()
-                timer = gr.Timer(0.15, active=False)
-                playing = gr.State(False)
+                mode = gr.Radio(list(MODES), value="overlay", label="Show results as")
+                opacity = gr.Slider(0, 1, value=0.45, step=0.05, label="Overlay opacity")
+                level = gr.Slider(0, 1, value=0.5, label="Window level (scan intensity)", interactive=False)
+                width = gr.Slider(0, 1, value=1, label="Window width (scan intensity)", interactive=False)
+            with gr.Column(scale=3, min_width=300):
+                views, sliders = [], []
+                with gr.Row(equal_height=False):
+                    for plane in PLANES:
+                        with gr.Column(min_width=300):
+                            views.append(gr.Image(label=plane.capitalize(), type="numpy", interactive=False,
+                                                  elem_id=f"view-{plane}", show_label=False))
+                            sliders.append(gr.Slider(0, 1, value=0, step=1, label=f"{plane.capitalize()} slice",
+                                                     interactive=False, elem_id=f"slider-{plane}"))
+                play = gr.Button(PLAY, elem_id="play", size="sm")
+                with gr.Row(equal_height=False):
+                    mesh_pred = gr.Model3D(label="3D: predicted atrium", elem_id="mesh-pred", height=320,
+                                           min_width=300)
+                    mesh_truth = gr.Model3D(label="3D: ground truth", elem_id="mesh-truth", height=320,
+                                            min_width=300)
+                results = gr.HTML(elem_id="results")
                 metrics = gr.JSON(label="Metrics", visible=False)
-                masks = gr.File(label="Predicted masks (NIfTI, same affine as the scan) and atrium surfaces (OBJ, mm)",
-                                file_count="multiple")
-        outputs = [state, slider, view, mesh_pred, mesh_truth, results, metrics, masks]
-        clear_targets = [*outputs, playing, timer, play]
-        for changed in (image_file, label_file):  # another input: the old result goes at once
-            changed.change(cleared, None, clear_targets, api_name=False, show_progress="hidden")
-        run.click(cleared, None, clear_targets, api_name=False, show_progress="hidden").then(
-            segment, [image_file, label_file, model_choice], outputs, api_name="segment")
-        # the session's cached predictions (gr.State) are never recomputed per slice
-        for control, api_name in ((slider, "render_slice"), (opacity, False), (contrast, False)):
-            control.change(render, [state, slider, opacity, contrast], view, api_name=api_name,
-                           show_progress="hidden", trigger_mode="always_last")
-
+                files = gr.File(label="Predicted masks (NIfTI, on the uploaded scan's grid and affine) and atrium "
+                                "surfaces (OBJ, mm)", file_count="multiple")
+        # the API returns these without the State ones, ending with results, metrics, files
+        outputs = [state, playing, timer, play, *sliders, *views, level, width, mesh_pred, mesh_truth, results,
+                   metrics, files]
+        for changed in (image_file, label_file):  # another input: its preview, and no earlier result
+            changed.change(preview, [image_file, label_file], outputs, api_name="preview" if changed is image_file
+                           else False, show_progress="minimal")
+        run.click(segment, [image_file, label_file, model_choice], outputs, api_name="segment")
+        controls = [state, *sliders, mode, opacity, level, width]
+        # user moves only (.input): an update the app makes itself never re-renders an older state afterwards
+        for i, control in enumerate([*sliders, mode, opacity, level, width]):  # cached results: re-render only
+            control.input(render, controls, views, api_name="render" if i == 0 else False,
+                          show_progress="hidden", trigger_mode="always_last")
         play.click(toggle_play, [playing, state], [playing, timer, play], api_name=False)
-        timer.tick(lambda s, z: 0 if not s else (int(z) + 1) % s["image"].shape[2], [state, slider], slider,
-                   api_name=False, show_progress="hidden")
+        timer.tick(step, controls, [sliders[0], *views], api_name=False, show_progress="hidden")
     return app
 
 
 def main() -> None:
     set_cpu_threads()
+    for arch in (*ARCHS, ENSEMBLE):  # load once at start: the first click pays no loading time
+        try:
+            get_model(arch)
+        except LasegmError:
+            pass  # reported when that model is asked for
     app = build_app()
     app.queue(default_concurrency_limit=2, max_size=32)  # extra users wait in line
     app.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),

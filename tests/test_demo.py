@@ -65,11 +65,18 @@ def client(server):
     return Client(server, verbose=False)
 
 
+def _value(x):
+    while isinstance(x, dict) and ("value" in x or "path" in x):  # component updates, files
+        x = x.get("value", x.get("path"))
+    return x
+
+
 def test_example_patient_through_the_api(client):
     from gradio_client import handle_file
 
-    slider, image, mesh_pred, mesh_truth, table, metrics, files = client.predict(
-        handle_file(str(EXAMPLE)), handle_file(str(EXAMPLE_LABEL)), ALL, api_name="/segment")
+    out = client.predict(handle_file(str(EXAMPLE)), handle_file(str(EXAMPLE_LABEL)), ALL, api_name="/segment")
+    *_, z_slider, y_slider, x_slider, axial, coronal, sagittal, level, width, mesh_pred, mesh_truth, table, \
+        metrics, files = out
     rows = {r["model"]: r for r in metrics["models"]}
     assert set(rows) == {"pspnet", "fpn", "unet"}
     label = np.asarray(nib.load(str(EXAMPLE_LABEL)).dataobj)
@@ -85,17 +92,21 @@ def test_example_patient_through_the_api(client):
         assert score == pytest.approx(rows[arch]["dice_3d"], abs=1e-3)
         assert score > 0.7, f"{arch} Dice {score:.3f} on the example patient"
         assert rows[arch]["volume_ml"] > 0 and rows[arch]["seconds"] > 0
-    assert "dice_3d" in table and Path(image).exists()
-    z = slider["value"] if isinstance(slider, dict) else slider  # the slider comes back as an update
+        # the error map's counts are the Dice shown
+        r = rows[arch]
+        assert 2 * r["tp"] / (2 * r["tp"] + r["fp"] + r["fn"]) == pytest.approx(r["dice_3d"], abs=1e-4)
+    assert "3D Dice" in table and "Atrium volume (mL)" in table and "dice_3d" not in table  # human headers
+    z = _value(z_slider)
     assert 0 <= z < label.shape[2]
 
-    # another slice from the cached predictions: a 3-panel overlay
+    # other positions from the cached predictions: three planes, three captioned panels each
     import imageio.v3 as iio
 
-    first = iio.imread(image)
-    other = iio.imread(client.predict(10, 0.8, 1.5, api_name="/render_slice"))
-    assert other.shape == first.shape and other.shape[1] > 3 * label.shape[0]
-    assert not np.array_equal(first, other)
+    first = [iio.imread(_value(p)) for p in (axial, coronal, sagittal)]
+    moved = [iio.imread(_value(p)) for p in client.predict(10, 70, 90, "error map", 0.8, _value(level),
+                                                            _value(width), api_name="/render")]
+    for before, after in zip(first, moved):
+        assert after.shape[1] > 3 * 300 and not np.array_equal(before, after)
 
 
 def test_sessions_are_isolated(server, client):
@@ -104,7 +115,7 @@ def test_sessions_are_isolated(server, client):
 
     client.predict(handle_file(str(EXAMPLE)), None, "pspnet", api_name="/segment")
     stranger = Client(server, verbose=False)
-    assert stranger.predict(0, 0.5, 1.0, api_name="/render_slice") is None
+    assert all(p is None for p in stranger.predict(0, 0, 0, "overlay", 0.5, 0.5, 1.0, api_name="/render"))
 
 
 @pytest.mark.parametrize("case, message", [
@@ -170,47 +181,97 @@ def test_missing_checkpoint_is_reported_and_others_still_serve(tmp_path):
 
 
 def test_slider_uses_cached_predictions(monkeypatch):
-    """Moving the slider renders from the session's predictions; the models never run again."""
+    """Moving any plane renders from the session's predictions; the models never run again."""
     sys.path.insert(0, str(REPO / "demo"))
     import app
 
-    out = app.segment(str(EXAMPLE), str(EXAMPLE_LABEL), "unet", progress=lambda *a, **k: None)
-    state = out[0]
+    state = app.segment(str(EXAMPLE), str(EXAMPLE_LABEL), "unet", progress=lambda *a, **k: None)[0]
     monkeypatch.setattr(app.Segmenter, "segment", lambda *a, **k: pytest.fail("model ran during slider moves"))
-    for z in range(0, state["image"].shape[2], 7):
-        assert app.render(state, z, 0.5, 1.0).shape[2] == 3
+    for z in range(0, state["image"].shape[2], 13):
+        for mode in ("overlay", "contour", "error map"):
+            planes = app.render(state, z, z, z, mode, 0.5, None, None)
+            assert len(planes) == 3 and all(p.shape[2] == 3 for p in planes)
 
 
-def test_real_browser_runs_an_example_and_the_slider_changes_the_overlay(server):
-    from playwright.sync_api import sync_playwright
-
+def _browser(pw):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     assert chromium, "Debian's chromium is required (.ci/run installs it)"
+    return pw.chromium.launch(executable_path=chromium, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+
+
+def _src(page, plane):
+    return page.evaluate(f"() => {{ const i = document.querySelector('#view-{plane} img'); return i && i.src; }}")
+
+
+def test_real_browser_three_planes_3d_view_sliders_and_honest_state(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        browser = _browser(pw)
         page = browser.new_page()
         page.goto(server, wait_until="domcontentloaded")
         page.get_by_text("la_003_image.nii.gz").first.click()
+        page.wait_for_function("() => document.querySelector('#view-axial img')", timeout=60_000)
+        assert "press Segment" in page.locator("#results").inner_text()  # the scan previews at once
+        preview = _src(page, "axial")
         page.get_by_role("button", name="Segment").click()
-        view = page.locator("#slice-view img")
-        view.wait_for(state="visible", timeout=120_000)
-        first = view.get_attribute("src")
+        page.wait_for_function("src => { const i = document.querySelector('#view-axial img'); "
+                               "return i && i.src !== src; }", arg=preview, timeout=120_000)
         page.locator("#mesh-pred canvas").first.wait_for(state="visible", timeout=60_000)  # the 3D atrium
-        page.locator("#slice-slider input[type=range]").fill("20")
-        page.wait_for_function(
-            "src => { const i = document.querySelector('#slice-view img'); return i && i.src !== src; }",
-            arg=first, timeout=30_000)
-        assert view.get_attribute("src") != first
-        page.screenshot(path=str(Path(os.environ.get("LASEGM_SCREENSHOT_DIR", "/tmp")) / "demo.png"))
-        # another example: the previous patient's result goes at once, before anything is run
+        assert "3D Dice" in page.locator("#results").inner_text()
+        for plane in ("axial", "coronal", "sagittal"):  # each plane has its own slice position
+            before = _src(page, plane)
+            assert before
+            page.locator(f"#slider-{plane} input[type=range]").fill("20")
+            page.wait_for_function(f"src => {{ const i = document.querySelector('#view-{plane} img'); "
+                                   "return i && i.src !== src; }", arg=before, timeout=30_000)
+        page.screenshot(path=str(Path(os.environ.get("LASEGM_SCREENSHOT_DIR", "/tmp")) / "demo.png"), full_page=True)
+        # another example: the previous patient's result goes at once; its scan previews instead
         page.get_by_text("la_019_image.nii.gz").first.click()
-        page.wait_for_function("() => !document.querySelector('#slice-view img')", timeout=30_000)
+        page.wait_for_function("() => document.querySelector('#results').innerText.includes('press Segment')",
+                               timeout=60_000)
+        assert "3D Dice" not in page.locator("#results").inner_text()
+        # a broken upload: a message, and no image of the scan before it
+        bad = tmp_path / "broken.nii.gz"
+        bad.write_bytes(b"\x1f\x8b not a scan")
+        page.locator("#scan-file button[aria-label=Clear]").click()
+        page.wait_for_function("() => !document.querySelector('#view-axial img')", timeout=30_000)
+        page.locator("#scan-file input[type=file]").set_input_files(str(bad))
+        page.wait_for_function("() => document.querySelector('#results').innerText.includes('Cannot show')",
+                               timeout=60_000)
+        assert not _src(page, "axial") and not _src(page, "coronal")
+        browser.close()
+
+
+def test_phone_width_layout_stacks_instead_of_squeezing(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = _browser(pw)
+        page = browser.new_page(viewport={"width": 430, "height": 900})
+        page.goto(server, wait_until="domcontentloaded")
+        page.get_by_text("la_003_image.nii.gz").first.click()
+        page.get_by_role("button", name="Segment").click()
+        page.wait_for_function("() => document.querySelector('#results').innerText.includes('3D Dice')",
+                               timeout=120_000)
+        for plane in ("axial", "coronal", "sagittal"):
+            box = page.locator(f"#view-{plane}").bounding_box()
+            assert box["width"] >= 300, f"{plane} view squeezed to {box['width']:.0f} px"
+        page_width = page.evaluate("() => document.documentElement.scrollWidth")
+        assert page_width <= 432, f"the page scrolls sideways ({page_width} px)"
+        table = page.evaluate("() => { const t = document.querySelector('#results-table'); "
+                              "return [t.parentElement.clientWidth, t.parentElement.scrollWidth]; }")
+        assert table[0] <= 430  # the table scrolls inside its own box when wider
+        page.screenshot(path=str(Path(os.environ.get("LASEGM_SCREENSHOT_DIR", "/tmp")) / "demo-phone.png"),
+                        full_page=True)
         browser.close()
 
 
 def test_space_folder_is_a_valid_gradio_space(tmp_path):
+    import json
+
     import yaml
 
     sys.path.insert(0, str(REPO / "demo"))
@@ -219,7 +280,13 @@ def test_space_folder_is_a_valid_gradio_space(tmp_path):
     out = build_space.build(tmp_path / "space")
     front = yaml.safe_load((out / "README.md").read_text().split("---")[1])
     assert front["sdk"] == "gradio" and front["app_file"] == "app.py"
-    assert (out / "app.py").exists() and (out / "lasegm" / "predict.py").exists()
+    assert (out / "app.py").exists() and (out / "viewer.py").exists() and (out / "lasegm" / "predict.py").exists()
+    card = (out / "README.md").read_text()
+    for needed in ("CC-BY-SA 4.0", "Intended use", "Not for clinical use", "Limitations", "cross-validation"):
+        assert needed in card
+    for arch in ("pspnet", "fpn", "unet"):
+        cv = json.loads((CHECKPOINTS / arch / "config.json").read_text())["cv"]
+        assert f"{cv['oof_dice_3d_mean']:.3f}" in card
     for arch in ("pspnet", "fpn", "unet"):
         assert (out / "checkpoints" / arch / "model.safetensors").exists()
     assert list((out / "examples").glob("*_image.nii.gz"))
@@ -276,11 +343,12 @@ def test_implausible_result_is_flagged_not_refused(tmp_path):
 def test_slices_are_shown_at_their_physical_aspect():
     """Voxels of 1 x 2 mm are drawn twice as tall as wide (rows are the second voxel axis)."""
     sys.path.insert(0, str(REPO / "demo"))
-    import app
+    import viewer
 
     panel = np.zeros((50, 100, 3), np.uint8)  # 50 rows (y) x 100 columns (x)
-    shown = app._physical_zoom(panel, (1.0, 2.0, 1.0))  # x: 1 mm, y: 2 mm -> 100 mm x 100 mm
-    assert shown.shape[0] == shown.shape[1] >= app.DISPLAY_PX
+    shown = viewer.physical_zoom(panel, 1.0, 2.0)  # x: 1 mm, y: 2 mm -> 100 mm x 100 mm
+    assert shown.shape[0] == shown.shape[1] >= viewer.DISPLAY_PX
+    assert viewer.plane_spacing((0.7, 0.8, 2.5), "sagittal") == (0.8, 2.5)
 
 
 def _path(value) -> str:
@@ -302,7 +370,7 @@ def test_3d_meshes_enclose_the_reported_atrium_volume(client):
     import trimesh
     from gradio_client import handle_file
 
-    _, _, mesh_pred, mesh_truth, _, metrics, files = client.predict(
+    *_, mesh_pred, mesh_truth, _, metrics, files = client.predict(
         handle_file(str(EXAMPLE)), handle_file(str(EXAMPLE_LABEL)), "unet", api_name="/segment")
     row = metrics["models"][0]
     objs = {"pred": next(f for f in files if f.endswith("_unet_atrium.obj")),

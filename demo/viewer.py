@@ -1,0 +1,102 @@
+"""Pictures for the demo: three orthogonal planes of a scan in the model's orientation, at physical aspect,
+with each model's result drawn as an overlay, a contour or an error map, one captioned panel per model.
+
+Volumes are (X, Y, Z) on the model grid (lasegm.preprocess reoriented them); cheap enough to redraw on every
+slider move (a few ms per panel).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw
+from skimage.segmentation import find_boundaries
+
+from lasegm.viz import overlay_rgb, to_uint8
+
+PLANES = ("axial", "coronal", "sagittal")  # slices across the 3rd, 2nd and 1st axis of the model grid
+MODES = ("overlay", "contour", "error map")
+DISPLAY_PX = 300  # each panel is at least this tall
+# Okabe-Ito colours (readable with every common colour-vision deficiency)
+TP_RGB, FP_RGB, FN_RGB = (0, 158, 115), (230, 159, 0), (86, 180, 233)
+PRED_RGB, TRUTH_RGB = (213, 94, 0), (0, 158, 115)
+ERROR_LEGEND = "error map: bluish green = true positive, orange = false positive, sky blue = false negative"
+
+
+def plane_axis(plane: str) -> int:
+    return {"axial": 2, "coronal": 1, "sagittal": 0}[plane]
+
+
+def plane_slice(volume: np.ndarray | None, plane: str, index: int) -> np.ndarray | None:
+    """The 2D cut arranged as (columns axis, rows axis), the layout overlay_rgb draws."""
+    if volume is None:
+        return None
+    axis = plane_axis(plane)
+    index = int(min(max(int(index), 0), volume.shape[axis] - 1))
+    return np.take(volume, index, axis=axis)
+
+
+def plane_spacing(spacing, plane: str) -> tuple[float, float]:
+    """(column, row) pixel size in mm of a plane."""
+    keep = [a for a in range(3) if a != plane_axis(plane)]
+    return float(spacing[keep[0]]), float(spacing[keep[1]])
+
+
+def error_counts(pred: np.ndarray, truth: np.ndarray) -> dict:
+    p, t = pred.astype(bool), truth.astype(bool)
+    return {"tp": int((p & t).sum()), "fp": int((p & ~t).sum()), "fn": int((~p & t).sum())}
+
+
+def panel(image2d: np.ndarray, pred2d, truth2d, mode: str, opacity: float, window) -> np.ndarray:
+    """One plane of one model as RGB (rows = second axis, first row at the bottom, as overlay_rgb draws)."""
+    if mode == "overlay" or pred2d is None or (mode == "error map" and truth2d is None):
+        return overlay_rgb(image2d, pred2d, truth2d, alpha=opacity, window=window)
+    gray = to_uint8(image2d, window).T
+    rgb = np.repeat(gray[..., None], 3, axis=2).astype(np.float32)
+    pred, truth = pred2d.T.astype(bool), None if truth2d is None else truth2d.T.astype(bool)
+    if mode == "contour":
+        rgb[find_boundaries(pred, mode="inner")] = PRED_RGB
+        if truth is not None:
+            rgb[find_boundaries(truth, mode="inner")] = TRUTH_RGB
+    else:  # error map
+        for region, colour in ((pred & truth, TP_RGB), (pred & ~truth, FP_RGB), (~pred & truth, FN_RGB)):
+            rgb[region] = (1 - opacity) * rgb[region] + opacity * np.array(colour, np.float32)
+    return np.flipud(rgb.astype(np.uint8))
+
+
+def physical_zoom(picture: np.ndarray, col_mm: float, row_mm: float, min_rows: int = DISPLAY_PX) -> np.ndarray:
+    """Nearest-neighbour zoom to square millimetres on screen, at least min_rows tall (voxels stay crisp)."""
+    rows_mm, cols_mm = picture.shape[0] * row_mm, picture.shape[1] * col_mm
+    px_per_mm = max(min_rows / rows_mm, 1.0 / min(col_mm, row_mm))
+    rows = np.minimum((np.arange(round(rows_mm * px_per_mm)) / (px_per_mm * row_mm)).astype(int), picture.shape[0] - 1)
+    cols = np.minimum((np.arange(round(cols_mm * px_per_mm)) / (px_per_mm * col_mm)).astype(int), picture.shape[1] - 1)
+    return picture[rows][:, cols]
+
+
+def captioned(picture: np.ndarray, caption: str) -> np.ndarray:
+    bar = Image.new("RGB", (picture.shape[1], 22), (255, 255, 255))
+    ImageDraw.Draw(bar).text((6, 5), caption, fill=(20, 20, 20))
+    return np.concatenate([np.asarray(bar), picture], axis=0)
+
+
+def render_plane(state: dict | None, plane: str, index: int, mode: str = "overlay", opacity: float = 0.45,
+                 level: float | None = None, width: float | None = None) -> np.ndarray | None:
+    """One plane: the scan alone before segmenting, else a captioned panel per model side by side."""
+    if not state:
+        return None
+    image = state["image"]
+    lo, hi = state["window"]
+    level = (lo + hi) / 2 if level is None else float(level)
+    width = (hi - lo) if width is None else max(float(width), 1e-6)
+    window = (level - width / 2, level + width / 2)
+    cut = plane_slice(image, plane, index).astype(np.float32)
+    truth = plane_slice(state["label"], plane, index)
+    col_mm, row_mm = plane_spacing(state["spacing"], plane)
+    masks = state["masks"] or {"": None}
+    panels = []
+    for name, mask in masks.items():
+        picture = physical_zoom(panel(cut, plane_slice(mask, plane, index), truth, mode, opacity, window),
+                                col_mm, row_mm)
+        caption = f"{state['names'].get(name, name)} - {plane}" if name else f"scan - {plane} (not segmented yet)"
+        panels.append(captioned(picture, caption))
+    gap = np.full((panels[0].shape[0], 6, 3), 255, np.uint8)
+    return np.concatenate([p for pic in panels for p in (pic, gap)][:-1], axis=1)
