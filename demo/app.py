@@ -25,8 +25,8 @@ from lasegm.data import load_volume
 from lasegm.metrics import case_metrics
 from lasegm.models import SERVED
 from lasegm.postprocess import plausibility_warnings
-from lasegm.predict import Segmenter, write_mask
-from lasegm.predict import Ensemble
+from lasegm.predict import Ensemble, Segmenter, write_mask
+from lasegm.preprocess import Preprocessing
 from lasegm.utils import set_cpu_threads
 from lasegm.viz import TRUTH_RGBA, mesh_volume_ml, save_mesh, surface_mesh
 from viewer import ERROR_LEGEND, MODES, PLANES, error_counts, render_plane
@@ -89,10 +89,20 @@ def load_inputs(image_file, label_file):
     return vol, image_path
 
 
+def _display_preprocessing() -> Preprocessing:
+    """The first loadable model's record (its orientation is the view's); the contract's default otherwise."""
+    for arch in ARCHS:
+        try:
+            return get_model(arch).pre
+        except LasegmError:
+            continue
+    return Preprocessing()
+
+
 def view_state(vol, masks: dict | None = None) -> dict:
     """What the viewer draws: the scan, label and masks on the model grid (the first served model's
     orientation), the voxel size, and a default window (1-99th intensity percentiles)."""
-    image, geometry = get_model(ARCHS[0]).pre.model_grid(vol.image, vol.affine)
+    image, geometry = _display_preprocessing().model_grid(vol.image, vol.affine)
     return {"image": image.astype(np.float32), "spacing": geometry.spacing, "names": NAMES,
             "label": None if vol.label is None else geometry.to_model(vol.label),
             "masks": {a: geometry.to_model(m) for a, m in (masks or {}).items()},
@@ -121,8 +131,9 @@ def _view_outputs(state, meshes=None, table: str = "", metrics=None, files=None)
                for n, p in zip(state["image"].shape, pos)]
     lo, hi = state["window"]
     r0, r1 = state["range"]
-    level = gr.update(minimum=r0, maximum=r1, value=(lo + hi) / 2, interactive=True)
-    width = gr.update(minimum=max((r1 - r0) / 500, 1e-3), maximum=max(r1 - r0, 1e-3), value=hi - lo, interactive=True)
+    span = max(r1 - r0, 1e-3)  # a constant scan still gets sliders whose minimum is below their maximum
+    level = gr.update(minimum=r0, maximum=r0 + span, value=(lo + hi) / 2, interactive=True)
+    width = gr.update(minimum=span / 500, maximum=span, value=max(hi - lo, span / 500), interactive=True)
     planes = [render_plane(state, plane, pos[2 - i]) for i, plane in enumerate(PLANES)]
     meshes = meshes or {}
     pred, truth = meshes.get("prediction"), meshes.get("truth")

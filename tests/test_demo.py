@@ -386,3 +386,15 @@ def test_3d_meshes_enclose_the_reported_atrium_volume(client):
         assert _path(shown).endswith(".glb")
         glb = trimesh.load(_path(shown), force="mesh")
         assert abs(glb.volume) / 1000 == pytest.approx(ml, rel=0.05)
+
+
+def test_constant_scan_previews_with_valid_window_sliders(tmp_path):
+    """A blank volume (all voxels equal) still gets a preview; no slider ends up with minimum == maximum."""
+    sys.path.insert(0, str(REPO / "demo"))
+    import app
+
+    scan = write_nifti(tmp_path / "blank.nii.gz", np.full((20, 20, 6), 7, np.int16))
+    out = app.preview(str(scan), None)
+    updates = [o for o in out if isinstance(o, dict) and "minimum" in o]
+    assert out[0] is not None and updates
+    assert all(u["minimum"] < u["maximum"] for u in updates)
