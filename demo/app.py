@@ -22,14 +22,14 @@ sys.path.insert(0, str(HERE))
 
 from lasegm import LasegmError
 from lasegm.data import load_volume
-from lasegm.metrics import case_metrics
+from lasegm.metrics import case_metrics, error_counts
 from lasegm.models import SERVED
 from lasegm.postprocess import plausibility_warnings
 from lasegm.predict import Ensemble, Segmenter, write_mask
 from lasegm.preprocess import Preprocessing
 from lasegm.utils import set_cpu_threads
-from lasegm.viz import TRUTH_RGBA, mesh_volume_ml, save_mesh, surface_mesh
-from viewer import ERROR_LEGEND, MODES, PLANES, error_counts, render_plane
+from lasegm.viz import ERROR_LEGEND, MODES, TRUTH_RGBA, mesh_volume_ml, save_mesh, surface_mesh
+from viewer import PLANES, render_plane
 
 ARCHS = SERVED
 ENSEMBLE = "ensemble"
@@ -48,7 +48,7 @@ def get_model(arch: str):
     """Load each checkpoint once per process; a missing one is an error for that model only."""
     if arch not in _models:
         if arch == ENSEMBLE:
-            _models[arch] = Ensemble([CHECKPOINTS / a for a in ARCHS], device="auto")
+            _models[arch] = Ensemble([get_model(a) for a in ARCHS])  # the loaded single models, not copies
         else:
             _models[arch] = Segmenter(CHECKPOINTS / arch, device="auto", expected_arch=arch)
     return _models[arch]

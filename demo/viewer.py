@@ -9,17 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image, ImageDraw
-from skimage.segmentation import find_boundaries
 
-from lasegm.viz import overlay_rgb, to_uint8
+from lasegm.viz import overlay_rgb
 
 PLANES = ("axial", "coronal", "sagittal")  # slices across the 3rd, 2nd and 1st axis of the model grid
-MODES = ("overlay", "contour", "error map")
 DISPLAY_PX = 300  # each panel is at least this tall
-# Okabe-Ito colours (readable with every common colour-vision deficiency)
-TP_RGB, FP_RGB, FN_RGB = (0, 158, 115), (230, 159, 0), (86, 180, 233)
-PRED_RGB, TRUTH_RGB = (213, 94, 0), (0, 158, 115)
-ERROR_LEGEND = "error map: bluish green = true positive, orange = false positive, sky blue = false negative"
 
 
 def plane_axis(plane: str) -> int:
@@ -39,28 +33,6 @@ def plane_spacing(spacing, plane: str) -> tuple[float, float]:
     """(column, row) pixel size in mm of a plane."""
     keep = [a for a in range(3) if a != plane_axis(plane)]
     return float(spacing[keep[0]]), float(spacing[keep[1]])
-
-
-def error_counts(pred: np.ndarray, truth: np.ndarray) -> dict:
-    p, t = pred.astype(bool), truth.astype(bool)
-    return {"tp": int((p & t).sum()), "fp": int((p & ~t).sum()), "fn": int((~p & t).sum())}
-
-
-def panel(image2d: np.ndarray, pred2d, truth2d, mode: str, opacity: float, window) -> np.ndarray:
-    """One plane of one model as RGB (rows = second axis, first row at the bottom, as overlay_rgb draws)."""
-    if mode == "overlay" or pred2d is None or (mode == "error map" and truth2d is None):
-        return overlay_rgb(image2d, pred2d, truth2d, alpha=opacity, window=window)
-    gray = to_uint8(image2d, window).T
-    rgb = np.repeat(gray[..., None], 3, axis=2).astype(np.float32)
-    pred, truth = pred2d.T.astype(bool), None if truth2d is None else truth2d.T.astype(bool)
-    if mode == "contour":
-        rgb[find_boundaries(pred, mode="inner")] = PRED_RGB
-        if truth is not None:
-            rgb[find_boundaries(truth, mode="inner")] = TRUTH_RGB
-    else:  # error map
-        for region, colour in ((pred & truth, TP_RGB), (pred & ~truth, FP_RGB), (~pred & truth, FN_RGB)):
-            rgb[region] = (1 - opacity) * rgb[region] + opacity * np.array(colour, np.float32)
-    return np.flipud(rgb.astype(np.uint8))
 
 
 def physical_zoom(picture: np.ndarray, col_mm: float, row_mm: float, min_rows: int = DISPLAY_PX) -> np.ndarray:
@@ -94,8 +66,8 @@ def render_plane(state: dict | None, plane: str, index: int, mode: str = "overla
     masks = state["masks"] or {"": None}
     panels = []
     for name, mask in masks.items():
-        picture = physical_zoom(panel(cut, plane_slice(mask, plane, index), truth, mode, opacity, window),
-                                col_mm, row_mm)
+        picture = physical_zoom(overlay_rgb(cut, plane_slice(mask, plane, index), truth, alpha=opacity,
+                                            window=window, mode=mode), col_mm, row_mm)
         caption = f"{state['names'].get(name, name)} - {plane}" if name else f"scan - {plane} (not segmented yet)"
         panels.append(captioned(picture, caption))
     gap = np.full((panels[0].shape[0], 6, 3), 255, np.uint8)

@@ -98,7 +98,7 @@ def _run_parallel(configs: list[TrainConfig], cv_dir: Path, jobs: int) -> None:
         raise LasegmError(f"fold(s) {', '.join(failed)} failed; see their logs in {cv_dir}")
 
 
-def collect(cv_dir: Path, split: dict, cfg: TrainConfig | None = None) -> dict:
+def collect(cv_dir: Path, split: dict, cfg: TrainConfig) -> dict:
     """Out-of-fold table from the folds' summaries; every patient must be validated exactly once."""
     rows, runs = [], []
     for f, fold_cases in enumerate(split["folds"]):
@@ -115,16 +115,15 @@ def collect(cv_dir: Path, split: dict, cfg: TrainConfig | None = None) -> dict:
                      "device": s["device"], "checkpoint": s["checkpoint"]})
     rows.sort(key=lambda r: r["case"])
     result = {"format": OOF_FORMAT, "cv": cv_dir.name,
-              "folds_file": cfg.split_file if cfg else None, "folds_sha256": split_hash(cfg.split_file) if cfg else None, "patients": len(rows),
+              "folds_file": cfg.split_file, "folds_sha256": split_hash(cfg.split_file), "patients": len(rows),
               "per_patient": rows, "summary": summarize(rows, PATIENT_METRICS), "folds": runs,
-              "recipe": cfg.recipe_dict() if cfg else None}
+              "recipe": cfg.recipe_dict()}
     write_json(cv_dir / "oof.json", result)
     write_csv(cv_dir / "oof.csv", rows)
     d = result["summary"]["dice"]
     print(f"[cv {cv_dir.name}] out-of-fold 3D Dice over {len(rows)} patients: {d['mean']:.4f} ± {d['std']:.4f} "
           f"(min {d['min']:.4f}); wrote {cv_dir}/oof.json and oof.csv", flush=True)
-    if cfg is not None:
-        _log_oof(result, cfg)
+    _log_oof(result, cfg)
     return result
 
 
@@ -138,6 +137,6 @@ def _log_oof(result: dict, cfg: TrainConfig) -> None:
         s = result["summary"]
         tracker.finish({CV_METRIC: s["dice"]["mean"], "cv/oof_dice_3d_std": s["dice"]["std"],
                         "cv/oof_hd95_mm": s["hd95_mm"]["mean"], "cv/oof_volume_error_ml": s["volume_error_ml"]["mean"],
-                        "cv/min_patient_dice_3d": s["dice"]["min"]}, None, None, "", {})
+                        "cv/min_patient_dice_3d": s["dice"]["min"]})
     finally:
         tracker.close()

@@ -47,6 +47,12 @@ def hd95(pred: np.ndarray, gt: np.ndarray, spacing=None) -> float:
     return float(np.percentile(distances, 95))
 
 
+def error_counts(pred: np.ndarray, gt: np.ndarray) -> dict:
+    """Voxels that are true positive, false positive and false negative (Dice = 2tp / (2tp + fp + fn))."""
+    p, g = pred.astype(bool), gt.astype(bool)
+    return {"tp": int((p & g).sum()), "fp": int((p & ~g).sum()), "fn": int((~p & g).sum())}
+
+
 def volume_ml(mask: np.ndarray, spacing) -> float:
     return float(mask.astype(bool).sum() * np.prod(spacing) / 1000.0)
 

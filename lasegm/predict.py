@@ -79,8 +79,10 @@ class Ensemble(_Thresholded):
 
     def __init__(self, checkpoints, device: str = "auto", largest_component: bool | None = None,
                  flip_tta: bool | None = None):
+        """checkpoints: folders, or Segmenters already loaded (a server shares them with its single models)."""
         # members return raw probabilities; post-processing runs once, on the averaged map
-        self.members = [Segmenter(c, device=device, flip_tta=flip_tta) for c in checkpoints]
+        self.members = [c if isinstance(c, Segmenter) else Segmenter(c, device=device, flip_tta=flip_tta)
+                        for c in checkpoints]
         self.device = self.members[0].device
         self.source = [m.source for m in self.members]
         self.post = Postprocessing(

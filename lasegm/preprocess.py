@@ -124,11 +124,6 @@ class Preprocessing:
     def channels(self) -> int:
         return 2 * self.context + 1
 
-    @property
-    def spacing_mm(self) -> float | None:
-        """In-plane spacing of the model input (None when the field of view is the whole slice)."""
-        return self.fov_mm / self.image_size if self.fov_mm > 0 else None
-
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -162,9 +157,10 @@ class Preprocessing:
     def geometry(self, affine: np.ndarray, shape) -> Geometry:
         shape = tuple(int(s) for s in shape)
         transform = nio.ornt_transform(nio.io_orientation(affine), nio.axcodes2ornt(tuple(self.orientation)))
-        model_shape = tuple(int(shape[int(i)]) for i in np.argsort(transform[:, 0]))
+        source_axis = [int(i) for i in np.argsort(transform[:, 0])]  # input axis behind each model axis
+        model_shape = tuple(shape[i] for i in source_axis)
         zooms = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
-        spacing = tuple(float(zooms[int(i)]) for i in np.argsort(transform[:, 0]))
+        spacing = tuple(float(zooms[i]) for i in source_axis)
         if self.fov_mm > 0:
             window = (max(1, round(self.fov_mm / spacing[0])), max(1, round(self.fov_mm / spacing[1])))
         else:

@@ -71,8 +71,9 @@ class Tracker:
             columns = list(rows[0])
             self.run.log({key: wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows])})
 
-    def finish(self, summary: dict, curves: Path | None, checkpoint: Path | None, artifact_name: str,
-               metadata: dict) -> None:
+    def finish(self, summary: dict, curves: Path | None = None, checkpoint: Path | None = None,
+               artifact_name: str = "", metadata: dict | None = None) -> None:
+        """The run's summary, and its curves and model artifact when it has them."""
         if self.run is None:
             return
         import wandb

@@ -16,6 +16,11 @@ from lasegm.utils import atomic_path
 
 PRED_RGB = np.array([255, 60, 40], dtype=np.float32)  # filled prediction
 TRUTH_RGB = np.array([40, 255, 90], dtype=np.uint8)  # ground-truth contour
+MODES = ("overlay", "contour", "error map")
+# contour and error-map colours: Okabe-Ito, readable with every common colour-vision deficiency
+CONTOUR_PRED_RGB, CONTOUR_TRUTH_RGB = (213, 94, 0), (0, 158, 115)
+TP_RGB, FP_RGB, FN_RGB = (0, 158, 115), (230, 159, 0), (86, 180, 233)
+ERROR_LEGEND = "error map: bluish green = true positive, orange = false positive, sky blue = false negative"
 
 
 def to_uint8(slice_2d: np.ndarray, window: tuple[float, float] | None = None) -> np.ndarray:
@@ -24,20 +29,30 @@ def to_uint8(slice_2d: np.ndarray, window: tuple[float, float] | None = None) ->
 
 
 def overlay_rgb(image_2d: np.ndarray, pred_2d: np.ndarray | None = None, truth_2d: np.ndarray | None = None,
-                alpha: float = 0.45, window: tuple[float, float] | None = None) -> np.ndarray:
-    """RGB uint8 picture of one slice: prediction filled in red, ground truth outlined in green.
+                alpha: float = 0.45, window: tuple[float, float] | None = None, mode: str = "overlay") -> np.ndarray:
+    """RGB uint8 picture of one slice. overlay: prediction filled in red, ground truth outlined in green;
+    contour: both outlined; error map: true / false positive and false negative filled (needs the truth,
+    else it draws the overlay).
 
     Arrays are (X, Y) as stored in NIfTI; they are transposed so the picture shows rows = Y.
     """
     gray = to_uint8(image_2d, window).T
     rgb = np.repeat(gray[..., None], 3, axis=2).astype(np.float32)
-    if pred_2d is not None:
-        m = pred_2d.T.astype(bool)
-        rgb[m] = (1 - alpha) * rgb[m] + alpha * PRED_RGB
-    rgb = rgb.astype(np.uint8)
-    if truth_2d is not None:
-        rgb[find_boundaries(truth_2d.T.astype(bool), mode="inner")] = TRUTH_RGB
-    return np.flipud(rgb)  # radiological display: first Y row at the bottom
+    pred = None if pred_2d is None else pred_2d.T.astype(bool)
+    truth = None if truth_2d is None else truth_2d.T.astype(bool)
+    if mode == "error map" and pred is not None and truth is not None:
+        for region, colour in ((pred & truth, TP_RGB), (pred & ~truth, FP_RGB), (~pred & truth, FN_RGB)):
+            rgb[region] = (1 - alpha) * rgb[region] + alpha * np.array(colour, np.float32)
+    elif mode == "contour" and pred is not None:
+        rgb[find_boundaries(pred, mode="inner")] = CONTOUR_PRED_RGB
+        if truth is not None:
+            rgb[find_boundaries(truth, mode="inner")] = CONTOUR_TRUTH_RGB
+    else:
+        if pred is not None:
+            rgb[pred] = (1 - alpha) * rgb[pred] + alpha * PRED_RGB
+        if truth is not None:
+            rgb[find_boundaries(truth, mode="inner")] = TRUTH_RGB
+    return np.flipud(rgb.astype(np.uint8))  # radiological display: first Y row at the bottom
 
 
 def informative_slices(mask: np.ndarray, truth: np.ndarray | None, n: int) -> list[int]:
