@@ -34,7 +34,8 @@ PSPNet, FPN and U-Net checkpoints of [lasegm](https://github.com/). Upload a NIf
 example patient. Research demo, not for clinical use. Example data: CC-BY-SA 4.0, Antonelli et al. 2022.
 """
 RUNTIME_PREFIXES = ("torch", "torchvision", "segmentation-models-pytorch", "albumentations", "nibabel",
-                    "safetensors", "numpy", "scipy", "scikit-image", "matplotlib", "imageio", "tqdm", "pyyaml", "trimesh")
+                    "safetensors", "onnxruntime", "numpy", "scipy", "scikit-image", "matplotlib", "imageio", "tqdm",
+                    "pyyaml", "trimesh")
 
 
 def build(out: Path) -> Path:

@@ -1,4 +1,6 @@
-"""`lasegm <command>`: download, analyze, split, train, evaluate, predict, export, sweep."""
+"""`lasegm <command>`: download, analyze, split, train, evaluate, predict, export, export-onnx, sweep.
+
+Imports stay inside the commands: `lasegm predict` on the ONNX backend never loads torch, W&B or Gradio."""
 
 from __future__ import annotations
 
@@ -7,7 +9,8 @@ import math
 import sys
 
 from lasegm import LasegmError, __version__
-from lasegm.config import add_config_flags, config_from_args
+from lasegm.config import add_config_flags, config_from_args, str2bool
+from lasegm.runtime import BACKENDS
 
 from lasegm.split import DEFAULT_FOLDS_FILE
 from lasegm.split import DEFAULT_SPLIT_FILE as SPLIT_DEFAULT
@@ -15,7 +18,11 @@ from lasegm.split import DEFAULT_SPLIT_FILE as SPLIT_DEFAULT
 DATA_HELP = "MSD task folder with imagesTr/ labelsTr/ (default: $LASEGM_DATA, else ../shared/data/Task02_Heart)"
 
 
-def build_parser() -> argparse.ArgumentParser:
+TRAINING_COMMANDS = ("train", "cv")
+
+
+def build_parser(arch_choices: bool = True) -> argparse.ArgumentParser:
+    """arch_choices=False: skip loading the architecture list (torch) when no training command runs."""
     p = argparse.ArgumentParser(prog="lasegm", description="Left-atrium segmentation of cardiac MRI "
                                 "(Decathlon Task02_Heart) with 2D PSPNet / FPN / U-Net.")
     p.add_argument("--version", action="version", version=f"lasegm {__version__}")
@@ -44,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="replace an existing, different split")
 
     t = sub.add_parser("train", help="train one model (flags = config fields, for wandb agent)")
-    add_config_flags(t)
+    add_config_flags(t, arch_choices=arch_choices)
 
     c = sub.add_parser("cv", help="cross-validate a recipe: one training per fold, out-of-fold table")
     c.add_argument("--name", default="", help="the CV's name: runs/cv/NAME and the W&B group "
@@ -53,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--jobs", type=int, default=1, help="folds trained at once, each in its own process (GPU)")
     c.add_argument("--collect_only", "--collect-only", action="store_true",
                    help="only (re)write the out-of-fold table from finished folds")
-    add_config_flags(c)
+    add_config_flags(c, arch_choices=arch_choices)
     c.set_defaults(split_file=DEFAULT_FOLDS_FILE)
 
     e = sub.add_parser("evaluate", help="per-patient 3D Dice, IoU, HD95, volumes on a split part")
@@ -64,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", choices=("train", "val", "test"), help="part to evaluate")
     e.add_argument("--out", help="output folder (default: runs/evaluate/<checkpoint>-<split>)")
     e.add_argument("--device", default="auto")
+    _backend_flag(e)
     _postprocess_flags(e)
 
     r = sub.add_parser("predict", help="segment one scan and write a NIfTI mask in its space")
@@ -75,12 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overlay", help="PNG grid of slices with the prediction")
     r.add_argument("--animation", help="GIF through the volume")
     r.add_argument("--device", default="auto")
+    _backend_flag(r)
     _postprocess_flags(r)
 
     x = sub.add_parser("export", help="publish a run's checkpoint (e.g. to checkpoints/unet)")
     x.add_argument("--checkpoint", required=True, help="source checkpoint folder")
     x.add_argument("--out", required=True, help="destination folder (replaced atomically)")
+    x.add_argument("--onnx", type=str2bool, nargs="?", const=True, default=True, metavar="BOOL",
+                   help="also write model.onnx for ONNX Runtime (default: true)")
     _postprocess_flags(x)
+
+    o = sub.add_parser("export-onnx", help="write model.onnx into checkpoint folders (fast CPU inference)")
+    o.add_argument("--checkpoint", required=True, nargs="+", metavar="FOLDER")
 
     w = sub.add_parser("sweep", help="run a W&B sweep YAML locally, without a W&B server")
     w.add_argument("sweep_yaml")
@@ -93,9 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 
-def _postprocess_flags(p: argparse.ArgumentParser) -> None:
-    from lasegm.config import str2bool
+def _backend_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
+                   help="onnx: the checkpoint's model.onnx on ONNX Runtime; torch: PyTorch; auto (default): "
+                        "ONNX on CPU when model.onnx and onnxruntime are there, else PyTorch")
 
+
+def _postprocess_flags(p: argparse.ArgumentParser) -> None:
     for name, what in (("largest_component", "keep only the largest connected component"),
                        ("flip_tta", "average with the left-right flipped prediction")):
         p.add_argument(f"--{name}", f"--{name.replace('_', '-')}", type=str2bool, nargs="?", const=True,
@@ -103,7 +121,8 @@ def _postprocess_flags(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
+    args = build_parser(arch_choices=bool(words) and words[0] in TRAINING_COMMANDS).parse_args(argv)
     try:
         return _dispatch(args)
     except LasegmError as e:
@@ -180,7 +199,7 @@ def _dispatch(args) -> int:
 
         result = run_evaluate(args.checkpoint, out_dir=args.out, data=args.data or _env_data(),
                               split_file=args.split_file, part=args.split, device=args.device, quiet=quiet,
-                              largest_component=args.largest_component, flip_tta=args.flip_tta)
+                              backend=args.backend, largest_component=args.largest_component, flip_tta=args.flip_tta)
         print(report_table(result))
         d = result["summary"]["dice"]
         print(f"{result['arch']} on {args.split} ({d['n']} patients): 3D Dice {d['mean']:.4f} ± {d['std']:.4f}; "
@@ -189,11 +208,11 @@ def _dispatch(args) -> int:
         from lasegm.predict import run_predict
 
         res = run_predict(args.checkpoint, args.input, args.output, label=args.label, overlay=args.overlay,
-                          animation=args.animation, device=args.device, quiet=quiet,
+                          animation=args.animation, device=args.device, quiet=quiet, backend=args.backend,
                           largest_component=args.largest_component, flip_tta=args.flip_tta)
         for warning in res["warnings"]:
             print(f"warning: {warning}", file=sys.stderr)
-        msg = f"wrote {res['output']} ({res['volume_ml']:.1f} mL atrium, {res['seconds']:.2f}s)"
+        msg = f"wrote {res['output']} ({res['volume_ml']:.1f} mL atrium, {res['seconds']:.2f}s on {res['backend']})"
         if "dice" in res:
             msg += f"; 3D Dice {res['dice']:.4f}"
             if math.isfinite(res["hd95_mm"]):
@@ -203,8 +222,15 @@ def _dispatch(args) -> int:
         from lasegm.models import export_checkpoint
 
         dest = export_checkpoint(args.checkpoint, args.out, {"largest_component": args.largest_component,
-                                                             "flip_tta": args.flip_tta})
+                                                             "flip_tta": args.flip_tta}, onnx=args.onnx)
         print(f"exported {args.checkpoint} to {dest}")
+    elif args.command == "export-onnx":
+        from lasegm.onnx_export import export_onnx
+
+        for folder in args.checkpoint:
+            path, difference = export_onnx(folder)
+            print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB; ONNX Runtime vs PyTorch: max logit "
+                  f"difference {difference:.1e})")
     elif args.command == "sweep":
         from lasegm.sweep import run_local_sweep
 

@@ -92,9 +92,9 @@ def str2bool(value: str | bool) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {value!r}")
 
 
-def add_config_flags(parser: argparse.ArgumentParser, cls=TrainConfig) -> None:
-    from lasegm.models import ARCHITECTURES  # the one list of architectures
-
+def add_config_flags(parser: argparse.ArgumentParser, cls=TrainConfig, arch_choices: bool = True) -> None:
+    """arch_choices=False leaves --arch unchecked here (build_model still refuses an unknown name): the
+    list comes from lasegm.models, whose import (torch, smp: ~3 s) a `lasegm predict` should not pay."""
     defaults = cls()
     for f in fields(cls):
         default = getattr(defaults, f.name)
@@ -104,7 +104,11 @@ def add_config_flags(parser: argparse.ArgumentParser, cls=TrainConfig) -> None:
             kwargs.update(type=str2bool, nargs="?", const=True, metavar="BOOL")
         else:
             kwargs["type"] = type(default)
-        choices = {**cls.CHOICES, "arch": tuple(ARCHITECTURES)} if cls is TrainConfig else cls.CHOICES
+        choices = dict(cls.CHOICES)
+        if cls is TrainConfig and arch_choices:
+            from lasegm.models import ARCHITECTURES  # the one list of architectures
+
+            choices["arch"] = tuple(ARCHITECTURES)
         if f.name in choices:
             kwargs["choices"] = choices[f.name]
         parser.add_argument(*names, **kwargs)

@@ -21,7 +21,7 @@ from lasegm.preprocess import Geometry, Preprocessing
 from lasegm.utils import atomic_path
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: resampling in numpy (equal to the torch version to ~1e-6, but not bit for bit)
 # The development copy beside a checkout (repository root/../shared/data/Task02_Heart)
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "Task02_Heart"
 

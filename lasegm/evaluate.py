@@ -17,8 +17,9 @@ from lasegm.utils import write_csv, write_json
 
 
 def evaluate(checkpoint, data=None, split_file=DEFAULT_SPLIT_FILE, part="test", device="auto",
-             quiet=False, largest_component=None, flip_tta=None) -> dict:
-    seg = load_segmenter(checkpoint, device=device, largest_component=largest_component, flip_tta=flip_tta)
+             quiet=False, largest_component=None, flip_tta=None, backend="auto") -> dict:
+    seg = load_segmenter(checkpoint, device=device, largest_component=largest_component, flip_tta=flip_tta,
+                         backend=backend)
     cases = split_cases(split_file, find_cases(data or default_data_dir()))[part]
     if seg.config.get("split_sha256") and seg.config["split_sha256"] != split_hash(split_file):
         print(f"warning: {checkpoint} was trained with a different split file than {split_file}")
@@ -29,7 +30,7 @@ def evaluate(checkpoint, data=None, split_file=DEFAULT_SPLIT_FILE, part="test", 
         mask = seg.segment(vol)
         rows.append(patient_row(case.case_id, mask, vol.label, vol.spacing, time.perf_counter() - t0))
     return {"checkpoint": seg.source, "arch": seg.arch, "split_file": str(split_file), "part": part,
-            "device": str(seg.device), "largest_component": seg.post.largest_component, "flip_tta": seg.post.flip_tta,
+            "device": str(seg.device), "backend": seg.backend, "largest_component": seg.post.largest_component, "flip_tta": seg.post.flip_tta,
             "per_patient": rows, "summary": summarize(rows, METRICS)}
 
 

@@ -1,8 +1,5 @@
-"""Stage 2: one name -> class table, one build_model(), and safe checkpoints.
-
-A checkpoint is a folder: `model.safetensors` (weights, never pickled) + `config.json`
-(everything needed to rebuild the model and its preprocessing, plus provenance and metrics).
-"""
+"""Stage 2: one name -> class table, one build_model(), and safe checkpoints
+(the folder's format: lasegm.checkpoint)."""
 
 from __future__ import annotations
 
@@ -17,9 +14,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from lasegm import LasegmError, __version__
-from lasegm.postprocess import Postprocessing
-from lasegm.preprocess import Preprocessing
-from lasegm.utils import atomic_dir, read_format_json, sha256_file
+from lasegm.checkpoint import (CHECKPOINT_FORMAT, CONFIG_FILE, WEIGHTS_FILE, check_arch, checkpoint_recipe,
+                               read_checkpoint_config)
+from lasegm.utils import atomic_dir, sha256_file
 
 ARCHITECTURES: dict[str, type[torch.nn.Module]] = {
     "pspnet": smp.PSPNet,
@@ -29,8 +26,6 @@ ARCHITECTURES: dict[str, type[torch.nn.Module]] = {
 }
 # The architectures with a served checkpoint (checkpoints/<name>): the demo, the benchmark and the tests use these
 SERVED = ("pspnet", "fpn", "unet")
-CHECKPOINT_FORMAT = "lasegm.checkpoint/1"
-WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 
 
 def model_kwargs(arch: str, encoder: str, in_channels: int, decoder_width: int = 0,
@@ -126,40 +121,13 @@ def save_checkpoint(out_dir: str | Path, model: torch.nn.Module, meta: dict, hal
     return out_dir
 
 
-def read_checkpoint_config(ckpt_dir: str | Path) -> dict:
-    ckpt_dir = Path(ckpt_dir)
-    cfg_path = ckpt_dir / CONFIG_FILE
-    if not ckpt_dir.is_dir():
-        raise LasegmError(f"{ckpt_dir}: checkpoint folder not found")
-    for p in (cfg_path, ckpt_dir / WEIGHTS_FILE):
-        if not p.is_file():
-            raise LasegmError(f"{p}: missing; a checkpoint holds {WEIGHTS_FILE} and {CONFIG_FILE}")
-    config = read_format_json(cfg_path, CHECKPOINT_FORMAT, "checkpoint config")
-    for key in ("arch", "model_kwargs", "preprocessing"):
-        if key not in config:
-            raise LasegmError(f"{cfg_path}: missing key {key!r}")
-    pre, _ = checkpoint_recipe(config, cfg_path)
-    channels = config["model_kwargs"].get("in_channels")
-    if channels != pre.channels:
-        raise LasegmError(f"{cfg_path}: inconsistent: the model takes {channels} input channels but the "
-                          f"preprocessing (context {pre.context}) makes {pre.channels}")
-    return config
-
-
-def checkpoint_recipe(config: dict, source) -> tuple[Preprocessing, Postprocessing]:
-    """The validated preprocessing and post-processing records of a checkpoint config."""
-    return (Preprocessing.from_dict(config["preprocessing"], str(source)),
-            Postprocessing.from_dict(config.get("postprocessing"), str(source)))
-
-
 def load_checkpoint(ckpt_dir: str | Path, expected_arch: str | None = None,
                     device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
     """Rebuild the model from config.json and load its weights; no pickle is involved."""
     ckpt_dir = Path(ckpt_dir)
     config = read_checkpoint_config(ckpt_dir)
+    check_arch(config, ckpt_dir, expected_arch)
     arch = config["arch"]
-    if expected_arch and arch != expected_arch:
-        raise LasegmError(f"{ckpt_dir}: checkpoint is a {arch} model, expected {expected_arch}")
     weights = ckpt_dir / WEIGHTS_FILE
     expected_sha = config.get("weights_sha256")
     if expected_sha and sha256_file(weights) != expected_sha:
@@ -182,9 +150,11 @@ def load_checkpoint(ckpt_dir: str | Path, expected_arch: str | None = None,
     return model.to(device).eval(), config
 
 
-def export_checkpoint(src: str | Path, dest: str | Path, postprocessing: dict | None = None) -> Path:
+def export_checkpoint(src: str | Path, dest: str | Path, postprocessing: dict | None = None,
+                      onnx: bool = True) -> Path:
     """Copy a run's checkpoint to where it is served (e.g. checkpoints/unet), after checking that it
-    loads, optionally recording post-processing chosen on validation. Written atomically."""
+    loads, optionally recording post-processing chosen on validation, with its model.onnx (onnx=True).
+    Written atomically."""
     src, dest = Path(src), Path(dest)
     load_checkpoint(src)  # refuse to publish a checkpoint that does not load
     config = read_checkpoint_config(src)
@@ -193,4 +163,8 @@ def export_checkpoint(src: str | Path, dest: str | Path, postprocessing: dict | 
     with atomic_dir(dest) as tmp:
         shutil.copy2(src / WEIGHTS_FILE, tmp / WEIGHTS_FILE)
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        if onnx:
+            from lasegm.onnx_export import export_onnx
+
+            export_onnx(tmp)
     return dest

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
-import torch
 from scipy import ndimage
 
 from lasegm import LasegmError
@@ -50,8 +49,8 @@ class Postprocessing:
         """Explicit overrides (None = keep the recorded value)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
-    def binarize(self, probs: torch.Tensor | np.ndarray) -> np.ndarray:
-        probs = probs.numpy() if isinstance(probs, torch.Tensor) else np.asarray(probs)
+    def binarize(self, probs: np.ndarray) -> np.ndarray:
+        probs = np.asarray(probs)
         mask = (probs >= self.threshold).astype(np.uint8)
         return largest_component(mask) if self.largest_component else mask
 

@@ -8,35 +8,44 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import torch
+from scipy.special import expit
 
+from lasegm.checkpoint import CONFIG_FILE, check_arch, checkpoint_recipe, read_checkpoint_config
 from lasegm.data import Volume, load_volume
-from lasegm.models import checkpoint_recipe, load_checkpoint
 from lasegm.postprocess import Postprocessing, plausibility_warnings
 from lasegm.preprocess import stack_context
-from lasegm.utils import atomic_path, resolve_device
+from lasegm.runtime import open_runner
+from lasegm.utils import atomic_path
 
 
-@torch.no_grad()
-def predict_slices(model: torch.nn.Module, slices: np.ndarray, context: int, device: torch.device,
+# Mirroring (flip TTA) is skipped on slices where the plain pass gives every pixel less than this: the
+# average of the two could reach the 0.5 threshold there only where the mirrored pass is >= 95 % sure
+# while the plain one is < 5 % sure. Most slices of a scan hold no atrium, so this keeps TTA cheap.
+TTA_MIN_PROBABILITY = 0.05
+
+
+def predict_slices(runner: Callable[[np.ndarray], np.ndarray], slices: np.ndarray, context: int,
                    batch_size: int = 16, tta: bool = False,
-                   progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """Foreground probability for every slice of a (Z, S, S) normalised stack -> (Z, S, S) on CPU."""
-    model.eval()
-    vol = torch.from_numpy(np.asarray(slices, dtype=np.float32))
-    out = torch.empty(vol.shape, dtype=torch.float32)
-    n = len(vol)
-    for start in range(0, n, batch_size):
-        zs = range(start, min(start + batch_size, n))
-        x = torch.stack([stack_context(vol, z, context) for z in zs]).to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(x).float()
-            if tta:  # average with the left-right flipped prediction
-                logits = 0.5 * (logits + model(x.flip(-1)).float().flip(-1))
-        out[start : start + len(zs)] = torch.sigmoid(logits[:, 0]).cpu()
+                   progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Foreground probability for every slice of a (Z, S, S) normalised stack -> (Z, S, S) float32.
+
+    `runner` maps a (N, C, S, S) batch to (N, S, S) logits (lasegm.runtime)."""
+    slices = np.asarray(slices, dtype=np.float32)
+    n = len(slices)
+    batches = [range(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+    logits = np.empty(slices.shape, dtype=np.float32)
+    for zs in batches:
+        logits[zs.start : zs.stop] = runner(np.stack([stack_context(slices, z, context) for z in zs]))
         if progress:
-            progress(min(start + batch_size, n), n)
-    return out
+            progress(zs.stop, n)
+    if tta:  # average with the left-right mirrored prediction
+        floor = np.log(TTA_MIN_PROBABILITY / (1 - TTA_MIN_PROBABILITY))
+        todo = np.flatnonzero(logits.reshape(n, -1).max(axis=1) >= floor)
+        for start in range(0, len(todo), batch_size):
+            zs = todo[start : start + batch_size]
+            mirrored = np.stack([stack_context(slices, z, context) for z in zs])[..., ::-1]
+            logits[zs] = 0.5 * (logits[zs] + runner(mirrored)[..., ::-1])
+    return expit(logits)
 
 
 class _Thresholded:
@@ -54,36 +63,44 @@ class _Thresholded:
 
 
 class Segmenter(_Thresholded):
-    """A loaded checkpoint plus the exact preprocessing it was trained with."""
+    """A checkpoint's network (ONNX Runtime or PyTorch) plus the exact preprocessing it was trained with."""
 
     def __init__(self, checkpoint: str | Path, device: str = "auto", expected_arch: str | None = None,
-                 largest_component: bool | None = None, flip_tta: bool | None = None):
+                 largest_component: bool | None = None, flip_tta: bool | None = None, backend: str = "auto"):
         """largest_component / flip_tta override the checkpoint's recorded post-processing."""
-        self.device = resolve_device(device)
         self.source = str(checkpoint)
-        self.model, self.config = load_checkpoint(checkpoint, expected_arch=expected_arch, device=self.device)
-        self.pre, recorded = checkpoint_recipe(self.config, Path(checkpoint) / "config.json")
+        self.config = read_checkpoint_config(checkpoint)
+        check_arch(self.config, checkpoint, expected_arch)
+        self.pre, recorded = checkpoint_recipe(self.config, Path(checkpoint) / CONFIG_FILE)
         self.post = recorded.override(largest_component=largest_component, flip_tta=flip_tta)
+        self.runner = open_runner(checkpoint, self.config, backend, device)
+        self.backend, self.device = self.runner.name, str(self.runner.device)
 
-    def probabilities(self, vol: Volume, progress=None) -> torch.Tensor:
+    def model_probabilities(self, slices: np.ndarray, progress=None) -> np.ndarray:
+        """Prepared (Z, S, S) slices -> probabilities on the model grid."""
+        return predict_slices(self.runner, slices, self.pre.context, tta=self.post.flip_tta, progress=progress)
+
+    def probabilities(self, vol: Volume, progress=None) -> np.ndarray:
         """Foreground probability on the scan's own grid."""
         slices, geometry = self.pre.prepare(vol.image, vol.affine)
-        probs = predict_slices(self.model, slices, self.pre.context, self.device, tta=self.post.flip_tta,
-                               progress=progress)
-        return self.pre.restore(probs, geometry)
+        return self.pre.restore(self.model_probabilities(slices, progress), geometry)
 
 
 class Ensemble(_Thresholded):
     """Mean foreground probability of several checkpoints, each run with its own preprocessing and
-    mapped back to the scan's grid first, so models of different input sizes and windows combine."""
+    mapped back to the scan's grid, so models of different input sizes and windows combine.
+
+    Members with the same preprocessing share one `prepare`, and are averaged on the model grid before
+    one `restore` (restore is linear, so this equals restoring each and averaging)."""
 
     def __init__(self, checkpoints, device: str = "auto", largest_component: bool | None = None,
-                 flip_tta: bool | None = None):
+                 flip_tta: bool | None = None, backend: str = "auto"):
         """checkpoints: folders, or Segmenters already loaded (a server shares them with its single models)."""
         # members return raw probabilities; post-processing runs once, on the averaged map
-        self.members = [c if isinstance(c, Segmenter) else Segmenter(c, device=device, flip_tta=flip_tta)
-                        for c in checkpoints]
+        self.members = [c if isinstance(c, Segmenter) else
+                        Segmenter(c, device=device, flip_tta=flip_tta, backend=backend) for c in checkpoints]
         self.device = self.members[0].device
+        self.backend = "+".join(sorted({m.backend for m in self.members}))
         self.source = [m.source for m in self.members]
         self.post = Postprocessing(
             largest_component=all(m.post.largest_component for m in self.members),
@@ -93,17 +110,26 @@ class Ensemble(_Thresholded):
         self.config = {"arch": "+".join(m.arch for m in self.members),
                        "split_sha256": splits.pop() if len(splits) == 1 else "members differ"}
 
-    def probabilities(self, vol: Volume, progress=None) -> torch.Tensor:
-        return torch.stack([m.probabilities(vol, progress) for m in self.members]).mean(0)
+    def probabilities(self, vol: Volume, progress=None) -> np.ndarray:
+        groups: dict = {}
+        for m in self.members:
+            groups.setdefault(m.pre, []).append(m)
+        total = None
+        for pre, members in groups.items():
+            slices, geometry = pre.prepare(vol.image, vol.affine)
+            summed = sum(m.model_probabilities(slices, progress) for m in members)
+            restored = pre.restore(summed, geometry)
+            total = restored if total is None else total + restored
+        return total / len(self.members)
 
 
 def load_segmenter(checkpoints, device: str = "auto", largest_component: bool | None = None,
-                   flip_tta: bool | None = None) -> Segmenter | Ensemble:
+                   flip_tta: bool | None = None, backend: str = "auto") -> Segmenter | Ensemble:
     """One checkpoint folder (or a list of one) -> Segmenter; several -> their Ensemble."""
     paths = [checkpoints] if isinstance(checkpoints, (str, Path)) else list(checkpoints)
-    if len(paths) == 1:
-        return Segmenter(paths[0], device=device, largest_component=largest_component, flip_tta=flip_tta)
-    return Ensemble(paths, device=device, largest_component=largest_component, flip_tta=flip_tta)
+    kind = Segmenter if len(paths) == 1 else Ensemble
+    return kind(paths[0] if len(paths) == 1 else paths, device=device, largest_component=largest_component,
+                flip_tta=flip_tta, backend=backend)
 
 
 def write_mask(mask: np.ndarray, like: Volume, path: str | Path) -> Path:
@@ -119,7 +145,7 @@ def write_mask(mask: np.ndarray, like: Volume, path: str | Path) -> Path:
 
 
 def run_predict(checkpoint, input_path, output, label=None, overlay=None, animation=None,
-                device="auto", quiet=False, largest_component=None, flip_tta=None) -> dict:
+                device="auto", quiet=False, largest_component=None, flip_tta=None, backend="auto") -> dict:
     from tqdm import tqdm
 
     from lasegm import LasegmError
@@ -127,7 +153,8 @@ def run_predict(checkpoint, input_path, output, label=None, overlay=None, animat
 
     if not str(output).endswith((".nii", ".nii.gz")):
         raise LasegmError(f"{output}: output must end in .nii or .nii.gz")
-    seg = load_segmenter(checkpoint, device=device, largest_component=largest_component, flip_tta=flip_tta)
+    seg = load_segmenter(checkpoint, device=device, largest_component=largest_component, flip_tta=flip_tta,
+                         backend=backend)
     vol = load_volume(input_path, label)
     bar = tqdm(total=vol.image.shape[2], desc="segment", unit="slice", disable=quiet)
 
@@ -140,7 +167,7 @@ def run_predict(checkpoint, input_path, output, label=None, overlay=None, animat
     seconds = time.perf_counter() - t0
     bar.close()
     write_mask(mask, vol, output)
-    result = {"output": str(output), "seconds": seconds, "volume_ml": float(mask.sum() * vol.voxel_ml),
+    result = {"output": str(output), "seconds": seconds, "backend": seg.backend, "volume_ml": float(mask.sum() * vol.voxel_ml),
               "warnings": plausibility_warnings(mask, vol.voxel_ml)}
     if vol.label is not None:
         result.update(case_metrics(mask, vol.label, vol.spacing))

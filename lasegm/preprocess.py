@@ -13,16 +13,20 @@ Forward (`prepare`):
    the first checkpoints, used the whole stored volume, which changes with the stored field of view);
 4. resample the region to `image_size` x `image_size` (the training spacing is fov_mm / image_size).
 Inverse (`restore`): the same steps backwards, to probabilities on the input's own grid.
+
+Everything here is numpy: the ONNX Runtime backend predicts without importing torch, and both backends
+(and training) must see the same input. The resampling weights reproduce torch's `F.interpolate`
+("area", "bilinear" with and without antialias, align_corners=False), which made the first
+checkpoints' training data; tests/test_preprocess.py checks the two agree.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
 
 import nibabel.orientations as nio
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from lasegm import LasegmError
 
@@ -174,47 +178,47 @@ class Preprocessing:
         t = _slices_first(geo.to_model(np.asarray(image, dtype=np.float32)))  # (Z, X', Y')
         h, w = geo.window
         if self.version == 1:
-            lo, hi, mean, std = zscore_clipped(t.numpy())
+            lo, hi, mean, std = zscore_clipped(t)
         else:
             region = _center_fit(t, min(h, t.shape[1]), min(w, t.shape[2]))  # real voxels of the field of view
-            lo, hi, mean, std = zscore_clipped(region.numpy())
-        t = (t.clamp(lo, hi) - mean) / std
+            lo, hi, mean, std = zscore_clipped(region)
+        t = (np.clip(t, np.float32(lo), np.float32(hi)) - np.float32(mean)) / np.float32(std)
         floor = (lo - mean) / std  # what a voxel outside the scan looks like: the darkest clipped value
-        t = _center_fit(t[:, None], h, w, floor)
+        t = _center_fit(t, h, w, floor)
         if self.version == 1:
             side = max(h, w)
             t = _center_fit(t, side, side, floor)
         size = (self.image_size, self.image_size)
         if self.version >= 2 and t.shape[-2] > size[0] and t.shape[-1] > size[1]:
             # a finer scan: each model pixel is the mean of the voxels it covers, as a coarser acquisition sees it
-            t = F.interpolate(t, size=size, mode="area")
+            t = resize(t, size, "area")
         elif tuple(t.shape[-2:]) != size:
-            t = F.interpolate(t, size=size, mode="bilinear", antialias=True, align_corners=False)
-        return t[:, 0].numpy(), geo
+            t = resize(t, size, "bilinear_antialias")
+        return np.ascontiguousarray(t, dtype=np.float32), geo
 
     def prepare_label(self, label: np.ndarray, geo: Geometry) -> np.ndarray:
         """A label on the input grid -> (Z, S, S) uint8 at model resolution (for training)."""
-        t = _slices_first(geo.to_model(np.asarray(label, dtype=np.float32)))[:, None]
+        t = _slices_first(geo.to_model(np.asarray(label, dtype=np.float32)))
         h, w = geo.window
         t = _center_fit(t, h, w)
         if self.version == 1:
             t = _center_fit(t, max(h, w), max(h, w))
         if tuple(t.shape[-2:]) != (self.image_size, self.image_size):
-            t = (F.interpolate(t, size=(self.image_size, self.image_size), mode="area") >= 0.5).float()
-        return t[:, 0].numpy().astype(np.uint8)
+            t = resize(t, (self.image_size, self.image_size), "area") >= 0.5
+        return t.astype(np.uint8)
 
     # ------------------------------------------------------------ inverse
 
-    def restore(self, probs: torch.Tensor, geo: Geometry) -> torch.Tensor:
-        """(Z, S, S) probabilities -> (X, Y, Z) on the input's own voxel grid (zero outside the field of view)."""
+    def restore(self, probs: np.ndarray, geo: Geometry) -> np.ndarray:
+        """(Z, S, S) probabilities -> float32 (X, Y, Z) on the input's own voxel grid (zero outside the
+        field of view)."""
         h, w = geo.window
-        t = probs[:, None].float()
+        t = np.asarray(probs, dtype=np.float32)
         size = (max(h, w),) * 2 if self.version == 1 else (h, w)
         if tuple(t.shape[-2:]) != size:
-            t = F.interpolate(t, size=size, mode="bilinear", align_corners=False)
+            t = resize(t, size, "bilinear")
         t = _center_fit(_center_fit(t, h, w), geo.model_shape[0], geo.model_shape[1])
-        model_grid = t[:, 0].permute(1, 2, 0).contiguous().numpy()
-        return torch.from_numpy(np.ascontiguousarray(geo.to_input(model_grid)))
+        return np.ascontiguousarray(geo.to_input(np.moveaxis(t, 0, 2)), dtype=np.float32)
 
     def model_grid(self, array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, Geometry]:
         """An input-grid array shown in the model's orientation (for viewers), with its geometry."""
@@ -228,16 +232,56 @@ def stack_context(slices, z: int, context: int):
     return slices[idx]
 
 
-def _slices_first(volume_xyz: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(volume_xyz, 2, 0))).float()
+def _slices_first(volume_xyz: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.moveaxis(volume_xyz, 2, 0), dtype=np.float32)
 
 
-def _center_fit(t: torch.Tensor, h: int, w: int, value: float = 0.0) -> torch.Tensor:
+def _center_fit(t: np.ndarray, h: int, w: int, value: float = 0.0) -> np.ndarray:
     """Crop or pad the last two axes around the centre to (h, w). Fitting back to the
     original size with the same rule restores every pixel that was kept."""
     H, W = t.shape[-2:]
     top, left = max((H - h) // 2, 0), max((W - w) // 2, 0)
     t = t[..., top : top + h, left : left + w]
     H, W = t.shape[-2:]
+    if (H, W) == (h, w):
+        return t
     pt, pl = (h - H) // 2, (w - W) // 2
-    return F.pad(t, (pl, w - W - pl, pt, h - H - pt), value=value) if (H, W) != (h, w) else t
+    pad = [(0, 0)] * (t.ndim - 2) + [(pt, h - H - pt), (pl, w - W - pl)]
+    return np.pad(t, pad, constant_values=np.asarray(value, dtype=t.dtype))
+
+
+RESIZE_MODES = ("area", "bilinear", "bilinear_antialias")
+
+
+def resize(stack: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
+    """Resample the last two axes of a (..., H, W) float array to `size`, separably: rows, then columns."""
+    rows = _resize_weights(stack.shape[-2], size[0], mode)
+    cols = _resize_weights(stack.shape[-1], size[1], mode)
+    return np.matmul(np.matmul(rows, np.asarray(stack, dtype=np.float32)), cols.T)
+
+
+@lru_cache(maxsize=64)
+def _resize_weights(n_in: int, n_out: int, mode: str) -> np.ndarray:
+    """(n_out, n_in) interpolation matrix with torch.nn.functional.interpolate's semantics
+    (align_corners=False; the scale in float32, as torch computes it)."""
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"unknown resize mode {mode!r}")
+    weights = np.zeros((n_out, n_in), dtype=np.float64)
+    scale = np.float32(n_in) / np.float32(n_out)
+    for i in range(n_out):
+        if mode == "area":  # adaptive average pooling: the input cells that output cell i overlaps
+            start, end = (i * n_in) // n_out, -(-(i + 1) * n_in // n_out)
+            weights[i, start:end] = 1.0 / (end - start)
+        elif mode == "bilinear":  # the two nearest input pixels, edges clamped
+            src = max(float(scale * np.float32(i + 0.5) - np.float32(0.5)), 0.0)
+            i0 = int(src)
+            i1 = i0 + (i0 < n_in - 1)
+            weights[i, i0] += 1.0 - (src - i0)
+            weights[i, i1] += src - i0
+        else:  # antialiased: a triangle filter stretched by the scale when shrinking (as PIL)
+            center = float(scale * np.float32(i + 0.5))
+            support, inverse = (float(scale), 1.0 / float(scale)) if scale >= 1.0 else (1.0, 1.0)
+            lo, hi = max(int(center - support + 0.5), 0), min(int(center + support + 0.5), n_in)
+            taps = np.maximum(0.0, 1.0 - np.abs((np.arange(lo, hi) - center + 0.5) * inverse))
+            weights[i, lo:hi] = taps / taps.sum()
+    return weights.astype(np.float32)

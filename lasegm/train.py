@@ -31,6 +31,7 @@ from lasegm.models import build_model, model_kwargs, save_checkpoint
 from lasegm.postprocess import Postprocessing
 from lasegm.predict import predict_slices
 from lasegm.preprocess import Preprocessing, axis_codes, stack_context
+from lasegm.runtime import TorchRunner
 from lasegm.split import split_cases, split_hash
 from lasegm.tracking import Tracker
 from lasegm.utils import resolve_device, set_cpu_threads, write_csv, write_json
@@ -101,16 +102,18 @@ def validate(model, cases: list[CachedCase], pre: Preprocessing, post: Postproce
     """Whole-patient validation on the scan's own grid, post-processed exactly as the checkpoint will be
     served: 3D Dice per patient is the headline."""
     rows, predictions, losses = [], {}, []
+    runner = TorchRunner(model, device, channels_last=False)  # the training model as it is
     for c in cases:
         t0 = time.perf_counter()
-        probs = predict_slices(model, c.image, pre.context, device, tta=post.flip_tta)
+        probs = predict_slices(runner, c.image, pre.context, tta=post.flip_tta)
         mask = post.binarize(pre.restore(probs, c.geometry))
         seconds = time.perf_counter() - t0
-        target = torch.from_numpy(c.label.astype(np.float32))
-        losses.append(float(F.binary_cross_entropy(probs.clamp(1e-6, 1 - 1e-6), target)
-                            + 1 - (2 * (probs * target).sum() + 1) / (probs.sum() + target.sum() + 1)))
+        target = c.label.astype(np.float32)
+        p = np.clip(probs, 1e-6, 1 - 1e-6)
+        bce = -np.mean(target * np.log(p) + (1 - target) * np.log1p(-p))
+        losses.append(float(bce + 1 - (2 * (probs * target).sum() + 1) / (probs.sum() + target.sum() + 1)))
         rows.append(patient_row(c.case_id, mask, c.label_full, c.spacing, seconds))
-        predictions[c.case_id] = (probs >= post.threshold).numpy().astype(np.uint8)
+        predictions[c.case_id] = (probs >= post.threshold).astype(np.uint8)
     s = summarize(rows, ["dice", "dice_slice", "hd95_mm", "seconds"])
     return ({"val_loss": float(np.mean(losses)), "val_dice_3d": s["dice"]["mean"],
              "val_dice_slice": s["dice_slice"]["mean"], "val_hd95_mm": s["hd95_mm"]["mean"],

@@ -158,7 +158,7 @@ def test_model_input_is_identical_for_any_voxel_order(ornt):
     moved = reorient(img, ornt)
     slices, geo = pre.prepare(np.asarray(moved.dataobj), moved.affine)
     np.testing.assert_array_equal(slices, ref)
-    back = pre.restore(torch.from_numpy(slices), geo)  # probabilities land on the input's own grid
+    back = pre.restore(slices, geo)  # probabilities land on the input's own grid
     assert tuple(back.shape) == moved.shape
 
 

@@ -1,0 +1,51 @@
+"""The checkpoint folder's format, readable without PyTorch.
+
+A checkpoint is a folder: `model.safetensors` (weights, never pickled) + `config.json` (everything
+needed to rebuild the model and its preprocessing, plus provenance and metrics), and optionally
+`model.onnx` (the same weights for ONNX Runtime, made by `lasegm export-onnx`). Building the PyTorch
+model lives in lasegm.models; running either file lives in lasegm.runtime.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lasegm import LasegmError
+from lasegm.postprocess import Postprocessing
+from lasegm.preprocess import Preprocessing
+from lasegm.utils import read_format_json
+
+CHECKPOINT_FORMAT = "lasegm.checkpoint/1"
+WEIGHTS_FILE, CONFIG_FILE, ONNX_FILE = "model.safetensors", "config.json", "model.onnx"
+
+
+def read_checkpoint_config(ckpt_dir: str | Path) -> dict:
+    ckpt_dir = Path(ckpt_dir)
+    cfg_path = ckpt_dir / CONFIG_FILE
+    if not ckpt_dir.is_dir():
+        raise LasegmError(f"{ckpt_dir}: checkpoint folder not found")
+    for p in (cfg_path, ckpt_dir / WEIGHTS_FILE):
+        if not p.is_file():
+            raise LasegmError(f"{p}: missing; a checkpoint holds {WEIGHTS_FILE} and {CONFIG_FILE}")
+    config = read_format_json(cfg_path, CHECKPOINT_FORMAT, "checkpoint config")
+    for key in ("arch", "model_kwargs", "preprocessing"):
+        if key not in config:
+            raise LasegmError(f"{cfg_path}: missing key {key!r}")
+    pre, _ = checkpoint_recipe(config, cfg_path)
+    channels = config["model_kwargs"].get("in_channels")
+    if channels != pre.channels:
+        raise LasegmError(f"{cfg_path}: inconsistent: the model takes {channels} input channels but the "
+                          f"preprocessing (context {pre.context}) makes {pre.channels}")
+    return config
+
+
+def checkpoint_recipe(config: dict, source) -> tuple[Preprocessing, Postprocessing]:
+    """The validated preprocessing and post-processing records of a checkpoint config."""
+    return (Preprocessing.from_dict(config["preprocessing"], str(source)),
+            Postprocessing.from_dict(config.get("postprocessing"), str(source)))
+
+
+def check_arch(config: dict, ckpt_dir, expected_arch: str | None) -> None:
+    """A checkpoint of another architecture than the caller serves is an error, not a surprise."""
+    if expected_arch and config["arch"] != expected_arch:
+        raise LasegmError(f"{ckpt_dir}: checkpoint is a {config['arch']} model, expected {expected_arch}")

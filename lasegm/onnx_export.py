@@ -1,0 +1,136 @@
+"""`lasegm export-onnx` (needs PyTorch and the onnx package): write a checkpoint's model.onnx, the same network for ONNX Runtime.
+
+The file is checked before it is kept: ONNX Runtime must reproduce the PyTorch logits on random
+input, and it records the sha256 of the weights it came from, so a retrained model.safetensors is
+never served with a stale model.onnx (lasegm.runtime refuses it).
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from segmentation_models_pytorch.decoders.pspnet.decoder import PSPBlock
+
+from lasegm import LasegmError, __version__
+from lasegm.checkpoint import CONFIG_FILE, ONNX_FILE, checkpoint_recipe
+from lasegm.preprocess import _resize_weights
+from lasegm.runtime import ONNX_INPUT, ONNX_OUTPUT, OnnxRunner
+from lasegm.utils import atomic_path
+
+OPSET = 17
+TOLERANCE = 1e-3  # max |logit difference| ORT vs PyTorch; measured ~1e-5
+
+
+def export_onnx(ckpt_dir: str | Path, opset: int = OPSET) -> tuple[Path, float]:
+    """Write ckpt_dir/model.onnx (atomically); returns its path and the measured max logit difference."""
+    from lasegm.models import load_checkpoint
+
+    ckpt_dir = Path(ckpt_dir)
+    model, config = load_checkpoint(ckpt_dir)
+    pre, _ = checkpoint_recipe(config, ckpt_dir / CONFIG_FILE)
+    shape = (pre.channels, pre.image_size, pre.image_size)
+    example = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
+    _exportable_pooling(model, example)
+    with atomic_path(ckpt_dir / ONNX_FILE) as tmp:
+        with warnings.catch_warnings():  # tracer chatter about shape arithmetic in smp's decoders
+            warnings.simplefilter("ignore")
+            # no constant folding: batch norm stays separate, so every stored weight is a checkpoint weight
+            # (fp16-exact, stored as fp16 below); ONNX Runtime fuses conv + batch norm when it loads
+            torch.onnx.export(model, (example,), str(tmp), dynamo=False, opset_version=opset,
+                              input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT], do_constant_folding=False,
+                              dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}})
+        _finish(tmp, config)
+        check = torch.randn(3, *shape, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            reference = model(check)[:, 0].numpy()
+        got = OnnxRunner(tmp, config.get("weights_sha256"))(check.numpy())
+        difference = float(np.abs(got - reference).max())
+        if not difference <= TOLERANCE:
+            raise LasegmError(f"{ckpt_dir}: ONNX Runtime differs from PyTorch by {difference:.2g} "
+                              f"(tolerance {TOLERANCE}); model.onnx not written")
+    return ckpt_dir / ONNX_FILE, difference
+
+
+class PoolByMatmul(torch.nn.Module):
+    """Adaptive average pooling for one fixed input size, as two matrix products. The legacy ONNX
+    exporter refuses adaptive pooling to a size that does not divide the input (PSPNet's 3x3 and 6x6 bins
+    on a 20x20 feature map); the exported graph has a fixed slice size anyway."""
+
+    def __init__(self, in_size: tuple[int, int], out_size: tuple[int, int]):
+        super().__init__()
+        self.register_buffer("rows", torch.from_numpy(_resize_weights(in_size[0], out_size[0], "area")))
+        self.register_buffer("cols", torch.from_numpy(_resize_weights(in_size[1], out_size[1], "area").T.copy()))
+
+    def forward(self, x):
+        return torch.matmul(torch.matmul(self.rows, x), self.cols)
+
+
+def _exportable_pooling(model, example) -> None:
+    """Swap each adaptive average pooling whose bins do not divide its input for PoolByMatmul."""
+    seen: dict[str, tuple[int, int]] = {}
+    pools = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.AdaptiveAvgPool2d)}
+    def record(name):
+        def hook(module, inputs, output):  # returns None: a hook's return value would replace the output
+            seen[name] = tuple(inputs[0].shape[-2:])
+        return hook
+
+    hooks = [m.register_forward_hook(record(name)) for name, m in pools.items()]
+    with torch.no_grad():
+        model(example)
+    for h in hooks:
+        h.remove()
+    for name, module in pools.items():
+        size = module.output_size if isinstance(module.output_size, tuple) else (module.output_size,) * 2
+        in_size = seen.get(name)
+        if in_size is None or all(o is None or i % o == 0 for i, o in zip(in_size, size)):
+            continue
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, attr, PoolByMatmul(in_size, tuple(o or i for i, o in zip(in_size, size))))
+    for module in model.modules():
+        if isinstance(module, PSPBlock):  # its export branch pools with F.interpolate(area): the same refusal
+            module.forward = types.MethodType(_psp_block_forward, module)
+
+
+def _psp_block_forward(self, x):
+    """smp's PSPBlock.forward outside ONNX export: pool (now PoolByMatmul), 1x1 conv, upsample."""
+    return F.interpolate(self.pool(x), size=tuple(x.shape[2:]), mode="bilinear", align_corners=True)
+
+
+def _finish(path: Path, config: dict) -> None:
+    """Store fp16-exact weights as fp16 (half the file; lossless: the checkpoint's weights are fp16) with
+    a Cast to fp32 that ONNX Runtime folds at load, and record where the file came from."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    proto = onnx.load(str(path))
+    graph = proto.graph
+    casts = []
+    for init in graph.initializer:
+        if init.data_type != TensorProto.FLOAT:
+            continue
+        values = numpy_helper.to_array(init)
+        half = values.astype(np.float16)
+        if values.size < 16 or not np.array_equal(half.astype(np.float32), values):
+            continue
+        name = init.name
+        init.CopyFrom(numpy_helper.from_array(half, f"{name}__fp16"))
+        casts.append(helper.make_node("Cast", [f"{name}__fp16"], [name], to=TensorProto.FLOAT))
+    if casts:
+        nodes = list(graph.node)
+        del graph.node[:]
+        graph.node.extend(casts + nodes)
+    metadata = {"weights_sha256": config.get("weights_sha256", ""), "arch": config["arch"],
+                "encoder": config["model_kwargs"].get("encoder_name", ""), "lasegm_version": __version__,
+                "preprocessing": json.dumps(config["preprocessing"], sort_keys=True)}
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))

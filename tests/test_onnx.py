@@ -1,0 +1,141 @@
+"""The ONNX Runtime backend: export for every architecture, same masks as PyTorch, no torch needed."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, TEST_PREPROCESSING, synthetic_volume, write_nifti
+
+from lasegm import LasegmError
+from lasegm.cli import main
+from lasegm.data import load_volume
+from lasegm.metrics import dice
+from lasegm.models import ARCHITECTURES, SERVED, build_model, model_kwargs, save_checkpoint
+from lasegm.predict import Segmenter
+from lasegm.preprocess import resize
+
+
+def _checkpoint(folder, arch, seed=0):
+    torch.manual_seed(seed)
+    kwargs = model_kwargs(arch, "resnet18", 1, decoder_width=32)
+    meta = {"arch": arch, "encoder": "resnet18", "model_kwargs": kwargs, "preprocessing": TEST_PREPROCESSING}
+    return save_checkpoint(folder, build_model(arch, kwargs), meta, half=True)  # fp16, as the served ones
+
+
+@pytest.mark.parametrize("size_in, size_out", [((200, 200), (160, 160)), ((320, 320), (160, 160)),
+                                               ((100, 120), (160, 160)), ((160, 160), (100, 100)),
+                                               ((157, 203), (160, 161))])
+@pytest.mark.parametrize("mode, kwargs", [("area", {"mode": "area"}),
+                                          ("bilinear", {"mode": "bilinear", "align_corners": False}),
+                                          ("bilinear_antialias", {"mode": "bilinear", "antialias": True,
+                                                                  "align_corners": False})])
+def test_numpy_resampling_reproduces_torch_interpolate(size_in, size_out, mode, kwargs):
+    """The contract resamples in numpy (no torch at prediction time) with torch's semantics, so the
+    checkpoints trained on torch-resampled slices see the same input."""
+    x = np.random.default_rng(0).normal(size=(3, *size_in)).astype(np.float32)
+    reference = torch.nn.functional.interpolate(torch.from_numpy(x)[:, None], size=size_out, **kwargs)[:, 0]
+    np.testing.assert_allclose(resize(x, size_out, mode), reference.numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_every_architecture_exports_and_onnx_runtime_gives_the_same_mask(arch, tmp_path):
+    """PSPNet included: its 3x3 and 6x6 pooling bins do not divide the 8x8 feature map of a 64 px input."""
+    folder = _checkpoint(tmp_path / arch, arch)
+    assert main(["export-onnx", "--checkpoint", str(folder)]) == 0
+    assert (folder / "model.onnx").is_file() and not list(folder.glob(".*tmp*"))
+    image, _ = synthetic_volume((64, 64, 12))
+    scan = write_nifti(tmp_path / "scan.nii.gz", image)
+    assert main(["--quiet", "predict", "--checkpoint", str(folder), "--input", str(scan), "--output",
+                 str(tmp_path / "m.nii.gz"), "--backend", "onnx"]) == 0
+    vol = load_volume(scan)
+    probs = {b: Segmenter(folder, backend=b, device="cpu").probabilities(vol) for b in ("onnx", "torch")}
+    np.testing.assert_allclose(probs["onnx"], probs["torch"], atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", SERVED)
+def test_served_checkpoints_agree_across_backends_on_a_real_patient(arch, real_data, tmp_path):
+    scan, label = real_data / "imagesTr" / "la_003.nii.gz", real_data / "labelsTr" / "la_003.nii.gz"
+    masks = {}
+    for backend in ("onnx", "torch"):
+        out = tmp_path / f"{backend}.nii.gz"
+        assert main(["--quiet", "predict", "--checkpoint", str(REPO / "checkpoints" / arch), "--input", str(scan),
+                     "--output", str(out), "--backend", backend]) == 0
+        masks[backend] = np.asarray(nib.load(str(out)).dataobj)
+    assert dice(masks["onnx"], masks["torch"]) >= 0.999
+    assert dice(masks["onnx"], np.asarray(nib.load(str(label)).dataobj)) > 0.85
+
+
+def test_predict_on_onnx_needs_neither_torch_nor_wandb_gradio_matplotlib(real_data, tmp_path):
+    """A process where `import torch` fails still segments: the CLI's start-up pays only for what it uses."""
+    code = (
+        "import sys\n"
+        "for name in ('torch', 'wandb', 'gradio', 'matplotlib'):\n"
+        "    sys.modules[name] = None  # any import of these now raises ImportError\n"
+        "from lasegm.cli import main\n"
+        f"code = main(['--quiet', 'predict', '--checkpoint', {str(REPO / 'checkpoints' / 'unet')!r}, "
+        f"'--input', {str(real_data / 'imagesTr' / 'la_003.nii.gz')!r}, '--output', {str(tmp_path / 'm.nii.gz')!r}])\n"
+        "sys.exit(code)\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "on onnx" in run.stdout and (tmp_path / "m.nii.gz").is_file()
+
+
+def test_onnx_model_rejects_a_wrong_channel_count_clearly():
+    from lasegm.checkpoint import read_checkpoint_config
+    from lasegm.runtime import OnnxRunner
+
+    folder = REPO / "checkpoints" / "unet"
+    runner = OnnxRunner(folder / "model.onnx", read_checkpoint_config(folder)["weights_sha256"])
+    assert runner(np.zeros((2, 3, 160, 160), np.float32)).shape == (2, 160, 160)
+    with pytest.raises(LasegmError, match=r"\(batch, 3, 160, 160\).*got \(2, 5, 160, 160\)"):
+        runner(np.zeros((2, 5, 160, 160), np.float32))
+
+
+def test_a_stale_missing_or_corrupt_model_onnx_is_never_used_silently(tmp_path, capsys):
+    folder = _checkpoint(tmp_path / "unet", "unet")
+    image, _ = synthetic_volume((64, 64, 8))
+    scan = write_nifti(tmp_path / "scan.nii.gz", image)
+    args = ["--quiet", "predict", "--checkpoint", str(folder), "--input", str(scan), "--output",
+            str(tmp_path / "m.nii.gz")]
+    assert main(args + ["--backend", "onnx"]) == 2  # not exported yet
+    assert "lasegm export-onnx --checkpoint" in capsys.readouterr().err
+
+    assert main(["export-onnx", "--checkpoint", str(folder)]) == 0
+    onnx_file = (folder / "model.onnx").read_bytes()
+    _checkpoint(tmp_path / "unet", "unet", seed=1)  # retrained: new weights, and save_checkpoint replaces the folder
+    (folder / "model.onnx").write_bytes(onnx_file)  # the old export put back beside them
+    assert main(args + ["--backend", "onnx"]) == 2
+    assert "exported from other weights" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="using PyTorch instead"):
+        assert main(args) == 0  # auto: falls back to PyTorch, and says so
+    assert "on torch" in capsys.readouterr().out
+
+    (folder / "model.onnx").write_bytes(b"not an onnx file")
+    assert main(args + ["--backend", "onnx"]) == 2
+    assert "not a loadable ONNX model" in capsys.readouterr().err
+
+
+def test_committed_onnx_files_belong_to_the_committed_weights():
+    import onnxruntime as ort
+
+    for arch in SERVED:
+        folder = REPO / "checkpoints" / arch
+        config = json.loads((folder / "config.json").read_text())
+        meta = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"]).get_modelmeta()
+        assert meta.custom_metadata_map["weights_sha256"] == config["weights_sha256"], arch
+        assert json.loads(meta.custom_metadata_map["preprocessing"]) == config["preprocessing"]
+
+
+def test_publishing_a_checkpoint_writes_its_onnx_beside_it(tmp_path):
+    src = _checkpoint(tmp_path / "run", "fpn")
+    assert main(["export", "--checkpoint", str(src), "--out", str(tmp_path / "served")]) == 0
+    assert (tmp_path / "served" / "model.onnx").is_file()
+    shutil.rmtree(tmp_path / "served")
+    assert main(["export", "--checkpoint", str(src), "--out", str(tmp_path / "served"), "--onnx", "false"]) == 0
+    assert not (tmp_path / "served" / "model.onnx").exists()
