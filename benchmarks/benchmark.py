@@ -1,5 +1,6 @@
-"""Speed benchmark (a script, not a timed test): training throughput, time per patient volume,
-peak memory and demo latency for the committed checkpoints.
+"""Speed benchmark (a script, not a timed test): inference per patient volume on each backend (as
+ratios to PyTorch eager measured in the same run), flip TTA, the ensemble, `lasegm predict` as a whole
+process, training throughput, and the demo's latency, for the committed checkpoints.
 
     python benchmarks/benchmark.py --data $LASEGM_DATA [--threads 2] [--out docs/benchmarks.json]
 """
@@ -11,35 +12,44 @@ import json
 import platform
 import resource
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import onnxruntime
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "demo"))
 
+from lasegm.checkpoint import checkpoint_recipe, read_checkpoint_config
 from lasegm.data import find_cases, load_case
-from lasegm.models import build_model, checkpoint_recipe, read_checkpoint_config
+from lasegm.models import SERVED, build_model
 from lasegm.predict import Ensemble, Segmenter
+from lasegm.runtime import TorchRunner
 from lasegm.split import read_split
 from lasegm.train import loss_terms
 from lasegm.utils import write_json
+
+BACKENDS = ("torch_eager", "torch", "onnx")  # eager = what predict ran before channels_last and ONNX
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def train_throughput(config: dict, steps: int = 6, batch: int = 16) -> float:
+def train_throughput(config: dict, channels_last: bool, steps: int = 6, batch: int = 16) -> float:
     """Slices per second for forward + backward + AdamW step at the checkpoint's input size."""
+    torch.manual_seed(0)
     pre, _ = checkpoint_recipe(config, config.get("arch"))
-    model = build_model(config["arch"], config["model_kwargs"]).train()
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model = build_model(config["arch"], config["model_kwargs"]).train().to(memory_format=layout)
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
     loss_fn = loss_terms("dice_bce")
-    x = torch.randn(batch, pre.channels, pre.image_size, pre.image_size)
+    x = torch.randn(batch, pre.channels, pre.image_size, pre.image_size).contiguous(memory_format=layout)
     y = (torch.rand(batch, 1, pre.image_size, pre.image_size) > 0.9).float()
     times = []
     for i in range(steps + 1):
@@ -50,7 +60,28 @@ def train_throughput(config: dict, steps: int = 6, batch: int = 16) -> float:
         opt.step()
         if i:  # the first step warms up the allocator
             times.append(time.perf_counter() - t0)
-    return batch / statistics.median(times)
+    return round(batch / statistics.median(times), 1)
+
+
+def segmenter(ckpt: Path, backend: str, **kwargs) -> Segmenter:
+    if backend != "torch_eager":
+        return Segmenter(ckpt, device="cpu", backend=backend, **kwargs)
+    seg = Segmenter(ckpt, device="cpu", backend="torch", **kwargs)
+    seg.runner = TorchRunner.from_checkpoint(ckpt, "cpu", channels_last=False)
+    return seg
+
+
+def cli_seconds(ckpt: Path, scan: Path, backend: str, repeats: int) -> float:
+    """`lasegm predict` as a user runs it: a new process each time (imports, load, segment, write)."""
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "lasegm", "--quiet", "predict", "--checkpoint", str(ckpt),
+                            "--input", str(scan), "--output", f"{tmp}/mask.nii.gz", "--backend", backend],
+                           check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+            times.append(time.perf_counter() - t0)
+    return round(statistics.median(times), 2)
 
 
 def seconds_per_volume(seg, vol, repeats: int) -> float:
@@ -64,38 +95,67 @@ def seconds_per_volume(seg, vol, repeats: int) -> float:
     return round(statistics.median(times), 3)
 
 
+def cpu_name() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True)
     p.add_argument("--checkpoints", default=str(ROOT / "checkpoints"))
     p.add_argument("--split_file", default=str(ROOT / "splits" / "split.json"))
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.json"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    case_id = read_split(args.split_file)["test"][0]
-    case = next(c for c in find_cases(args.data) if c.case_id == case_id)
+    test = read_split(args.split_file)["test"]
+    cases = {c.case_id: c for c in find_cases(args.data)}
+    case = cases[test[0]]
     vol = load_case(case)
     results = {"date": time.strftime("%Y-%m-%d"), "threads": args.threads, "torch": torch.__version__,
-               "cpu": platform.processor() or platform.machine(), "patient": case_id,
-               "slices": int(vol.image.shape[2]), "models": {}}
-    for ckpt in sorted(Path(args.checkpoints).iterdir()):
-        if not (ckpt / "config.json").exists():
-            continue
+               "onnxruntime": onnxruntime.__version__, "cpu": cpu_name(), "patient": case.case_id,
+               "slices": int(vol.image.shape[2]), "repeats": args.repeats,
+               "backends": {"torch_eager": "PyTorch, default memory layout (predict before ONNX)",
+                            "torch": "PyTorch, channels_last (the torch backend now)",
+                            "onnx": "ONNX Runtime on the checkpoint's model.onnx (the default when present)"},
+               "models": {}}
+    checkpoints = Path(args.checkpoints)
+    for arch in SERVED:
+        ckpt = checkpoints / arch
         config = read_checkpoint_config(ckpt)
-        seg = Segmenter(ckpt, device="cpu")
-        results["models"][ckpt.name] = {
-            "arch": config["arch"], "seconds_per_volume": seconds_per_volume(seg, vol, args.repeats),
-            "train_slices_per_s": round(train_throughput(config), 1),
-            "checkpoint_mb": round(sum(f.stat().st_size for f in ckpt.iterdir()) / 1e6, 2),
-            "parameters_m": round(sum(p.numel() for p in seg.model.parameters()) / 1e6, 2),
-        }
-        print(ckpt.name, results["models"][ckpt.name], flush=True)
+        row = {"arch": arch, "parameters_m": round(config["parameters"] / 1e6, 2) if "parameters" in config else None,
+               "checkpoint_mb": round((ckpt / "model.safetensors").stat().st_size / 1e6, 2),
+               "onnx_mb": round((ckpt / "model.onnx").stat().st_size / 1e6, 2)}
+        for backend in BACKENDS:
+            row[f"seconds_per_volume_{backend}"] = seconds_per_volume(segmenter(ckpt, backend), vol, args.repeats)
+        for backend in BACKENDS[1:]:
+            row[f"speedup_{backend}_vs_eager"] = round(row["seconds_per_volume_torch_eager"]
+                                                       / row[f"seconds_per_volume_{backend}"], 2)
+        row["seconds_per_volume_onnx_flip_tta"] = seconds_per_volume(segmenter(ckpt, "onnx", flip_tta=True), vol,
+                                                                     args.repeats)
+        row["flip_tta_cost_x"] = round(row["seconds_per_volume_onnx_flip_tta"] / row["seconds_per_volume_onnx"], 2)
+        row["train_slices_per_s_eager"] = train_throughput(config, channels_last=False)
+        row["train_slices_per_s_channels_last"] = train_throughput(config, channels_last=True)
+        results["models"][arch] = row
+        print(arch, row, flush=True)
 
-    members = [Path(args.checkpoints) / name for name in results["models"]]
-    results["ensemble_seconds_per_volume"] = seconds_per_volume(Ensemble(members, device="cpu"), vol, args.repeats)
-    print("ensemble", results["ensemble_seconds_per_volume"], flush=True)
+    members = [checkpoints / arch for arch in SERVED]
+    for backend in BACKENDS:
+        ensemble = Ensemble([segmenter(m, backend) for m in members])
+        results[f"ensemble_seconds_per_volume_{backend}"] = seconds_per_volume(ensemble, vol, args.repeats)
+    print("ensemble", {k: v for k, v in results.items() if k.startswith("ensemble")}, flush=True)
+
+    # the whole `lasegm predict` process on every test patient (100-130 slices) on ONNX, once on PyTorch
+    results["cli_predict_unet_seconds"] = {
+        f"{cid} ({load_case(cases[cid]).image.shape[2]} slices)": cli_seconds(checkpoints / "unet", cases[cid].image,
+                                                                               "onnx", args.repeats)
+        for cid in test}
+    results["cli_predict_unet_seconds_torch"] = cli_seconds(checkpoints / "unet", case.image, "torch", 3)
+    print("cli", results["cli_predict_unet_seconds"], results["cli_predict_unet_seconds_torch"], flush=True)
 
     import app  # the demo, as a user clicks it: models loaded at start (as app.main does), then timed
 
@@ -104,7 +164,9 @@ def main():
     for arch in (*app.ARCHS, app.ENSEMBLE):
         app.get_model(arch)
     quiet = {"progress": lambda *a, **k: None}
-    for key, choice in (("demo_click_to_result_unet_s", "unet"), ("demo_click_to_result_all_three_s", app.ALL)):
+    results["demo_backend"] = {arch: app.get_model(arch).backend for arch in app.ARCHS}
+    for key, choice in (("demo_click_to_result_unet_s", "unet"), ("demo_click_to_result_ensemble_s", app.ENSEMBLE),
+                        ("demo_click_to_result_all_three_s", app.ALL)):
         times = []
         for _ in range(args.repeats):  # the whole answer: masks, metrics, three planes, 3D meshes, files
             t0 = time.perf_counter()

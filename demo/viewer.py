@@ -26,7 +26,7 @@ def plane_slice(volume: np.ndarray | None, plane: str, index: int) -> np.ndarray
         return None
     axis = plane_axis(plane)
     index = int(min(max(int(index), 0), volume.shape[axis] - 1))
-    return np.take(volume, index, axis=axis)
+    return volume[(slice(None),) * axis + (index,)]  # a view: np.take would copy with a slow gather
 
 
 def plane_spacing(spacing, plane: str) -> tuple[float, float]:

@@ -55,7 +55,8 @@ class TrainConfig:
     # runtime
     device: str = "auto"
     num_threads: int = 0  # 0 = all cores
-    workers: int = 0  # DataLoader workers
+    workers: int = -1  # DataLoader workers; -1 = auto: none on CPU (the cores train), up to 8 beside a GPU
+    channels_last: bool = True  # NHWC memory layout: 1.1-1.3x faster training on CPU, tensor-core friendly on GPU
     wandb_mode: str = ""  # online | offline | disabled; default $WANDB_MODE, else offline
     wandb_project: str = "lasegm"
     wandb_group: str = ""  # e.g. the cross-validation's name: its folds are grouped in W&B

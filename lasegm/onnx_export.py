@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from segmentation_models_pytorch.decoders.pspnet.decoder import PSPBlock
 
 from lasegm import LasegmError, __version__
-from lasegm.checkpoint import CONFIG_FILE, ONNX_FILE, checkpoint_recipe
+from lasegm.checkpoint import CONFIG_FILE, ONNX_FILE, WEIGHTS_FILE, checkpoint_recipe
 from lasegm.preprocess import _resize_weights
 from lasegm.runtime import ONNX_INPUT, ONNX_OUTPUT, OnnxRunner
 from lasegm.utils import atomic_path
@@ -104,11 +104,16 @@ def _psp_block_forward(self, x):
 
 
 def _finish(path: Path, config: dict) -> None:
-    """Store fp16-exact weights as fp16 (half the file; lossless: the checkpoint's weights are fp16) with
-    a Cast to fp32 that ONNX Runtime folds at load, and record where the file came from."""
+    """Point the weights into model.safetensors instead of copying them, and record where the file came from.
+
+    safetensors stores each tensor as raw little-endian bytes, which is what ONNX external data reads: every
+    fp16-exact initializer becomes an fp16 tensor at its offset in model.safetensors (found by content,
+    whatever name the exporter gave it), followed by a Cast to fp32 that ONNX Runtime folds at load. The
+    weights exist once in the checkpoint; model.onnx holds the graph (~0.1-0.5 MB)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
+    located = _safetensors_locations(path.parent / WEIGHTS_FILE)
     proto = onnx.load(str(path))
     graph = proto.graph
     casts = []
@@ -116,21 +121,36 @@ def _finish(path: Path, config: dict) -> None:
         if init.data_type != TensorProto.FLOAT:
             continue
         values = numpy_helper.to_array(init)
-        half = values.astype(np.float16)
-        if values.size < 16 or not np.array_equal(half.astype(np.float32), values):
+        half = values.astype("<f2")
+        where = located.get(half.tobytes()) if np.array_equal(half.astype(np.float32), values) else None
+        if where is None:  # not a checkpoint weight (e.g. PoolByMatmul's matrices): stays inside the file
             continue
         name = init.name
-        init.CopyFrom(numpy_helper.from_array(half, f"{name}__fp16"))
+        tensor = TensorProto(name=f"{name}__fp16", data_type=TensorProto.FLOAT16, dims=list(values.shape),
+                             data_location=TensorProto.EXTERNAL)
+        for key, value in (("location", WEIGHTS_FILE), ("offset", str(where[0])), ("length", str(where[1]))):
+            tensor.external_data.add(key=key, value=value)
+        init.CopyFrom(tensor)
         casts.append(helper.make_node("Cast", [f"{name}__fp16"], [name], to=TensorProto.FLOAT))
-    if casts:
-        nodes = list(graph.node)
-        del graph.node[:]
-        graph.node.extend(casts + nodes)
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(casts + nodes)
     metadata = {"weights_sha256": config.get("weights_sha256", ""), "arch": config["arch"],
                 "encoder": config["model_kwargs"].get("encoder_name", ""), "lasegm_version": __version__,
                 "preprocessing": json.dumps(config["preprocessing"], sort_keys=True)}
     del proto.metadata_props[:]
     for key, value in metadata.items():
         proto.metadata_props.add(key=key, value=value)
-    onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
+    onnx.checker.check_model(str(path))
+
+
+def _safetensors_locations(weights: Path) -> dict[bytes, tuple[int, int]]:
+    """fp16 tensor bytes -> (offset, length) in the file (format: u64 header size, JSON header, data)."""
+    with open(weights, "rb") as fh:
+        header_size = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(header_size))
+        data = fh.read()
+    start = 8 + header_size
+    return {data[b:e]: (start + b, e - b) for name, info in header.items() if name != "__metadata__"
+            and info["dtype"] == "F16" for b, e in [info["data_offsets"]]}

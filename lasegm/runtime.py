@@ -80,13 +80,13 @@ class TorchRunner:
             self.model = self.model.to(memory_format=torch.channels_last)
 
     @classmethod
-    def from_checkpoint(cls, ckpt_dir, device: str = "auto") -> TorchRunner:
+    def from_checkpoint(cls, ckpt_dir, device: str = "auto", channels_last: bool | None = None) -> TorchRunner:
         from lasegm.models import load_checkpoint
         from lasegm.utils import resolve_device
 
         device = resolve_device(device)
         model, _ = load_checkpoint(ckpt_dir, device=device)
-        return cls(model, device)
+        return cls(model, device, channels_last)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         import torch

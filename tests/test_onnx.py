@@ -130,6 +130,8 @@ def test_committed_onnx_files_belong_to_the_committed_weights():
         meta = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"]).get_modelmeta()
         assert meta.custom_metadata_map["weights_sha256"] == config["weights_sha256"], arch
         assert json.loads(meta.custom_metadata_map["preprocessing"]) == config["preprocessing"]
+        # the graph only: its weights are read from model.safetensors, never stored twice
+        assert (folder / "model.onnx").stat().st_size < 1e6 < (folder / "model.safetensors").stat().st_size
 
 
 def test_publishing_a_checkpoint_writes_its_onnx_beside_it(tmp_path):
