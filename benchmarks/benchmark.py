@@ -86,13 +86,21 @@ def cli_seconds(ckpt: Path, scan: Path, backend: str, repeats: int) -> float:
 
 def seconds_per_volume(seg, vol, repeats: int) -> float:
     """Median wall time of the whole pipeline (normalise, resample, predict, restore, post-process)."""
-    seg.segment(vol)  # warm-up
-    times = []
+    return interleaved({"only": seg}, vol, repeats)["only"]
+
+
+def interleaved(segmenters: dict, vol, repeats: int) -> dict:
+    """Median seconds per volume of several segmenters, timed in turn within each repeat: this machine's speed
+    drifts by 10-20 % over minutes, which would otherwise land in the ratios between them."""
+    for seg in segmenters.values():
+        seg.segment(vol)  # warm-up
+    times: dict = {name: [] for name in segmenters}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        seg.segment(vol)
-        times.append(time.perf_counter() - t0)
-    return round(statistics.median(times), 3)
+        for name, seg in segmenters.items():
+            t0 = time.perf_counter()
+            seg.segment(vol)
+            times[name].append(time.perf_counter() - t0)
+    return {name: round(statistics.median(t), 3) for name, t in times.items()}
 
 
 def cpu_name() -> str:
@@ -130,23 +138,21 @@ def main():
         row = {"arch": arch, "parameters_m": round(config["parameters"] / 1e6, 2) if "parameters" in config else None,
                "checkpoint_mb": round((ckpt / "model.safetensors").stat().st_size / 1e6, 2),
                "onnx_mb": round((ckpt / "model.onnx").stat().st_size / 1e6, 2)}
-        for backend in BACKENDS:
-            row[f"seconds_per_volume_{backend}"] = seconds_per_volume(segmenter(ckpt, backend), vol, args.repeats)
+        timed = interleaved({**{backend: segmenter(ckpt, backend) for backend in BACKENDS},
+                             "onnx_flip_tta": segmenter(ckpt, "onnx", flip_tta=True)}, vol, args.repeats)
+        row.update({f"seconds_per_volume_{name}": seconds for name, seconds in timed.items()})
         for backend in BACKENDS[1:]:
-            row[f"speedup_{backend}_vs_eager"] = round(row["seconds_per_volume_torch_eager"]
-                                                       / row[f"seconds_per_volume_{backend}"], 2)
-        row["seconds_per_volume_onnx_flip_tta"] = seconds_per_volume(segmenter(ckpt, "onnx", flip_tta=True), vol,
-                                                                     args.repeats)
-        row["flip_tta_cost_x"] = round(row["seconds_per_volume_onnx_flip_tta"] / row["seconds_per_volume_onnx"], 2)
+            row[f"speedup_{backend}_vs_eager"] = round(timed["torch_eager"] / timed[backend], 2)
+        row["flip_tta_cost_x"] = round(timed["onnx_flip_tta"] / timed["onnx"], 2)
         row["train_slices_per_s_eager"] = train_throughput(config, channels_last=False)
         row["train_slices_per_s_channels_last"] = train_throughput(config, channels_last=True)
         results["models"][arch] = row
         print(arch, row, flush=True)
 
     members = [checkpoints / arch for arch in SERVED]
-    for backend in BACKENDS:
-        ensemble = Ensemble([segmenter(m, backend) for m in members])
-        results[f"ensemble_seconds_per_volume_{backend}"] = seconds_per_volume(ensemble, vol, args.repeats)
+    timed = interleaved({backend: Ensemble([segmenter(m, backend) for m in members]) for backend in BACKENDS}, vol,
+                        args.repeats)
+    results.update({f"ensemble_seconds_per_volume_{backend}": seconds for backend, seconds in timed.items()})
     print("ensemble", {k: v for k, v in results.items() if k.startswith("ensemble")}, flush=True)
 
     # the whole `lasegm predict` process on every test patient (100-130 slices) on ONNX, once on PyTorch

@@ -29,7 +29,7 @@ from lasegm.predict import Ensemble, Segmenter, write_mask
 from lasegm.preprocess import Preprocessing
 from lasegm.utils import set_cpu_threads
 from lasegm.viz import ERROR_LEGEND, MODES, TRUTH_RGBA, mesh_volume_ml, save_mesh, surface_mesh
-from viewer import PLANES, render_plane
+from viewer import PLANES, plane_axis, render_plane, voxel_at
 
 ARCHS = SERVED
 ENSEMBLE = "ensemble"
@@ -40,6 +40,7 @@ MAX_UPLOAD_MB = 200
 ALL = "all three side by side"
 CHOICES = [(NAMES[a], a) for a in ARCHS] + [(NAMES[ENSEMBLE], ENSEMBLE), ("All three side by side", ALL)]
 PLAY, PAUSE = "▶ Play", "⏸ Pause"
+PLANES_AXIS = {plane: plane_axis(plane) for plane in PLANES}
 
 _models: dict = {}
 
@@ -222,6 +223,19 @@ def step(state, z, y, x, mode, opacity, level, width):
     return z, *render(state, z, y, x, mode, opacity, level, width)
 
 
+def pick(plane: str):
+    """A click on one plane's picture moves the other two planes through the clicked point."""
+    def on_select(state, z, y, x, mode, opacity, level, width, evt: gr.SelectData):
+        position = [x, y, z]
+        index = position[PLANES_AXIS[plane]]
+        voxel = voxel_at(state, plane, index, *evt.index) if state and evt.index else None
+        if voxel is None:  # a caption, a gap, or nothing loaded: nothing moves
+            return z, y, x, *render(state, z, y, x, mode, opacity, level, width)
+        x, y, z = voxel
+        return z, y, x, *render(state, z, y, x, mode, opacity, level, width)
+    return on_select
+
+
 def render(state, z, y, x, mode="overlay", opacity=0.45, level=None, width=None):
     """The three planes from the session's cached results (the models never run again): cheap."""
     return tuple(render_plane(state, plane, index, mode, float(opacity), level, width)
@@ -313,6 +327,8 @@ def build_app() -> gr.Blocks:
         for i, control in enumerate([*sliders, mode, opacity, level, width]):  # cached results: re-render only
             control.input(render, controls, views, api_name="render" if i == 0 else False,
                           show_progress="hidden", trigger_mode="always_last")
+        for plane, view in zip(PLANES, views):  # click a point: the other planes go through it
+            view.select(pick(plane), controls, [*sliders, *views], api_name=False, show_progress="hidden")
         play.click(toggle_play, [playing, state], [playing, timer, play], api_name=False)
         timer.tick(step, controls, [sliders[0], *views], api_name=False, show_progress="hidden")
     return app

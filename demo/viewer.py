@@ -14,6 +14,7 @@ from lasegm.viz import overlay_rgb
 
 PLANES = ("axial", "coronal", "sagittal")  # slices across the 3rd, 2nd and 1st axis of the model grid
 DISPLAY_PX = 300  # each panel is at least this tall
+CAPTION_PX, PANEL_GAP = 22, 6  # a caption bar above each panel, white columns between panels
 
 
 def plane_axis(plane: str) -> int:
@@ -37,15 +38,40 @@ def plane_spacing(spacing, plane: str) -> tuple[float, float]:
 
 def physical_zoom(picture: np.ndarray, col_mm: float, row_mm: float, min_rows: int = DISPLAY_PX) -> np.ndarray:
     """Nearest-neighbour zoom to square millimetres on screen, at least min_rows tall (voxels stay crisp)."""
-    rows_mm, cols_mm = picture.shape[0] * row_mm, picture.shape[1] * col_mm
-    px_per_mm = max(min_rows / rows_mm, 1.0 / min(col_mm, row_mm))
-    rows = np.minimum((np.arange(round(rows_mm * px_per_mm)) / (px_per_mm * row_mm)).astype(int), picture.shape[0] - 1)
-    cols = np.minimum((np.arange(round(cols_mm * px_per_mm)) / (px_per_mm * col_mm)).astype(int), picture.shape[1] - 1)
+    rows, cols = zoom_indices(picture.shape[:2], col_mm, row_mm, min_rows)
     return picture[rows][:, cols]
 
 
+def zoom_indices(shape, col_mm: float, row_mm: float, min_rows: int = DISPLAY_PX) -> tuple[np.ndarray, np.ndarray]:
+    """For each screen row and column of a zoomed picture, the picture row / column it shows."""
+    rows_mm, cols_mm = shape[0] * row_mm, shape[1] * col_mm
+    px_per_mm = max(min_rows / rows_mm, 1.0 / min(col_mm, row_mm))
+    rows = np.minimum((np.arange(round(rows_mm * px_per_mm)) / (px_per_mm * row_mm)).astype(int), shape[0] - 1)
+    cols = np.minimum((np.arange(round(cols_mm * px_per_mm)) / (px_per_mm * col_mm)).astype(int), shape[1] - 1)
+    return rows, cols
+
+
+def voxel_at(state: dict, plane: str, index: int, x_px: int, y_px: int) -> tuple[int, int, int] | None:
+    """The voxel (X, Y, Z of the model grid) under a click at (x_px, y_px) on a plane's picture, which may
+    hold several panels side by side; None for a click on a caption or a gap. The inverse of render_plane."""
+    axis = plane_axis(plane)
+    keep = [a for a in range(3) if a != axis]
+    size = [state["image"].shape[a] for a in keep]  # the cut is (first kept axis, second kept axis)
+    col_mm, row_mm = plane_spacing(state["spacing"], plane)
+    rows, cols = zoom_indices((size[1], size[0]), col_mm, row_mm)  # the picture is the cut transposed
+    panel = len(cols) + PANEL_GAP
+    column, y = int(x_px) % panel, int(y_px) - CAPTION_PX
+    if column >= len(cols) or not 0 <= y < len(rows) or x_px < 0:
+        return None
+    voxel = [0, 0, 0]
+    voxel[axis] = int(index)
+    voxel[keep[0]] = int(cols[column])
+    voxel[keep[1]] = size[1] - 1 - int(rows[y])  # drawn upside down: the first row at the bottom
+    return tuple(voxel)
+
+
 def captioned(picture: np.ndarray, caption: str) -> np.ndarray:
-    bar = Image.new("RGB", (picture.shape[1], 22), (255, 255, 255))
+    bar = Image.new("RGB", (picture.shape[1], CAPTION_PX), (255, 255, 255))
     ImageDraw.Draw(bar).text((6, 5), caption, fill=(20, 20, 20))
     return np.concatenate([np.asarray(bar), picture], axis=0)
 
@@ -70,5 +96,5 @@ def render_plane(state: dict | None, plane: str, index: int, mode: str = "overla
                                             window=window, mode=mode), col_mm, row_mm)
         caption = f"{state['names'].get(name, name)} - {plane}" if name else f"scan - {plane} (not segmented yet)"
         panels.append(captioned(picture, caption))
-    gap = np.full((panels[0].shape[0], 6, 3), 255, np.uint8)
+    gap = np.full((panels[0].shape[0], PANEL_GAP, 3), 255, np.uint8)
     return np.concatenate([p for pic in panels for p in (pic, gap)][:-1], axis=1)

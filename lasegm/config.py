@@ -38,6 +38,7 @@ class TrainConfig:
     scheduler: str = "cosine"  # cosine | constant
     loss: str = "dice_bce"  # dice_bce | dice | bce
     augment: bool = True
+    mirror: bool = False  # with augment: random left-right and up-down flips (nnU-Net style; pairs with --flip_tta)
     time_limit_min: float = 0.0  # stop after this many minutes of training (0 = no limit)
     seed: int = 0
     select: str = "best"  # checkpoint kept: best validation epoch, or the last (cross-validation uses last)

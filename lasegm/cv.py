@@ -21,7 +21,7 @@ from lasegm import LasegmError
 from lasegm.config import TrainConfig
 from lasegm.metrics import PATIENT_METRICS, summarize
 from lasegm.split import FOLDS_FORMAT, read_split, split_hash
-from lasegm.utils import write_csv, write_json
+from lasegm.utils import available_cores, write_csv, write_json
 
 OOF_FORMAT = "lasegm.oof/1"
 CV_METRIC = "cv/oof_dice_3d"  # what a sweep of `lasegm cv` optimises (logged in the out-of-fold run's summary)
@@ -54,6 +54,8 @@ def run_cv(cfg: TrainConfig, name: str, folds: list[int] | None = None, jobs: in
         t0 = time.perf_counter()
         with _without_agent_run():
             if jobs > 1:
+                if cfg.workers < 0:  # folds share the cores: the loader workers too
+                    cfg = dataclasses.replace(cfg, workers=max(0, available_cores() // jobs - 1))
                 _run_parallel([fold_config(cfg, name, f) for f in folds], cv_dir, jobs)
             else:
                 from lasegm.train import train

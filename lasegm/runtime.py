@@ -11,7 +11,6 @@ A runner maps a (N, C, S, S) float32 batch to (N, S, S) logits. `open_runner` pi
 from __future__ import annotations
 
 import importlib.util
-import os
 import warnings
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from lasegm import LasegmError
 from lasegm.checkpoint import ONNX_FILE
+from lasegm.utils import available_cores
 
 BACKENDS = ("auto", "onnx", "torch")
 ONNX_INPUT, ONNX_OUTPUT = "slices", "logits"
@@ -109,7 +109,7 @@ def open_runner(ckpt_dir, config: dict, backend: str = "auto", device: str = "au
         usable = onnx_path.is_file() and onnxruntime_installed() and device in ("auto", "cpu")
         if usable and not (device == "auto" and nvidia_gpu_present()):
             try:
-                return OnnxRunner(onnx_path, config.get("weights_sha256"), _threads())
+                return OnnxRunner(onnx_path, config.get("weights_sha256"), available_cores())
             except LasegmError as e:
                 warnings.warn(f"{e}; using PyTorch instead", stacklevel=2)
         return TorchRunner.from_checkpoint(ckpt_dir, device)
@@ -118,17 +118,9 @@ def open_runner(ckpt_dir, config: dict, backend: str = "auto", device: str = "au
             raise LasegmError(f"{onnx_path}: not found; make it with: lasegm export-onnx --checkpoint {ckpt_dir}")
         if not onnxruntime_installed():
             raise LasegmError("--backend onnx needs the onnxruntime package (pip install onnxruntime)")
-        runner = OnnxRunner(onnx_path, config.get("weights_sha256"), _threads())
+        runner = OnnxRunner(onnx_path, config.get("weights_sha256"), available_cores())
         if device not in ("auto", runner.device):
             raise LasegmError(f"--device {device}: ONNX Runtime here runs on {runner.device}; "
                               "use --backend torch for other devices")
         return runner
     return TorchRunner.from_checkpoint(ckpt_dir, device)
-
-
-def _threads() -> int:
-    """The cores this process may use (ORT's own default counts physical cores, which can be fewer)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1

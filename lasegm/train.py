@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import random
 import time
 from collections import Counter
@@ -35,28 +34,31 @@ from lasegm.preprocess import Preprocessing, axis_codes, stack_context
 from lasegm.runtime import TorchRunner
 from lasegm.split import split_cases, split_hash
 from lasegm.tracking import Tracker
-from lasegm.utils import resolve_device, set_cpu_threads, write_csv, write_json
+from lasegm.utils import available_cores, resolve_device, set_cpu_threads, write_csv, write_json
 
 
-def augmentation(seed: int | None = None) -> A.Compose:
-    # No flips: left/right and up/down are anatomically fixed in these scans. No gamma either:
-    # slices are z-scored (negative values), where a power transform gives NaN.
+def augmentation(seed: int | None = None, mirror: bool = False) -> A.Compose:
+    # No flips by default: left/right and up/down are anatomically fixed in these scans. nnU-Net mirrors
+    # anyway (mirror=True), which is what makes its mirrored test-time augmentation help rather than hurt.
+    # No gamma: slices are z-scored (negative values), where a power transform gives NaN.
     return A.Compose([
         A.Affine(scale=(0.85, 1.15), rotate=(-15, 15), translate_percent=(-0.08, 0.08), p=0.7),
         A.ElasticTransform(alpha=20, sigma=5, p=0.15),
         A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
         A.GaussNoise(std_range=(0.0, 0.05), p=0.2),
+        *([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)] if mirror else []),
     ], seed=seed)  # albumentations keeps its own RNG: without a seed, reruns of one command differ
 
 
 class SliceDataset(torch.utils.data.Dataset):
     """(case, z) pairs -> (C, S, S) image with 2*context+1 channels, (1, S, S) mask."""
 
-    def __init__(self, cases: list[CachedCase], context: int, augment: bool, seed: int | None = None):
+    def __init__(self, cases: list[CachedCase], context: int, augment: bool, seed: int | None = None,
+                 mirror: bool = False):
         self.cases, self.context = cases, context
         self.index = [(i, z) for i, c in enumerate(cases) for z in range(len(c.image))]
         self.has_fg = np.array([bool(cases[i].label[z].any()) for i, z in self.index])
-        self.transform = augmentation(seed) if augment else None
+        self.transform = augmentation(seed, mirror) if augment else None
 
     def __len__(self):
         return len(self.index)
@@ -186,7 +188,7 @@ def setup(cfg: TrainConfig, quiet: bool = False) -> Setup:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels once
 
-    data = SliceDataset(train_cases, pre.context, cfg.augment, seed=cfg.seed)
+    data = SliceDataset(train_cases, pre.context, cfg.augment, seed=cfg.seed, mirror=cfg.mirror)
     n_samples = cfg.samples_per_epoch or len(data)
     sampler = torch.utils.data.WeightedRandomSampler(data.sample_weights(cfg.fg_fraction), n_samples,
                                                      generator=torch.Generator().manual_seed(cfg.seed))
@@ -221,14 +223,7 @@ def loader_workers(requested: int, device: torch.device) -> int:
         return requested
     if device.type != "cuda":
         return 0
-    return max(1, min(8, _available_cores() - 1))
-
-
-def _available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+    return max(1, min(8, available_cores() - 1))
 
 
 def train_epoch(s: Setup, epoch: int, quiet: bool = False) -> dict:

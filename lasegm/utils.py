@@ -127,8 +127,16 @@ def resolve_device(name: str = "auto"):
     return device
 
 
+def available_cores() -> int:
+    """The cores this process may use (cgroups and taskset can give fewer than the machine has)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def set_cpu_threads(n: int = 0) -> None:
     """Use all cores by default (torch sometimes picks fewer in containers)."""
     import torch
 
-    torch.set_num_threads(n if n > 0 else (os.cpu_count() or 1))
+    torch.set_num_threads(n if n > 0 else available_cores())

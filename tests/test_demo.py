@@ -227,6 +227,16 @@ def test_real_browser_three_planes_3d_view_sliders_and_honest_state(server, tmp_
             page.locator(f"#slider-{plane} input[type=range]").fill("20")
             page.wait_for_function(f"src => {{ const i = document.querySelector('#view-{plane} img'); "
                                    "return i && i.src !== src; }", arg=before, timeout=30_000)
+        # a click on the axial picture moves the coronal and sagittal planes through that point
+        sliders = {p: f"#slider-{p} input[type=range]" for p in ("coronal", "sagittal")}
+        before = {p: _src(page, p) for p in sliders}
+        image = page.locator("#view-axial img")
+        box = image.bounding_box()
+        image.click(position={"x": box["width"] * 0.42, "y": box["height"] * 0.6})
+        for plane, slider in sliders.items():
+            page.wait_for_function(f"src => {{ const i = document.querySelector('#view-{plane} img'); "
+                                   "return i && i.src !== src; }", arg=before[plane], timeout=30_000)
+            assert page.locator(slider).input_value() != "20"
         page.screenshot(path=str(Path(os.environ.get("LASEGM_SCREENSHOT_DIR", "/tmp")) / "demo.png"), full_page=True)
         # another example: the previous patient's result goes at once; its scan previews instead
         page.get_by_text("la_019_image.nii.gz").first.click()
@@ -338,6 +348,35 @@ def test_implausible_result_is_flagged_not_refused(tmp_path):
     warning = metrics["models"][0]["warnings"][0]
     assert warning.startswith(("no atrium found", "implausible atrium volume")) and warning in table
     assert len([f for f in files if f.endswith(".nii.gz")]) == 1  # the result is still there to inspect
+
+
+def test_a_click_on_any_panel_finds_the_voxel_under_it():
+    """voxel_at inverts the drawing: caption bar, side-by-side panels, physical zoom, upside-down rows."""
+    sys.path.insert(0, str(REPO / "demo"))
+    import viewer
+
+    shape, spacing = (40, 30, 12), (0.8, 1.1, 2.5)
+    mask = np.zeros(shape, np.uint8)
+    state = {"image": np.random.default_rng(0).normal(size=shape).astype(np.float32), "spacing": spacing,
+             "label": None, "masks": {"unet": mask, "fpn": mask}, "names": {}, "window": (-1.0, 1.0)}
+    for plane, index in (("axial", 5), ("coronal", 17), ("sagittal", 33)):
+        picture = viewer.render_plane(state, plane, index)
+        axis = viewer.plane_axis(plane)
+        keep = [a for a in range(3) if a != axis]
+        col_mm, row_mm = viewer.plane_spacing(spacing, plane)
+        rows, cols = viewer.zoom_indices((shape[keep[1]], shape[keep[0]]), col_mm, row_mm)
+        assert picture.shape[0] == viewer.CAPTION_PX + len(rows)
+        assert picture.shape[1] == 2 * len(cols) + viewer.PANEL_GAP
+        for a, b in ((0, 0), (shape[keep[0]] - 1, shape[keep[1]] - 1), (7, 3)):
+            c = int(np.flatnonzero(cols == a)[0])
+            r = int(np.flatnonzero(rows == shape[keep[1]] - 1 - b)[0])
+            expected = [0, 0, 0]
+            expected[axis], expected[keep[0]], expected[keep[1]] = index, a, b
+            for panel in (0, 1):  # either model's panel
+                x = c + panel * (len(cols) + viewer.PANEL_GAP)
+                assert viewer.voxel_at(state, plane, index, x, r + viewer.CAPTION_PX) == tuple(expected)
+        assert viewer.voxel_at(state, plane, index, 3, 5) is None  # the caption
+        assert viewer.voxel_at(state, plane, index, len(cols) + 2, 100) is None  # the gap between panels
 
 
 def test_slices_are_shown_at_their_physical_aspect():

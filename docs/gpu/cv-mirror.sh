@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Issue #13, next step, prepared for one lent GPU call (not yet run): nnU-Net-style mirroring in training, with
+# and without mirrored TTA, as 5-fold CVs of the committed recipes (splits/cv5.json): 4 CVs = 20 trainings at once
+# (18 took 9 min on one H100). Carry .devrun/ as for docs/gpu/2026-11-27-h100-v2.sh. Usage: bash docs/gpu/cv-mirror.sh [tiny]
+set -uo pipefail
+T0=$(date +%s)
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+if [ -d .devrun/whl ] && ! python3 -c "import segmentation_models_pytorch" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .devrun/whl/*.whl && cp -r .devrun/site/* /tmp/site/ || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+export PYTHONPATH=${PYTHONPATH:-}:$PWD
+if [ ! -d "${LASEGM_DATA:-/nonexistent}" ]; then mkdir -p /tmp/data && tar xJf .devrun/data.tar.xz -C /tmp/data && export LASEGM_DATA=/tmp/data/Task02_Heart; fi
+export LASEGM_CACHE=${LASEGM_CACHE:-/tmp/cache} WANDB_MODE=disabled PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
+RUNS=/tmp/runs; rm -rf $RUNS; mkdir -p $RUNS
+# 20 processes share 16 cores: one thread and no loader workers each
+COMMON="--epochs=40 --samples_per_epoch=800 --batch_size=16 --fov_mm=200 --context=1 --seed=0 --augment=true --mirror=true --largest_component=true --time_limit_min=7.3 --num_threads=1 --workers=0"
+if [ "${1:-}" = tiny ]; then COMMON="--epochs=1 --samples_per_epoch=32 --batch_size=16 --fov_mm=200 --context=1 --mirror=true --num_threads=1 --workers=0"; fi
+UNET="--arch=unet --encoder=efficientnet-b0 --decoder_width=128 --image_size=160 --lr=0.0016 --loss=dice"
+FPN="--arch=fpn --encoder=resnet18 --decoder_width=128 --image_size=160 --lr=0.003 --loss=dice_bce"
+PSP="--arch=pspnet --encoder=resnet18 --image_size=224 --lr=0.003 --loss=dice_bce"
+pids=()
+for job in unet-mirror-tta:UNET:true unet-mirror:UNET:false fpn-mirror-tta:FPN:true pspnet-mirror-tta:PSP:true; do
+  IFS=: read -r name recipe tta <<< "$job"
+  python3 -m lasegm --quiet cv --name=$name --jobs=5 ${!recipe} $COMMON --flip_tta=$tta --split_file=splits/cv5.json \
+    --out_dir=$RUNS > $RUNS/cv-$name.log 2>&1 &
+  pids+=($!)
+done
+( while sleep 60; do echo "t=$(( $(date +%s) - T0 ))s $(nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null)"; done ) &
+MON=$!
+for p in "${pids[@]}"; do wait $p; done
+kill $MON 2>/dev/null
+echo "all done at $(( $(date +%s) - T0 ))s"
+tail -n 3 $RUNS/cv-*.log
+(cd $RUNS && tar czf $OUT/results.tgz --exclude='*.safetensors' --exclude='*.onnx' --exclude='curves.png' .)
+ls -la $OUT
