@@ -1,18 +1,10 @@
 #!/usr/bin/env bash
 # Issue #13, next step, prepared for one lent GPU call (not yet run): nnU-Net-style mirroring in training, with
 # and without mirrored TTA, as 5-fold CVs of the committed recipes (splits/cv5.json): 4 CVs = 20 trainings at once
-# (18 took 9 min on one H100). Carry .devrun/ as for docs/gpu/2026-11-27-h100-v2.sh. Usage: bash docs/gpu/cv-mirror.sh [tiny]
+# (18 took 9 min on one H100). Carry .devrun/ as for docs/gpu/2026-11-27-h100-v2.sh. Usage: bash docs/gpu/cv-mirror.sh [tiny]  (a CPU dry run: JOBS=1 OUT=/tmp/o bash docs/gpu/cv-mirror.sh tiny)
 set -uo pipefail
 T0=$(date +%s)
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-if [ -d .devrun/whl ] && ! python3 -c "import segmentation_models_pytorch" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .devrun/whl/*.whl && cp -r .devrun/site/* /tmp/site/ || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-fi
-export PYTHONPATH=${PYTHONPATH:-}:$PWD
-if [ ! -d "${LASEGM_DATA:-/nonexistent}" ]; then mkdir -p /tmp/data && tar xJf .devrun/data.tar.xz -C /tmp/data && export LASEGM_DATA=/tmp/data/Task02_Heart; fi
-export LASEGM_CACHE=${LASEGM_CACHE:-/tmp/cache} WANDB_MODE=disabled PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
+source docs/gpu/setup.sh
 RUNS=/tmp/runs; rm -rf $RUNS; mkdir -p $RUNS
 # 20 processes share 16 cores: one thread and no loader workers each
 COMMON="--epochs=40 --samples_per_epoch=800 --batch_size=16 --fov_mm=200 --context=1 --seed=0 --augment=true --mirror=true --largest_component=true --time_limit_min=7.3 --num_threads=1 --workers=0"
@@ -23,7 +15,7 @@ PSP="--arch=pspnet --encoder=resnet18 --image_size=224 --lr=0.003 --loss=dice_bc
 pids=()
 for job in unet-mirror-tta:UNET:true unet-mirror:UNET:false fpn-mirror-tta:FPN:true pspnet-mirror-tta:PSP:true; do
   IFS=: read -r name recipe tta <<< "$job"
-  python3 -m lasegm --quiet cv --name=$name --jobs=5 ${!recipe} $COMMON --flip_tta=$tta --split_file=splits/cv5.json \
+  python3 -m lasegm --quiet cv --name=$name --jobs=${JOBS:-5} ${!recipe} $COMMON --flip_tta=$tta --split_file=splits/cv5.json \
     --out_dir=$RUNS > $RUNS/cv-$name.log 2>&1 &
   pids+=($!)
 done

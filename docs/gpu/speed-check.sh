@@ -6,15 +6,7 @@
 # The first run also builds the slice cache (its epoch times in history.csv exclude that). Carry .devrun/ as for docs/gpu/2026-11-27-h100-v2.sh (data.tar.xz, site/, whl/). Usage: bash docs/gpu/speed-check.sh [tiny]
 set -uo pipefail
 T0=$(date +%s)
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-if [ -d .devrun/whl ] && ! python3 -c "import segmentation_models_pytorch" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .devrun/whl/*.whl && cp -r .devrun/site/* /tmp/site/ || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-fi
-export PYTHONPATH=${PYTHONPATH:-}:$PWD
-if [ ! -d "${LASEGM_DATA:-/nonexistent}" ]; then mkdir -p /tmp/data && tar xJf .devrun/data.tar.xz -C /tmp/data && export LASEGM_DATA=/tmp/data/Task02_Heart; fi
-export LASEGM_CACHE=${LASEGM_CACHE:-/tmp/cache} WANDB_MODE=disabled PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null; nproc
+source docs/gpu/setup.sh
 UNET="--arch=unet --encoder=efficientnet-b0 --decoder_width=128 --image_size=160 --lr=0.0016 --loss=dice --fov_mm=200 --context=1 --seed=0 --batch_size=16 --samples_per_epoch=800"
 EPOCHS=40; OLD_EPOCHS=10
 if [ "${1:-}" = tiny ]; then EPOCHS=1; OLD_EPOCHS=1; UNET="$UNET --samples_per_epoch=32"; fi

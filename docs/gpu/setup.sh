@@ -1,0 +1,11 @@
+# Sourced by the GPU scripts: python packages and data on a bare lent machine (torch is there; the rest
+# comes in .devrun/, see docs/gpu/2026-11-27-h100-v2.sh and research_log.md), a slice cache, W&B off.
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+if [ -d .devrun/whl ] && ! python3 -c "import segmentation_models_pytorch" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .devrun/whl/*.whl && cp -r .devrun/site/* /tmp/site/ || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+export PYTHONPATH=${PYTHONPATH:-}:$PWD
+if [ ! -d "${LASEGM_DATA:-/nonexistent}" ]; then mkdir -p /tmp/data && tar xJf .devrun/data.tar.xz -C /tmp/data && export LASEGM_DATA=/tmp/data/Task02_Heart; fi
+export LASEGM_CACHE=${LASEGM_CACHE:-/tmp/cache} WANDB_MODE=disabled PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null; nproc
