@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue #13, next step, prepared for one lent GPU call (not yet run): nnU-Net-style mirroring in training, with
-# and without mirrored TTA, as 5-fold CVs of the committed recipes (splits/cv5.json): 4 CVs = 20 trainings at once
+# and without mirrored TTA (tiny mode dry-run on 2 CPU cores with JOBS=1, 2026-11-27), as 5-fold CVs of the committed recipes (splits/cv5.json): 4 CVs = 20 trainings at once
 # (18 took 9 min on one H100). Carry .devrun/ as for docs/gpu/2026-11-27-h100-v2.sh. Usage: bash docs/gpu/cv-mirror.sh [tiny]  (a CPU dry run: JOBS=1 OUT=/tmp/o bash docs/gpu/cv-mirror.sh tiny)
 set -uo pipefail
 T0=$(date +%s)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue #12, item 4, prepared for one lent GPU call (not yet run: no GPU was lent when it was written).
+# Issue #12, item 4, prepared for one lent GPU call (not yet run on a GPU; its tiny mode ran on 2 CPU cores, 2026-11-27).
 # The final U-Net recipe (40 epochs x 800 slices, splits/split.json) with the new defaults (DataLoader workers
 # beside a GPU, bf16 autocast, channels_last, cuDNN autotuning), then 10 epochs of the old data path
 # (--workers=0 --channels_last=false) for comparison; GPU utilisation sampled every 2 s.
