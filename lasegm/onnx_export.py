@@ -1,4 +1,5 @@
-"""`lasegm export-onnx` (needs PyTorch and the onnx package): write a checkpoint's model.onnx, the same network for ONNX Runtime.
+"""`lasegm export-onnx`: write a checkpoint's model.onnx, the same network for ONNX Runtime (exporting needs
+PyTorch and the onnx package; running it needs only onnxruntime).
 
 The file is checked before it is kept: ONNX Runtime must reproduce the PyTorch logits on random
 input, and it records the sha256 of the weights it came from, so a retrained model.safetensors is
@@ -19,7 +20,7 @@ from segmentation_models_pytorch.decoders.pspnet.decoder import PSPBlock
 
 from lasegm import LasegmError, __version__
 from lasegm.checkpoint import CONFIG_FILE, ONNX_FILE, WEIGHTS_FILE, checkpoint_recipe
-from lasegm.preprocess import _resize_weights
+from lasegm.preprocess import resize_weights
 from lasegm.runtime import ONNX_INPUT, ONNX_OUTPUT, OnnxRunner
 from lasegm.utils import atomic_path
 
@@ -64,8 +65,8 @@ class PoolByMatmul(torch.nn.Module):
 
     def __init__(self, in_size: tuple[int, int], out_size: tuple[int, int]):
         super().__init__()
-        self.register_buffer("rows", torch.from_numpy(_resize_weights(in_size[0], out_size[0], "area")))
-        self.register_buffer("cols", torch.from_numpy(_resize_weights(in_size[1], out_size[1], "area").T.copy()))
+        self.register_buffer("rows", torch.from_numpy(resize_weights(in_size[0], out_size[0], "area")))
+        self.register_buffer("cols", torch.from_numpy(resize_weights(in_size[1], out_size[1], "area").T.copy()))
 
     def forward(self, x):
         return torch.matmul(torch.matmul(self.rows, x), self.cols)

@@ -255,13 +255,13 @@ RESIZE_MODES = ("area", "bilinear", "bilinear_antialias")
 
 def resize(stack: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
     """Resample the last two axes of a (..., H, W) float array to `size`, separably: rows, then columns."""
-    rows = _resize_weights(stack.shape[-2], size[0], mode)
-    cols = _resize_weights(stack.shape[-1], size[1], mode)
+    rows = resize_weights(stack.shape[-2], size[0], mode)
+    cols = resize_weights(stack.shape[-1], size[1], mode)
     return np.matmul(np.matmul(rows, np.asarray(stack, dtype=np.float32)), cols.T)
 
 
 @lru_cache(maxsize=64)
-def _resize_weights(n_in: int, n_out: int, mode: str) -> np.ndarray:
+def resize_weights(n_in: int, n_out: int, mode: str) -> np.ndarray:
     """(n_out, n_in) interpolation matrix with torch.nn.functional.interpolate's semantics
     (align_corners=False; the scale in float32, as torch computes it)."""
     if mode not in RESIZE_MODES:
