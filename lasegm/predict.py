@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nibabel as nib
@@ -153,9 +154,11 @@ def run_predict(checkpoint, input_path, output, label=None, overlay=None, animat
 
     if not str(output).endswith((".nii", ".nii.gz")):
         raise LasegmError(f"{output}: output must end in .nii or .nii.gz")
-    seg = load_segmenter(checkpoint, device=device, largest_component=largest_component, flip_tta=flip_tta,
-                         backend=backend)
-    vol = load_volume(input_path, label)
+    with ThreadPoolExecutor(1) as pool:  # read the scan while the model loads (both mostly outside the GIL)
+        reading = pool.submit(load_volume, input_path, label)
+        seg = load_segmenter(checkpoint, device=device, largest_component=largest_component, flip_tta=flip_tta,
+                             backend=backend)
+        vol = reading.result()
     bar = tqdm(total=vol.image.shape[2], desc="segment", unit="slice", disable=quiet)
 
     def progress(done, total):
