@@ -107,10 +107,10 @@ def _psp_block_forward(self, x):
 def _finish(path: Path, config: dict) -> None:
     """Point the weights into model.safetensors instead of copying them, and record where the file came from.
 
-    safetensors stores each tensor as raw little-endian bytes, which is what ONNX external data reads: every
-    fp16-exact initializer becomes an fp16 tensor at its offset in model.safetensors (found by content,
-    whatever name the exporter gave it), followed by a Cast to fp32 that ONNX Runtime folds at load. The
-    weights exist once in the checkpoint; model.onnx holds the graph (~0.1-0.5 MB)."""
+    safetensors stores each tensor as raw little-endian bytes, which is what ONNX external data reads: each
+    initializer found among the checkpoint's tensors (by content, whatever name the exporter gave it) is read
+    from its offset in model.safetensors. An fp16 checkpoint's weights become fp16 tensors followed by a Cast
+    to fp32 that ONNX Runtime folds at load. The weights exist once; model.onnx holds the graph (~0.1 MB)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -121,18 +121,21 @@ def _finish(path: Path, config: dict) -> None:
     for init in graph.initializer:
         if init.data_type != TensorProto.FLOAT:
             continue
-        values = numpy_helper.to_array(init)
+        values = numpy_helper.to_array(init).astype("<f4")
         half = values.astype("<f2")
-        where = located.get(half.tobytes()) if np.array_equal(half.astype(np.float32), values) else None
-        if where is None:  # not a checkpoint weight (e.g. PoolByMatmul's matrices): stays inside the file
+        name, dims = init.name, list(values.shape)
+        if np.array_equal(half.astype(np.float32), values) and half.tobytes() in located:
+            where, tensor = located[half.tobytes()], TensorProto(name=f"{name}__fp16", data_type=TensorProto.FLOAT16,
+                                                                 dims=dims)
+            casts.append(helper.make_node("Cast", [tensor.name], [name], to=TensorProto.FLOAT))
+        elif values.tobytes() in located:
+            where, tensor = located[values.tobytes()], TensorProto(name=name, data_type=TensorProto.FLOAT, dims=dims)
+        else:  # not a checkpoint weight (e.g. PoolByMatmul's matrices): stays inside the file
             continue
-        name = init.name
-        tensor = TensorProto(name=f"{name}__fp16", data_type=TensorProto.FLOAT16, dims=list(values.shape),
-                             data_location=TensorProto.EXTERNAL)
+        tensor.data_location = TensorProto.EXTERNAL
         for key, value in (("location", WEIGHTS_FILE), ("offset", str(where[0])), ("length", str(where[1]))):
             tensor.external_data.add(key=key, value=value)
         init.CopyFrom(tensor)
-        casts.append(helper.make_node("Cast", [f"{name}__fp16"], [name], to=TensorProto.FLOAT))
     nodes = list(graph.node)
     del graph.node[:]
     graph.node.extend(casts + nodes)
@@ -147,11 +150,11 @@ def _finish(path: Path, config: dict) -> None:
 
 
 def _safetensors_locations(weights: Path) -> dict[bytes, tuple[int, int]]:
-    """fp16 tensor bytes -> (offset, length) in the file (format: u64 header size, JSON header, data)."""
+    """fp16 / fp32 tensor bytes -> (offset, length) in the file (format: u64 header size, JSON header, data)."""
     with open(weights, "rb") as fh:
         header_size = int.from_bytes(fh.read(8), "little")
         header = json.loads(fh.read(header_size))
         data = fh.read()
     start = 8 + header_size
     return {data[b:e]: (start + b, e - b) for name, info in header.items() if name != "__metadata__"
-            and info["dtype"] == "F16" for b, e in [info["data_offsets"]]}
+            and info["dtype"] in ("F16", "F32") for b, e in [info["data_offsets"]]}

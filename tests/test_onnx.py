@@ -17,15 +17,16 @@ from lasegm.cli import main
 from lasegm.data import load_volume
 from lasegm.metrics import dice
 from lasegm.models import ARCHITECTURES, SERVED, build_model, model_kwargs, save_checkpoint
+from lasegm.onnx_export import export_onnx
 from lasegm.predict import Segmenter
 from lasegm.preprocess import resize
 
 
-def _checkpoint(folder, arch, seed=0):
+def _checkpoint(folder, arch, seed=0, half=True):
     torch.manual_seed(seed)
     kwargs = model_kwargs(arch, "resnet18", 1, decoder_width=32)
     meta = {"arch": arch, "encoder": "resnet18", "model_kwargs": kwargs, "preprocessing": TEST_PREPROCESSING}
-    return save_checkpoint(folder, build_model(arch, kwargs), meta, half=True)  # fp16, as the served ones
+    return save_checkpoint(folder, build_model(arch, kwargs), meta, half=half)  # fp16 by default, as the served ones
 
 
 @pytest.mark.parametrize("size_in, size_out", [((200, 200), (160, 160)), ((320, 320), (160, 160)),
@@ -132,6 +133,14 @@ def test_committed_onnx_files_belong_to_the_committed_weights():
         assert json.loads(meta.custom_metadata_map["preprocessing"]) == config["preprocessing"]
         # the graph only: its weights are read from model.safetensors, never stored twice
         assert (folder / "model.onnx").stat().st_size < 1e6 < (folder / "model.safetensors").stat().st_size
+
+
+@pytest.mark.parametrize("half", [True, False])
+def test_model_onnx_reads_its_weights_from_the_safetensors_file(half, tmp_path):
+    """fp16 or fp32 checkpoints alike: the weights are stored once, and the export still matches PyTorch."""
+    folder = _checkpoint(tmp_path / "unet", "unet", half=half)
+    path, difference = export_onnx(folder)
+    assert path.stat().st_size < 0.01 * (folder / "model.safetensors").stat().st_size and difference < 1e-3
 
 
 def test_publishing_a_checkpoint_writes_its_onnx_beside_it(tmp_path):
