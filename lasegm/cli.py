@@ -60,6 +60,10 @@ def build_parser(arch_choices: bool = True) -> argparse.ArgumentParser:
     c.add_argument("--jobs", type=int, default=1, help="folds trained at once, each in its own process (GPU)")
     c.add_argument("--collect_only", "--collect-only", action="store_true",
                    help="only (re)write the out-of-fold table from finished folds")
+    c.add_argument("--reevaluate", action="store_true",
+                   help="segment each fold's held-out patients again with its checkpoint and this command's "
+                        "--largest_component / --flip_tta (post-processing chosen on every patient, no retraining); "
+                        "writes oof-lc-<bool>-tta-<bool>.json")
     add_config_flags(c, arch_choices=arch_choices)
     c.set_defaults(split_file=DEFAULT_FOLDS_FILE)
 
@@ -193,7 +197,8 @@ def _dispatch(args) -> int:
 
         cfg = config_from_args(args)
         name = args.name or f"{cfg.arch}-{cfg.encoder}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run_cv(cfg, name, folds=args.folds, jobs=args.jobs, quiet=quiet, collect_only=args.collect_only)
+        run_cv(cfg, name, folds=args.folds, jobs=args.jobs, quiet=quiet, collect_only=args.collect_only,
+               reevaluate=args.reevaluate)
     elif args.command == "evaluate":
         from lasegm.evaluate import report_table, run_evaluate
 

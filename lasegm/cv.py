@@ -39,7 +39,7 @@ def _flags(cfg: TrainConfig) -> list[str]:
 
 
 def run_cv(cfg: TrainConfig, name: str, folds: list[int] | None = None, jobs: int = 1, quiet: bool = False,
-           collect_only: bool = False) -> dict:
+           collect_only: bool = False, reevaluate: bool = False) -> dict:
     split = read_split(cfg.split_file)
     if split["format"] != FOLDS_FORMAT:
         raise LasegmError(f"{cfg.split_file}: not a folds file; make one with `lasegm split --folds 5 "
@@ -50,6 +50,8 @@ def run_cv(cfg: TrainConfig, name: str, folds: list[int] | None = None, jobs: in
     if bad:
         raise LasegmError(f"--folds {bad}: {cfg.split_file} has folds 0..{k - 1}")
     cv_dir = Path(cfg.out_dir) / "cv" / name
+    if reevaluate:
+        return reevaluate_folds(cv_dir, split, cfg, quiet)
     if not collect_only:
         t0 = time.perf_counter()
         with _without_agent_run():
@@ -104,36 +106,74 @@ def collect(cv_dir: Path, split: dict, cfg: TrainConfig) -> dict:
     """Out-of-fold table from the folds' summaries; every patient must be validated exactly once."""
     rows, runs = [], []
     for f, fold_cases in enumerate(split["folds"]):
-        summary_path = cv_dir / f"fold-{f}" / "summary.json"
-        if not summary_path.is_file():
-            raise LasegmError(f"{summary_path}: missing; fold {f} has not been trained (run `lasegm cv` for it)")
-        s = json.loads(summary_path.read_text())
-        got = sorted(r["case"] for r in s["per_patient_val"])
-        if got != sorted(fold_cases):
-            raise LasegmError(f"{summary_path}: validated {got}, but fold {f} of the folds file is {sorted(fold_cases)}"
-                              " (trained with another folds file?)")
+        s = _fold_summary(cv_dir, f, fold_cases)
         rows += [{**r, "fold": f} for r in s["per_patient_val"]]
         runs.append({"fold": f, "epochs": s["epochs_run"], "training_time_s": s["training_time_s"],
                      "device": s["device"], "checkpoint": s["checkpoint"]})
+    return _write_oof(cv_dir, "oof", rows, runs, cfg)
+
+
+def reevaluate_folds(cv_dir: Path, split: dict, cfg: TrainConfig, quiet: bool = False) -> dict:
+    """The out-of-fold table again, each fold's checkpoint segmenting its own held-out patients from the
+    scans with `cfg`'s post-processing (largest component, flip TTA): post-processing chosen on every
+    patient without retraining (nnU-Net chooses its post-processing on out-of-fold predictions too)."""
+    from lasegm.data import default_data_dir, find_cases, load_case
+    from lasegm.metrics import patient_row
+    from lasegm.predict import Segmenter
+
+    cases = {c.case_id: c for c in find_cases(cfg.data or default_data_dir())}
+    post = cfg.postprocessing()
+    rows, runs = [], []
+    for f, fold_cases in enumerate(split["folds"]):
+        _fold_summary(cv_dir, f, fold_cases)  # the fold exists and held these patients out
+        seg = Segmenter(cv_dir / f"fold-{f}" / "checkpoint", device=cfg.device,
+                        largest_component=post.largest_component, flip_tta=post.flip_tta)
+        for case_id in fold_cases:
+            vol = load_case(cases[case_id])
+            t0 = time.perf_counter()
+            mask = seg.segment(vol)
+            rows.append({**patient_row(case_id, mask, vol.label, vol.spacing, time.perf_counter() - t0), "fold": f})
+        runs.append({"fold": f, "checkpoint": seg.source, "backend": seg.backend})
+        if not quiet:
+            print(f"[cv {cv_dir.name}] fold {f} re-evaluated", flush=True)
+    tag = f"lc-{str(post.largest_component).lower()}-tta-{str(post.flip_tta).lower()}"
+    # the recipe is the folds' own (this command's training flags played no part)
+    return _write_oof(cv_dir, f"oof-{tag}", rows, runs, cfg, postprocessing=post.to_dict(),
+                      recipe=seg.config.get("train_config", cfg.recipe_dict()))
+
+
+def _fold_summary(cv_dir: Path, f: int, fold_cases: list[str]) -> dict:
+    summary_path = cv_dir / f"fold-{f}" / "summary.json"
+    if not summary_path.is_file():
+        raise LasegmError(f"{summary_path}: missing; fold {f} has not been trained (run `lasegm cv` for it)")
+    s = json.loads(summary_path.read_text())
+    got = sorted(r["case"] for r in s["per_patient_val"])
+    if got != sorted(fold_cases):
+        raise LasegmError(f"{summary_path}: validated {got}, but fold {f} of the folds file is {sorted(fold_cases)}"
+                          " (trained with another folds file?)")
+    return s
+
+
+def _write_oof(cv_dir: Path, stem: str, rows: list[dict], runs: list[dict], cfg: TrainConfig, **extra) -> dict:
     rows.sort(key=lambda r: r["case"])
     result = {"format": OOF_FORMAT, "cv": cv_dir.name,
               "folds_file": cfg.split_file, "folds_sha256": split_hash(cfg.split_file), "patients": len(rows),
               "per_patient": rows, "summary": summarize(rows, PATIENT_METRICS), "folds": runs,
-              "recipe": cfg.recipe_dict()}
-    write_json(cv_dir / "oof.json", result)
-    write_csv(cv_dir / "oof.csv", rows)
+              "recipe": cfg.recipe_dict(), **extra}
+    write_json(cv_dir / f"{stem}.json", result)
+    write_csv(cv_dir / f"{stem}.csv", rows)
     d = result["summary"]["dice"]
     print(f"[cv {cv_dir.name}] out-of-fold 3D Dice over {len(rows)} patients: {d['mean']:.4f} ± {d['std']:.4f} "
-          f"(min {d['min']:.4f}); wrote {cv_dir}/oof.json and oof.csv", flush=True)
-    _log_oof(result, cfg)
+          f"(min {d['min']:.4f}); wrote {cv_dir}/{stem}.json and {stem}.csv", flush=True)
+    _log_oof(result, cfg, stem)
     return result
 
 
-def _log_oof(result: dict, cfg: TrainConfig) -> None:
+def _log_oof(result: dict, cfg: TrainConfig, stem: str = "oof") -> None:
     from lasegm.tracking import Tracker
 
-    tracker = Tracker(cfg.wandb_project, f"{result['cv']}-oof", cfg.wandb_mode, config=result["recipe"],
-                      group=result["cv"], job_type="oof")
+    tracker = Tracker(cfg.wandb_project, f"{result['cv']}-{stem}", cfg.wandb_mode, config=result["recipe"],
+                      group=result["cv"], job_type=stem)
     try:
         tracker.log_table("cv/oof_per_patient", result["per_patient"])
         s = result["summary"]

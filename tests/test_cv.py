@@ -62,6 +62,16 @@ def test_two_fold_cv_through_the_cli_writes_the_out_of_fold_table(dataset, tmp_p
         assert not set(config["trained_on"]) & set(folds[k])
     # the table is re-made from the finished folds alone; a split file is refused
     assert main(["--quiet", "cv", "--name", "tiny", "--collect_only", f"--data={dataset}", "--split_file=cv2.json"]) == 0
+    # post-processing chosen out of fold without retraining: each fold's checkpoint re-segments its own patients
+    base = ["--quiet", "cv", "--name", "tiny", "--reevaluate", f"--data={dataset}", "--split_file=cv2.json"]
+    assert main(base + ["--largest_component=true", "--flip_tta=false"]) == 0
+    again = json.loads((tmp_path / "runs" / "cv" / "tiny" / "oof-lc-true-tta-false.json").read_text())
+    assert [(r["case"], r["fold"]) for r in again["per_patient"]] == [(r["case"], r["fold"]) for r in oof["per_patient"]]
+    for a, b in zip(again["per_patient"], oof["per_patient"]):  # as validated in training (its cache is fp16)
+        assert abs(a["dice"] - b["dice"]) < 0.02
+    assert main(base + ["--flip_tta=true"]) == 0
+    mirrored = json.loads((tmp_path / "runs" / "cv" / "tiny" / "oof-lc-true-tta-true.json").read_text())
+    assert mirrored["postprocessing"]["flip_tta"] and mirrored["summary"]["dice"]["n"] == 7
     assert main(["--quiet", "split", "--data", str(dataset), "--split_file", "split.json"]) == 0
     assert main(["--quiet", "cv", "--name", "x", f"--data={dataset}", "--split_file=split.json", *TINY]) == 2
     assert "not a folds file" in capsys.readouterr().err

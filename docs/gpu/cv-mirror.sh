@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Issue #13, next step, prepared for one lent GPU call (not yet run): nnU-Net-style mirroring in training, with
-# and without mirrored TTA (tiny mode dry-run on 2 CPU cores with JOBS=1, 2026-11-27), as 5-fold CVs of the committed recipes (splits/cv5.json): 4 CVs = 20 trainings at once
-# (18 took 9 min on one H100). Carry .devrun/ as for docs/gpu/2026-11-27-h100-v2.sh. Usage: bash docs/gpu/cv-mirror.sh [tiny]  (a CPU dry run: JOBS=1 OUT=/tmp/o bash docs/gpu/cv-mirror.sh tiny)
+# Issue #13, next step, prepared for one lent GPU call (not yet run on a GPU; tiny mode dry-run on 2 CPU cores with
+# JOBS=1, 2026-11-27): nnU-Net-style mirroring in training, as 5-fold CVs of the committed recipes (splits/cv5.json),
+# U-Net also with context 2: 4 CVs = 20 trainings at once (18 took 9 min on one H100). Then every CV is
+# re-evaluated out of fold with mirrored TTA (`lasegm cv --reevaluate --flip_tta=true`: no retraining).
+# Carry .devrun/ as for docs/gpu/2026-11-27-h100-v2.sh.
+# Usage: bash docs/gpu/cv-mirror.sh [tiny]   (CPU dry run: JOBS=1 OUT=/tmp/o bash docs/gpu/cv-mirror.sh tiny)
 set -uo pipefail
 T0=$(date +%s)
 source docs/gpu/setup.sh
@@ -13,17 +16,26 @@ UNET="--arch=unet --encoder=efficientnet-b0 --decoder_width=128 --image_size=160
 FPN="--arch=fpn --encoder=resnet18 --decoder_width=128 --image_size=160 --lr=0.003 --loss=dice_bce"
 PSP="--arch=pspnet --encoder=resnet18 --image_size=224 --lr=0.003 --loss=dice_bce"
 pids=()
-for job in unet-mirror-tta:UNET:true unet-mirror:UNET:false fpn-mirror-tta:FPN:true pspnet-mirror-tta:PSP:true; do
-  IFS=: read -r name recipe tta <<< "$job"
-  python3 -m lasegm --quiet cv --name=$name --jobs=${JOBS:-5} ${!recipe} $COMMON --flip_tta=$tta --split_file=splits/cv5.json \
-    --out_dir=$RUNS > $RUNS/cv-$name.log 2>&1 &
+for job in unet-mirror:UNET: unet-mirror-context2:UNET:--context=2 fpn-mirror:FPN: pspnet-mirror:PSP:; do
+  IFS=: read -r name recipe extra <<< "$job"
+  python3 -m lasegm --quiet cv --name=$name --jobs=${JOBS:-5} ${!recipe} $COMMON $extra --flip_tta=false \
+    --split_file=splits/cv5.json --out_dir=$RUNS > $RUNS/cv-$name.log 2>&1 &
   pids+=($!)
 done
 ( while sleep 60; do echo "t=$(( $(date +%s) - T0 ))s $(nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null)"; done ) &
 MON=$!
 for p in "${pids[@]}"; do wait $p; done
+echo "trained at $(( $(date +%s) - T0 ))s"
+pids=()
+for name in unet-mirror unet-mirror-context2 fpn-mirror pspnet-mirror; do  # the same folds with mirrored TTA
+  python3 -m lasegm --quiet cv --name=$name --reevaluate --flip_tta=true --split_file=splits/cv5.json --out_dir=$RUNS \
+    > $RUNS/reeval-$name.log 2>&1 &
+  pids+=($!)
+done
+for p in "${pids[@]}"; do wait $p; done
 kill $MON 2>/dev/null
 echo "all done at $(( $(date +%s) - T0 ))s"
+tail -n 2 $RUNS/reeval-*.log
 tail -n 3 $RUNS/cv-*.log
 (cd $RUNS && tar czf $OUT/results.tgz --exclude='*.safetensors' --exclude='*.onnx' --exclude='curves.png' .)
 ls -la $OUT
