@@ -117,8 +117,8 @@ def reevaluate_folds(cv_dir: Path, split: dict, cfg: TrainConfig, quiet: bool = 
     """The out-of-fold table again, each fold's checkpoint segmenting its own held-out patients from the
     scans with `cfg`'s post-processing (largest component, flip TTA): post-processing chosen on every
     patient without retraining (nnU-Net chooses its post-processing on out-of-fold predictions too)."""
-    from lasegm.data import default_data_dir, find_cases, load_case
-    from lasegm.metrics import patient_row
+    from lasegm.data import default_data_dir, find_cases
+    from lasegm.evaluate import score_cases
     from lasegm.predict import Segmenter
 
     cases = {c.case_id: c for c in find_cases(cfg.data or default_data_dir())}
@@ -128,11 +128,7 @@ def reevaluate_folds(cv_dir: Path, split: dict, cfg: TrainConfig, quiet: bool = 
         _fold_summary(cv_dir, f, fold_cases)  # the fold exists and held these patients out
         seg = Segmenter(cv_dir / f"fold-{f}" / "checkpoint", device=cfg.device,
                         largest_component=post.largest_component, flip_tta=post.flip_tta)
-        for case_id in fold_cases:
-            vol = load_case(cases[case_id])
-            t0 = time.perf_counter()
-            mask = seg.segment(vol)
-            rows.append({**patient_row(case_id, mask, vol.label, vol.spacing, time.perf_counter() - t0), "fold": f})
+        rows += [{**row, "fold": f} for row in score_cases(seg, [cases[case_id] for case_id in fold_cases])]
         runs.append({"fold": f, "checkpoint": seg.source, "backend": seg.backend})
         if not quiet:
             print(f"[cv {cv_dir.name}] fold {f} re-evaluated", flush=True)

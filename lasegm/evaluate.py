@@ -23,15 +23,21 @@ def evaluate(checkpoint, data=None, split_file=DEFAULT_SPLIT_FILE, part="test", 
     cases = split_cases(split_file, find_cases(data or default_data_dir()))[part]
     if seg.config.get("split_sha256") and seg.config["split_sha256"] != split_hash(split_file):
         print(f"warning: {checkpoint} was trained with a different split file than {split_file}")
+    rows = score_cases(seg, tqdm(cases, desc=f"evaluating {part}", unit="patient", disable=quiet))
+    return {"checkpoint": seg.source, "arch": seg.arch, "split_file": str(split_file), "part": part,
+            "device": str(seg.device), "backend": seg.backend, "largest_component": seg.post.largest_component,
+            "flip_tta": seg.post.flip_tta, "per_patient": rows, "summary": summarize(rows, METRICS)}
+
+
+def score_cases(seg, cases) -> list[dict]:
+    """Each labelled case segmented from its scan and scored per patient (3D metrics, time)."""
     rows = []
-    for case in tqdm(cases, desc=f"evaluating {part}", unit="patient", disable=quiet):
+    for case in cases:
         vol = load_case(case)
         t0 = time.perf_counter()
         mask = seg.segment(vol)
         rows.append(patient_row(case.case_id, mask, vol.label, vol.spacing, time.perf_counter() - t0))
-    return {"checkpoint": seg.source, "arch": seg.arch, "split_file": str(split_file), "part": part,
-            "device": str(seg.device), "backend": seg.backend, "largest_component": seg.post.largest_component, "flip_tta": seg.post.flip_tta,
-            "per_patient": rows, "summary": summarize(rows, METRICS)}
+    return rows
 
 
 def report_table(result: dict) -> str:

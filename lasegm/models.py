@@ -156,8 +156,7 @@ def export_checkpoint(src: str | Path, dest: str | Path, postprocessing: dict | 
     loads, optionally recording post-processing chosen on validation, with its model.onnx (onnx=True).
     Written atomically."""
     src, dest = Path(src), Path(dest)
-    load_checkpoint(src)  # refuse to publish a checkpoint that does not load
-    config = read_checkpoint_config(src)
+    _, config = load_checkpoint(src)  # refuse to publish a checkpoint that does not load
     _, post = checkpoint_recipe(config, src / CONFIG_FILE)
     config["postprocessing"] = post.override(**(postprocessing or {})).to_dict()
     with atomic_dir(dest) as tmp:

@@ -33,19 +33,22 @@ def predict_slices(runner: Callable[[np.ndarray], np.ndarray], slices: np.ndarra
     `runner` maps a (N, C, S, S) batch to (N, S, S) logits (lasegm.runtime)."""
     slices = np.asarray(slices, dtype=np.float32)
     n = len(slices)
-    batches = [range(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+
+    def inputs(zs):  # a batch: each slice with its neighbours as channels
+        return np.stack([stack_context(slices, z, context) for z in zs])
+
     logits = np.empty(slices.shape, dtype=np.float32)
-    for zs in batches:
-        logits[zs.start : zs.stop] = runner(np.stack([stack_context(slices, z, context) for z in zs]))
+    for start in range(0, n, batch_size):
+        zs = np.arange(start, min(start + batch_size, n))
+        logits[zs] = runner(inputs(zs))
         if progress:
-            progress(zs.stop, n)
+            progress(int(zs[-1]) + 1, n)
     if tta:  # average with the left-right mirrored prediction
         floor = np.log(TTA_MIN_PROBABILITY / (1 - TTA_MIN_PROBABILITY))
         todo = np.flatnonzero(logits.reshape(n, -1).max(axis=1) >= floor)
         for start in range(0, len(todo), batch_size):
             zs = todo[start : start + batch_size]
-            mirrored = np.stack([stack_context(slices, z, context) for z in zs])[..., ::-1]
-            logits[zs] = 0.5 * (logits[zs] + runner(mirrored)[..., ::-1])
+            logits[zs] = 0.5 * (logits[zs] + runner(inputs(zs)[..., ::-1])[..., ::-1])
     return expit(logits)
 
 
@@ -170,8 +173,8 @@ def run_predict(checkpoint, input_path, output, label=None, overlay=None, animat
     seconds = time.perf_counter() - t0
     bar.close()
     write_mask(mask, vol, output)
-    result = {"output": str(output), "seconds": seconds, "backend": seg.backend, "volume_ml": float(mask.sum() * vol.voxel_ml),
-              "warnings": plausibility_warnings(mask, vol.voxel_ml)}
+    result = {"output": str(output), "seconds": seconds, "backend": seg.backend,
+              "volume_ml": float(mask.sum() * vol.voxel_ml), "warnings": plausibility_warnings(mask, vol.voxel_ml)}
     if vol.label is not None:
         result.update(case_metrics(mask, vol.label, vol.spacing))
     if overlay or animation:

@@ -17,7 +17,7 @@ Inverse (`restore`): the same steps backwards, to probabilities on the input's o
 Everything here is numpy: the ONNX Runtime backend predicts without importing torch, and both backends
 (and training) must see the same input. The resampling weights reproduce torch's `F.interpolate`
 ("area", "bilinear" with and without antialias, align_corners=False), which made the first
-checkpoints' training data; tests/test_preprocess.py checks the two agree.
+checkpoints' training data; tests/test_onnx.py checks the two agree.
 """
 
 from __future__ import annotations

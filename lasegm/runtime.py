@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from lasegm import LasegmError
-from lasegm.checkpoint import ONNX_FILE
+from lasegm.checkpoint import ONNX_FILE, WEIGHTS_FILE
 from lasegm.utils import available_cores
 
 BACKENDS = ("auto", "onnx", "torch")
@@ -55,7 +55,7 @@ class OnnxRunner:
             raise LasegmError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
         made_from = self.session.get_modelmeta().custom_metadata_map.get("weights_sha256")
         if weights_sha256 and made_from != weights_sha256:
-            raise LasegmError(f"{path} was exported from other weights than {path.parent / 'model.safetensors'}; "
+            raise LasegmError(f"{path} was exported from other weights than {path.parent / WEIGHTS_FILE}; "
                               f"re-export it: lasegm export-onnx --checkpoint {path.parent}")
         spec = self.session.get_inputs()[0]
         self.input_name, self.input_shape = spec.name, spec.shape  # ['batch', C, S, S]
