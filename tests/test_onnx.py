@@ -150,3 +150,51 @@ def test_publishing_a_checkpoint_writes_its_onnx_beside_it(tmp_path):
     shutil.rmtree(tmp_path / "served")
     assert main(["export", "--checkpoint", str(src), "--out", str(tmp_path / "served"), "--onnx", "false"]) == 0
     assert not (tmp_path / "served" / "model.onnx").exists()
+
+
+def test_onnx_runner_splitting_a_batch_across_cores_changes_nothing():
+    from lasegm.checkpoint import read_checkpoint_config
+    from lasegm.runtime import OnnxRunner
+
+    folder = REPO / "checkpoints" / "fpn"
+    sha = read_checkpoint_config(folder)["weights_sha256"]
+    one, split = OnnxRunner(folder / "model.onnx", sha, threads=1), OnnxRunner(folder / "model.onnx", sha, threads=2)
+    assert (one.parts, split.parts) == (1, 2)
+    x = np.random.default_rng(0).standard_normal((5, 3, 160, 160)).astype(np.float32)
+    np.testing.assert_array_equal(split(x), one(x))
+
+
+def test_predict_slices_runs_only_the_slices_asked_for():
+    from lasegm.predict import predict_slices
+
+    seen = []
+
+    def runner(batch):
+        seen.append(len(batch))
+        return np.full((len(batch), *batch.shape[2:]), 3.0, np.float32)
+
+    probs = predict_slices(runner, np.zeros((10, 8, 8), np.float32), context=1, batch_size=4, only=np.array([2, 5, 6]))
+    assert seen == [3]
+    assert np.allclose(probs[[2, 5, 6]], 1 / (1 + np.exp(-3.0))) and not probs[[0, 1, 3, 4, 7, 8, 9]].any()
+
+
+def test_ensemble_skips_only_slices_it_cannot_change(real_data):
+    """The third member is run only where the first two leave the mean able to reach the threshold: the mask
+    equals the exhaustive ensemble's, in less work."""
+    from lasegm.predict import Ensemble
+
+    members = [Segmenter(REPO / "checkpoints" / arch, device="cpu") for arch in SERVED]
+    calls = {}
+    for m in members:  # count the slices each member is run on
+        def counted(batch, run=m.runner, arch=m.arch):
+            calls[arch] = calls.get(arch, 0) + len(batch)
+            return run(batch)
+        m.runner = counted
+    vol = load_volume(real_data / "imagesTr" / "la_003.nii.gz")
+    full = Ensemble(members, exhaustive=True).segment(vol)
+    assert set(calls.values()) == {vol.image.shape[2]}
+    calls.clear()
+    fast = Ensemble(members).segment(vol)
+    np.testing.assert_array_equal(fast, full)
+    last = [m.arch for m in members][-1]
+    assert calls[last] < 0.8 * vol.image.shape[2] and all(calls[m.arch] == vol.image.shape[2] for m in members[:-1])
