@@ -49,3 +49,8 @@ def check_arch(config: dict, ckpt_dir, expected_arch: str | None) -> None:
     """A checkpoint of another architecture than the caller serves is an error, not a surprise."""
     if expected_arch and config["arch"] != expected_arch:
         raise LasegmError(f"{ckpt_dir}: checkpoint is a {config['arch']} model, expected {expected_arch}")
+
+
+def slab_depth(config: dict) -> int:
+    """Consecutive slices the model sees at once: > 0 for a 3D model (lasegm.unet3d), 0 for a 2D one."""
+    return int(config["model_kwargs"].get("slab_depth", 0))

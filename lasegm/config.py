@@ -24,6 +24,7 @@ class TrainConfig:
     decoder_width: int = 0  # widest decoder channels; 0 = the architecture's default
     encoder_depth: int = 0  # 0 = the architecture's default
     decoder_attention: str = "none"  # none | scse (U-Net models)
+    slab_depth: int = 32  # unet3d: consecutive slices per 3D patch (a multiple of 16 with its 5 levels)
     # preprocessing (lasegm.preprocess.Preprocessing; its defaults)
     image_size: int = Preprocessing.image_size  # the field of view is resampled to image_size x image_size
     context: int = Preprocessing.context  # neighbouring slices each side as extra channels (2.5D)

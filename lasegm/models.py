@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from lasegm import LasegmError, __version__
 from lasegm.checkpoint import (CHECKPOINT_FORMAT, CONFIG_FILE, WEIGHTS_FILE, check_arch, checkpoint_recipe,
                                read_checkpoint_config)
+from lasegm.unet3d import UNet3D
 from lasegm.utils import atomic_dir, sha256_file
 
 ARCHITECTURES: dict[str, type[torch.nn.Module]] = {
@@ -23,19 +24,29 @@ ARCHITECTURES: dict[str, type[torch.nn.Module]] = {
     "fpn": smp.FPN,
     "unet": smp.Unet,
     "unetplusplus": smp.UnetPlusPlus,  # a U-Net variant with nested skip connections
+    "unet3d": UNet3D,  # 3D U-Net on slabs of consecutive slices (MONAI DynUNet); train with --context 0
 }
 # The architectures with a served checkpoint (checkpoints/<name>): the demo, the benchmark and the tests use these
 SERVED = ("pspnet", "fpn", "unet")
 
 
 def model_kwargs(arch: str, encoder: str, in_channels: int, decoder_width: int = 0,
-                 encoder_depth: int = 0, decoder_attention: str = "none") -> dict:
-    """Map lasegm's architecture-neutral options onto each smp class's own argument names.
+                 encoder_depth: int = 0, decoder_attention: str = "none", slab_depth: int = 32) -> dict:
+    """Map lasegm's architecture-neutral options onto each class's own argument names.
 
-    0 means "the architecture's default" so one config serves all models.
+    0 means "the architecture's default" so one config serves all models. unet3d has no encoder:
+    decoder_width is its widest level (default 256), encoder_depth its number of levels (default 5).
     """
     if arch not in ARCHITECTURES:
         raise LasegmError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
+    if arch == "unet3d":
+        if decoder_attention != "none":
+            raise LasegmError("--decoder_attention applies to the 2D U-Net models only, not unet3d")
+        widest, levels = decoder_width or 256, encoder_depth or 5
+        filters = [max(widest >> (levels - 1 - i), 8) for i in range(levels)]
+        kw = {"in_channels": in_channels, "classes": 1, "filters": filters, "slab_depth": slab_depth}
+        UNet3D.check(kw)
+        return kw
     if encoder not in smp.encoders.get_encoder_names() and not encoder.startswith("tu-"):
         raise LasegmError(f"unknown encoder {encoder!r} (see segmentation_models_pytorch's encoder list)")
     kw: dict = {"encoder_name": encoder, "in_channels": in_channels, "classes": 1}
@@ -65,6 +76,8 @@ def model_kwargs(arch: str, encoder: str, in_channels: int, decoder_width: int =
 def build_model(arch: str, kwargs: dict, encoder_weights: str | None = None) -> torch.nn.Module:
     try:
         model = ARCHITECTURES[arch](encoder_weights=encoder_weights, **kwargs)
+    except LasegmError:
+        raise
     except KeyError:
         raise LasegmError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}") from None
     except Exception as e:  # smp raises plain errors for bad depths, missing weights, no internet
@@ -74,6 +87,8 @@ def build_model(arch: str, kwargs: dict, encoder_weights: str | None = None) -> 
                 f"(they are downloaded on first use; offline, use --encoder_weights none): {e}"
             ) from None
         raise LasegmError(f"cannot build {arch} with {kwargs}: {e}") from None
+    if getattr(model, "volumetric", False):
+        return model
     return drop_unused_encoder_stages(model, kwargs.get("in_channels", 3))
 
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from segmentation_models_pytorch.decoders.pspnet.decoder import PSPBlock
 
 from lasegm import LasegmError, __version__
-from lasegm.checkpoint import CONFIG_FILE, ONNX_FILE, WEIGHTS_FILE, checkpoint_recipe
+from lasegm.checkpoint import CONFIG_FILE, ONNX_FILE, WEIGHTS_FILE, checkpoint_recipe, slab_depth
 from lasegm.preprocess import resize_weights
 from lasegm.runtime import ONNX_INPUT, ONNX_OUTPUT, OnnxRunner
 from lasegm.utils import atomic_path
@@ -36,7 +36,8 @@ def export_onnx(ckpt_dir: str | Path, opset: int = OPSET) -> tuple[Path, float]:
     model, config = load_checkpoint(ckpt_dir)
     pre, _ = checkpoint_recipe(config, ckpt_dir / CONFIG_FILE)
     shape = (pre.channels, pre.image_size, pre.image_size)
-    example = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
+    slab = slab_depth(config)  # a 3D model's batch is one slab of consecutive slices
+    example = torch.randn(slab or 2, *shape, generator=torch.Generator().manual_seed(0))
     _exportable_pooling(model, example)
     with atomic_path(ckpt_dir / ONNX_FILE) as tmp:
         with warnings.catch_warnings():  # tracer chatter about shape arithmetic in smp's decoders
@@ -47,7 +48,7 @@ def export_onnx(ckpt_dir: str | Path, opset: int = OPSET) -> tuple[Path, float]:
                               input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT], do_constant_folding=False,
                               dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}})
         _finish(tmp, config)
-        check = torch.randn(3, *shape, generator=torch.Generator().manual_seed(1))
+        check = torch.randn(slab or 3, *shape, generator=torch.Generator().manual_seed(1))
         with torch.no_grad():
             reference = model(check)[:, 0].numpy()
         got = OnnxRunner(tmp, config.get("weights_sha256"))(check.numpy())

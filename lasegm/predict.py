@@ -11,7 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from lasegm.checkpoint import CONFIG_FILE, check_arch, checkpoint_recipe, read_checkpoint_config
+from lasegm.checkpoint import CONFIG_FILE, check_arch, checkpoint_recipe, read_checkpoint_config, slab_depth
 from lasegm.data import Volume, load_volume
 from lasegm.postprocess import Postprocessing, plausibility_warnings
 from lasegm.preprocess import stack_context
@@ -26,15 +26,18 @@ TTA_MIN_PROBABILITY = 0.05
 
 
 def predict_slices(runner: Callable[[np.ndarray], np.ndarray], slices: np.ndarray, context: int,
-                   batch_size: int = 16, tta: bool = False,
-                   progress: Callable[[int, int], None] | None = None, only: np.ndarray | None = None) -> np.ndarray:
+                   batch_size: int = 16, tta: bool = False, progress: Callable[[int, int], None] | None = None,
+                   only: np.ndarray | None = None, slab: int = 0) -> np.ndarray:
     """Foreground probability for every slice of a (Z, S, S) normalised stack -> (Z, S, S) float32.
 
     `runner` maps a (N, C, S, S) batch to (N, S, S) logits (lasegm.runtime). `only`: run just these slice
-    indices (the others get probability 0)."""
+    indices (the others get probability 0). `slab` > 0: a 3D model (lasegm.unet3d) that sees `slab`
+    consecutive slices at once; it runs on overlapping slabs and the logits are averaged."""
     slices = np.asarray(slices, dtype=np.float32)
     n = len(slices)
     todo = np.arange(n) if only is None else np.asarray(only, dtype=int)
+    if slab:
+        return _predict_slabs(runner, slices, context, slab, tta, progress, todo)
 
     def inputs(zs):  # a batch: each slice with its neighbours as channels
         return np.stack([stack_context(slices, z, context) for z in zs])
@@ -48,6 +51,38 @@ def predict_slices(runner: Callable[[np.ndarray], np.ndarray], slices: np.ndarra
         floor = np.log(TTA_MIN_PROBABILITY / (1 - TTA_MIN_PROBABILITY))
         for start, zs in _batches(todo[logits[todo].reshape(len(todo), -1).max(axis=1) >= floor], batch_size):
             logits[zs] = 0.5 * (logits[zs] + runner(inputs(zs)[..., ::-1])[..., ::-1])
+    return sigmoid(logits)
+
+
+def slab_starts(n: int, slab: int) -> list[int]:
+    """First slices of the slabs that tile n slices, overlapping by half (the last one ends at the last slice)."""
+    if n <= slab:
+        return [0]
+    return list(range(0, n - slab, slab // 2)) + [n - slab]
+
+
+def _predict_slabs(runner, slices, context, slab, tta, progress, todo) -> np.ndarray:
+    """predict_slices for a 3D model: overlapping slabs (a scan thinner than one slab is padded by repeating
+    its end slices, as 2.5D context is at the edges), logits averaged where slabs overlap."""
+    n = len(slices)
+    stack = np.pad(slices, [(0, max(slab - n, 0)), (0, 0), (0, 0)], mode="edge")
+    wanted = np.zeros(len(stack), bool)
+    wanted[todo] = True
+    starts = [s for s in slab_starts(len(stack), slab) if wanted[s : s + slab].any()]
+    floor = np.log(TTA_MIN_PROBABILITY / (1 - TTA_MIN_PROBABILITY))
+    total = np.zeros(stack.shape, np.float32)
+    count = np.zeros(len(stack), np.float32)
+    for i, start in enumerate(starts):
+        x = np.stack([stack_context(stack, z, context) for z in range(start, start + slab)])
+        logits = runner(x)
+        if tta and logits.max() >= floor:
+            logits = 0.5 * (logits + runner(x[..., ::-1])[..., ::-1])
+        total[start : start + slab] += logits
+        count[start : start + slab] += 1
+        if progress:
+            progress(i + 1, len(starts))
+    logits = np.full(slices.shape, -np.inf, np.float32)
+    logits[todo] = total[todo] / count[todo, None, None]
     return sigmoid(logits)
 
 
@@ -92,7 +127,7 @@ class Segmenter(_Thresholded):
     def model_probabilities(self, slices: np.ndarray, progress=None, only=None) -> np.ndarray:
         """Prepared (Z, S, S) slices -> probabilities on the model grid (`only`: see predict_slices)."""
         return predict_slices(self.runner, slices, self.pre.context, tta=self.post.flip_tta, progress=progress,
-                              only=only)
+                              only=only, slab=slab_depth(self.config))
 
     def probabilities(self, vol: Volume, progress=None) -> np.ndarray:
         """Foreground probability on the scan's own grid."""

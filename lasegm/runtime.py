@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from lasegm import LasegmError
-from lasegm.checkpoint import ONNX_FILE, WEIGHTS_FILE
+from lasegm.checkpoint import ONNX_FILE, WEIGHTS_FILE, slab_depth
 from lasegm.utils import available_cores
 
 BACKENDS = ("auto", "onnx", "torch")
@@ -37,7 +37,8 @@ def nvidia_gpu_present() -> bool:
 class OnnxRunner:
     name = "onnx"
 
-    def __init__(self, path: str | Path, weights_sha256: str | None, threads: int = 0):
+    def __init__(self, path: str | Path, weights_sha256: str | None, threads: int = 0, split: bool = True):
+        """split: a batch may be cut into independent parts (not for a 3D model, whose batch is one slab)."""
         import onnxruntime as ort
 
         path = Path(path)
@@ -50,7 +51,7 @@ class OnnxRunner:
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         # On CPU a batch is split over `threads` single-threaded runs at once: these small convolutions
         # parallelise better across slices than inside one slice (8 % faster on 2 cores, identical output).
-        self.parts = threads if threads > 1 and providers[0] == "CPUExecutionProvider" else 1
+        self.parts = threads if split and threads > 1 and providers[0] == "CPUExecutionProvider" else 1
         if self.parts > 1:
             options.intra_op_num_threads = 1
             self._pool = ThreadPoolExecutor(self.parts, thread_name_prefix="ort")
@@ -91,8 +92,9 @@ class TorchRunner:
 
         self.model, self.device = model.eval(), torch.device(device)
         self.channels_last = self.device.type == "cpu" if channels_last is None else channels_last
+        self.volumetric = getattr(model, "volumetric", False)  # a 3D model: 5D weights, its input stays 4D
         if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+            self.model = self.model.to(memory_format=memory_layout(model))
 
     @classmethod
     def from_checkpoint(cls, ckpt_dir, device: str = "auto", channels_last: bool | None = None) -> TorchRunner:
@@ -107,11 +109,18 @@ class TorchRunner:
         import torch
 
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
-        if self.channels_last:
+        if self.channels_last and not self.volumetric:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16,
                                              enabled=self.device.type == "cuda"):
             return self.model(x)[:, 0].float().cpu().numpy()
+
+
+def memory_layout(model):
+    """The channels-last memory format for a model's weights and its training batches (NHWC, or NDHWC in 3D)."""
+    import torch
+
+    return torch.channels_last_3d if getattr(model, "volumetric", False) else torch.channels_last
 
 
 def open_runner(ckpt_dir, config: dict, backend: str = "auto", device: str = "auto"):
@@ -124,7 +133,8 @@ def open_runner(ckpt_dir, config: dict, backend: str = "auto", device: str = "au
         usable = onnx_path.is_file() and onnxruntime_installed() and device in ("auto", "cpu")
         if usable and not (device == "auto" and nvidia_gpu_present()):
             try:
-                return OnnxRunner(onnx_path, config.get("weights_sha256"), available_cores())
+                return OnnxRunner(onnx_path, config.get("weights_sha256"), available_cores(),
+                                  split=not slab_depth(config))
             except LasegmError as e:
                 warnings.warn(f"{e}; using PyTorch instead", stacklevel=2)
         return TorchRunner.from_checkpoint(ckpt_dir, device)
@@ -133,7 +143,7 @@ def open_runner(ckpt_dir, config: dict, backend: str = "auto", device: str = "au
             raise LasegmError(f"{onnx_path}: not found; make it with: lasegm export-onnx --checkpoint {ckpt_dir}")
         if not onnxruntime_installed():
             raise LasegmError("--backend onnx needs the onnxruntime package (pip install onnxruntime)")
-        runner = OnnxRunner(onnx_path, config.get("weights_sha256"), available_cores())
+        runner = OnnxRunner(onnx_path, config.get("weights_sha256"), available_cores(), split=not slab_depth(config))
         if device not in ("auto", runner.device):
             raise LasegmError(f"--device {device}: ONNX Runtime here runs on {runner.device}; "
                               "use --backend torch for other devices")

@@ -26,12 +26,13 @@ from tqdm import tqdm
 from lasegm import LasegmError, __version__
 from lasegm.config import TrainConfig
 from lasegm.data import CachedCase, Case, default_data_dir, find_cases, load_cached
+from lasegm.checkpoint import slab_depth
 from lasegm.metrics import patient_row, summarize
 from lasegm.models import build_model, model_kwargs, save_checkpoint
 from lasegm.postprocess import Postprocessing
 from lasegm.predict import predict_slices
 from lasegm.preprocess import Preprocessing, axis_codes, stack_context
-from lasegm.runtime import TorchRunner
+from lasegm.runtime import TorchRunner, memory_layout
 from lasegm.split import split_cases, split_hash
 from lasegm.tracking import Tracker
 from lasegm.utils import available_cores, resolve_device, set_cpu_threads, write_csv, write_json
@@ -73,10 +74,34 @@ class SliceDataset(torch.utils.data.Dataset):
         return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(mask[None].astype(np.float32))
 
     def sample_weights(self, fg_fraction: float) -> torch.Tensor:
-        """Per-slice weights so that atrium slices make up fg_fraction of the draws."""
+        """Per-sample weights so that samples with atrium make up fg_fraction of the draws."""
         n_fg = max(int(self.has_fg.sum()), 1)
         n_bg = max(len(self.has_fg) - n_fg, 1)
         return torch.tensor(np.where(self.has_fg, fg_fraction / n_fg, (1 - fg_fraction) / n_bg))
+
+
+class SlabDataset(SliceDataset):
+    """(case, first slice) -> (C, D, S, S) slab of D consecutive slices, (1, D, S, S) mask: the 3D model's
+    training patches, whole in-plane. A case thinner than D repeats its end slices (as predict pads it)."""
+
+    def __init__(self, cases: list[CachedCase], context: int, depth: int, augment: bool, seed: int | None = None,
+                 mirror: bool = False):
+        self.cases, self.context, self.depth = cases, context, depth
+        self.index = [(i, z) for i, c in enumerate(cases) for z in range(max(len(c.image) - depth, 0) + 1)]
+        self.has_fg = np.array([bool(cases[i].label[z : z + depth].any()) for i, z in self.index])
+        self.transform = augmentation(seed, mirror) if augment else None
+
+    def __getitem__(self, k):
+        i, z = self.index[k]
+        case = self.cases[i]
+        zs = np.minimum(np.arange(z, z + self.depth), len(case.image) - 1)
+        image = np.stack([stack_context(case.image, q, self.context) for q in zs]).astype(np.float32)  # D,C,S,S
+        mask = case.label[zs]
+        if self.transform is not None:  # one draw of the in-plane augmentation for every slice of the slab
+            out = self.transform(images=np.moveaxis(image, 1, -1), masks=mask)
+            image, mask = np.moveaxis(out["images"], -1, 1), np.asarray(out["masks"])
+        return (torch.from_numpy(np.ascontiguousarray(np.moveaxis(image, 1, 0))),
+                torch.from_numpy(mask[None].astype(np.float32)))
 
 
 def loss_terms(kind: str):
@@ -101,14 +126,14 @@ def batch_dice(logits: torch.Tensor, target: torch.Tensor) -> float:
 
 
 def validate(model, cases: list[CachedCase], pre: Preprocessing, post: Postprocessing,
-             device, channels_last: bool = False) -> tuple[dict, list[dict], dict]:
+             device, channels_last: bool = False, slab: int = 0) -> tuple[dict, list[dict], dict]:
     """Whole-patient validation on the scan's own grid, post-processed exactly as the checkpoint will be
     served: 3D Dice per patient is the headline."""
     rows, predictions, losses = [], {}, []
     runner = TorchRunner(model, device, channels_last=channels_last)  # the training model, in its layout
     for c in cases:
         t0 = time.perf_counter()
-        probs = predict_slices(runner, c.image, pre.context, tta=post.flip_tta)
+        probs = predict_slices(runner, c.image, pre.context, tta=post.flip_tta, slab=slab)
         mask = post.binarize(pre.restore(probs, c.geometry))
         seconds = time.perf_counter() - t0
         target = c.label.astype(np.float32)
@@ -169,7 +194,7 @@ def setup(cfg: TrainConfig, quiet: bool = False) -> Setup:
     pre = Preprocessing(image_size=cfg.image_size, fov_mm=cfg.fov_mm, context=cfg.context)
     post = cfg.postprocessing()
     kwargs = model_kwargs(cfg.arch, cfg.encoder, pre.channels, cfg.decoder_width, cfg.encoder_depth,
-                          cfg.decoder_attention)  # bad model options fail before any data is read
+                          cfg.decoder_attention, cfg.slab_depth)  # bad model options fail before any data is read
     fold = cfg.fold if cfg.fold >= 0 else None
     parts = split_cases(cfg.split_file, find_cases(cfg.data or default_data_dir()), fold=fold)
     if not parts["val"]:
@@ -184,11 +209,13 @@ def setup(cfg: TrainConfig, quiet: bool = False) -> Setup:
     run_dir = Path(cfg.out_dir) / run_name
     run_dir.mkdir(parents=True, exist_ok=True)
     model = build_model(cfg.arch, kwargs, None if cfg.encoder_weights == "none" else cfg.encoder_weights)
-    model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+    model.to(device, memory_format=memory_layout(model) if cfg.channels_last else torch.contiguous_format)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels once
 
-    data = SliceDataset(train_cases, pre.context, cfg.augment, seed=cfg.seed, mirror=cfg.mirror)
+    slab = kwargs.get("slab_depth", 0)
+    data = (SlabDataset(train_cases, pre.context, slab, cfg.augment, seed=cfg.seed, mirror=cfg.mirror) if slab else
+            SliceDataset(train_cases, pre.context, cfg.augment, seed=cfg.seed, mirror=cfg.mirror))
     n_samples = cfg.samples_per_epoch or len(data)
     sampler = torch.utils.data.WeightedRandomSampler(data.sample_weights(cfg.fg_fraction), n_samples,
                                                      generator=torch.Generator().manual_seed(cfg.seed))
@@ -230,9 +257,9 @@ def train_epoch(s: Setup, epoch: int, quiet: bool = False) -> dict:
     """One pass over the sampled training slices; bf16 autocast on a GPU (no effect on CPU)."""
     s.model.train()
     use_amp = s.device.type == "cuda"
-    layout = torch.channels_last if s.cfg.channels_last else torch.contiguous_format
+    layout = memory_layout(s.model) if s.cfg.channels_last else torch.contiguous_format
     t0 = time.perf_counter()
-    losses, dices = [], []
+    losses, dices, slices = [], [], 0
     bar = tqdm(s.loader, desc=f"epoch {epoch}/{s.cfg.epochs}", unit="batch", disable=quiet, leave=False)
     for x, y in bar:
         x = x.to(s.device, non_blocking=True, memory_format=layout)
@@ -246,10 +273,11 @@ def train_epoch(s: Setup, epoch: int, quiet: bool = False) -> dict:
         s.sched.step()
         losses.append(loss.item())
         dices.append(batch_dice(logits.detach().float(), y))
+        slices += y.shape[0] * (y.shape[2] if y.ndim == 5 else 1)  # a 3D batch holds slabs of slices
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     seconds = time.perf_counter() - t0
     return {"train_loss": float(np.mean(losses)), "train_dice": float(np.mean(dices)),
-            "train_slices_per_s": len(losses) * s.cfg.batch_size / seconds}
+            "train_slices_per_s": slices / seconds}
 
 
 def train(cfg: TrainConfig, quiet: bool = False, should_stop: Callable[[list[dict]], bool] | None = None) -> dict:
@@ -271,7 +299,8 @@ def train(cfg: TrainConfig, quiet: bool = False, should_stop: Callable[[list[dic
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
             row = {"epoch": epoch, **train_epoch(s, epoch, quiet)}
-            val, val_rows, predictions = validate(s.model, s.val_cases, s.pre, s.post, s.device, s.cfg.channels_last)
+            val, val_rows, predictions = validate(s.model, s.val_cases, s.pre, s.post, s.device, s.cfg.channels_last,
+                                                  slab_depth(s.meta))
             row.update(**val, lr=s.opt.param_groups[0]["lr"], epoch_s=time.perf_counter() - t0)
             history.append(row)
             keep = cfg.select == "last" or row["val_dice_3d"] > kept.get("val_dice_3d", -1.0)

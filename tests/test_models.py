@@ -22,9 +22,10 @@ def _meta(arch, kwargs):
 def test_each_architecture_builds_and_segments(arch, channels):
     kwargs = model_kwargs(arch, "resnet18", channels, decoder_width=32)
     model = build_model(arch, kwargs).eval()
+    batch = kwargs.get("slab_depth", 2)  # a 3D model's batch is one slab of consecutive slices
     with torch.no_grad():
-        out = model(torch.randn(2, channels, 64, 64))
-    assert out.shape == (2, 1, 64, 64)
+        out = model(torch.randn(batch, channels, 64, 64))
+    assert out.shape == (batch, 1, 64, 64)
 
 
 def _sweep_parameters(name: str) -> dict:

@@ -2,7 +2,8 @@
 # comes in .devrun/, see docs/gpu/2026-11-27-h100-v2.sh and research_log.md), a slice cache, W&B off.
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 if [ -d .devrun/whl ] && ! python3 -c "import segmentation_models_pytorch" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .devrun/whl/*.whl && cp -r .devrun/site/* /tmp/site/ || exit 1
+  # .devrun/site.tar.xz: the pure-Python packages (site/: albumentations, nibabel, smp, monai, ...)
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .devrun/whl/*.whl && tar xJf .devrun/site.tar.xz -C /tmp && echo "site ready" || exit 1
   export PYTHONPATH=/tmp/site:$PWD
 fi
 export PYTHONPATH=${PYTHONPATH:-}:$PWD

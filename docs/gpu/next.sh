@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Prepared for the next lent GPU call (one command, <= 9.5 min; not yet run on a GPU, its tiny mode ran on 2 CPU
+# cores on 2026-11-27). In order:
+#  1. #12 item 4: the final U-Net recipe (40 epochs x 800 slices, splits/split.json) alone on the GPU with the
+#     GPU defaults (loader workers, bf16, channels_last, cuDNN autotuning); GPU utilisation every 2 s.
+#  2. #13: the 3D U-Net variant (unet3d, slabs of 32 slices, mirroring) as a 5-fold CV (splits/cv5.json) beside
+#     the 2D U-Net recipe with mirroring, 10 trainings at once. The 3D epochs are sized from a measured step
+#     time so its cosine schedule ends inside the time left (CV keeps each fold's last epoch).
+#  3. Both CVs re-scored out of fold with mirrored TTA (`lasegm cv --reevaluate --flip_tta=true`).
+# Carry .devrun/ (data.tar.xz, site.tar.xz, whl/: see docs/gpu/setup.sh).
+# Usage: bash docs/gpu/next.sh [tiny]    (CPU dry run: OUT=/tmp/o bash docs/gpu/next.sh tiny)
+set -uo pipefail
+T0=$(date +%s)
+source docs/gpu/setup.sh
+RUNS=/tmp/runs; rm -rf $RUNS; mkdir -p $RUNS
+TINY=${1:-}
+elapsed() { echo $(( $(date +%s) - T0 )); }
+( while sleep 2; do echo "$(elapsed) $(nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader,nounits 2>/dev/null)"; done ) > "$OUT/gpu_util.txt" &
+MON=$!
+
+UNET="--arch=unet --encoder=efficientnet-b0 --decoder_width=128 --image_size=160 --lr=0.0016 --loss=dice --fov_mm=200 --context=1 --seed=0 --batch_size=16"
+SPEED="--epochs=40 --samples_per_epoch=800"; [ "$TINY" = tiny ] && SPEED="--epochs=1 --samples_per_epoch=32"
+echo "speed start $(elapsed)" >> "$OUT/gpu_util.txt"
+/usr/bin/time -f "speed wall %e s" python3 -m lasegm --quiet train $UNET $SPEED --split_file=splits/split.json \
+  --run_name=speed --out_dir=$RUNS > "$OUT/train-speed.log" 2>&1
+echo "speed end $(elapsed)" >> "$OUT/gpu_util.txt"
+tail -n 3 "$OUT/train-speed.log"
+
+# 3D step time alone (batch 2 x 32 x 160 x 160, bf16 on a GPU) -> epochs that fit the time left
+STEP=$(python3 - <<'EOF'
+import time, torch
+from lasegm.models import build_model, model_kwargs
+from lasegm.runtime import memory_layout
+dev = "cuda" if torch.cuda.is_available() else "cpu"
+m = build_model("unet3d", model_kwargs("unet3d", "", 1, slab_depth=32)).to(dev)
+m = m.to(memory_format=memory_layout(m))
+opt = torch.optim.AdamW(m.parameters(), 1e-3)
+x = torch.randn(2, 1, 32, 160, 160, device=dev).contiguous(memory_format=memory_layout(m))
+times = []
+for i in range(8 if dev == "cuda" else 2):
+    t = time.perf_counter()
+    with torch.autocast(dev, dtype=torch.bfloat16, enabled=dev == "cuda"):
+        loss = m(x).float().mean()
+    opt.zero_grad(); loss.backward(); opt.step()
+    if dev == "cuda": torch.cuda.synchronize()
+    times.append(time.perf_counter() - t)
+print(f"{sorted(times)[len(times) // 2]:.4f}")
+EOF
+)
+LEFT=$(( 540 - $(elapsed) ))  # seconds left for the CVs and the re-scoring, in a 9.5-min command
+# five 3D folds share the GPU with five 2D ones: assume the 3D folds get 60 % of it; 75 % of the time trains
+ITERS=$(python3 -c "print(max(40, int($LEFT * 0.75 * 0.6 / (5 * $STEP))))")
+EPOCHS3D=20; SAMPLES3D=$(( ITERS * 2 / EPOCHS3D ))
+LIMIT=$(python3 -c "print(round(($LEFT - 75) / 60, 1))")  # a safety stop, should the estimate be off
+[ "$TINY" = tiny ] && EPOCHS3D=1 && SAMPLES3D=4
+echo "3D step ${STEP}s alone; ${LEFT}s left -> $ITERS iterations per fold: --epochs=$EPOCHS3D --samples_per_epoch=$SAMPLES3D" | tee "$OUT/plan.txt"
+
+U3D="--arch=unet3d --context=0 --image_size=160 --fov_mm=200 --slab_depth=32 --batch_size=2 --lr=0.001 --loss=dice_bce --augment=true --mirror=true --largest_component=true --seed=0 --epochs=$EPOCHS3D --samples_per_epoch=$SAMPLES3D --time_limit_min=$LIMIT --workers=1 --num_threads=1"
+U2D="$UNET --augment=true --mirror=true --largest_component=true --epochs=40 --samples_per_epoch=800 --workers=0 --num_threads=1 --time_limit_min=6"
+[ "$TINY" = tiny ] && U2D="$UNET --mirror=true --epochs=1 --samples_per_epoch=32 --workers=0 --num_threads=1"
+pids=()
+python3 -m lasegm --quiet cv --name=unet3d-mirror --jobs=${JOBS:-5} $U3D --flip_tta=false --split_file=splits/cv5.json \
+  --out_dir=$RUNS > $RUNS/cv-unet3d-mirror.log 2>&1 & pids+=($!)
+python3 -m lasegm --quiet cv --name=unet-mirror --jobs=${JOBS:-5} $U2D --flip_tta=false --split_file=splits/cv5.json \
+  --out_dir=$RUNS > $RUNS/cv-unet-mirror.log 2>&1 & pids+=($!)
+for p in "${pids[@]}"; do wait $p; done
+echo "trained at $(elapsed)s"
+pids=()
+for name in unet3d-mirror unet-mirror; do
+  python3 -m lasegm --quiet cv --name=$name --reevaluate --flip_tta=true --split_file=splits/cv5.json --out_dir=$RUNS \
+    > $RUNS/reeval-$name.log 2>&1 & pids+=($!)
+done
+for p in "${pids[@]}"; do wait $p; done
+kill $MON 2>/dev/null
+echo "all done at $(elapsed)s"
+tail -n 2 $RUNS/reeval-*.log; tail -n 3 $RUNS/cv-*.log
+cp $RUNS/speed/summary.json "$OUT/summary-speed.json" 2>/dev/null; cp $RUNS/speed/history.csv "$OUT/history-speed.csv" 2>/dev/null
+(cd $RUNS && tar czf $OUT/results.tgz --exclude='*.safetensors' --exclude='*.onnx' --exclude='curves.png' .)
+ls -la "$OUT"
