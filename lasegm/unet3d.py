@@ -18,7 +18,7 @@ from lasegm import LasegmError
 class UNet3D(torch.nn.Module):
     volumetric = True  # lasegm.train / lasegm.runtime: 5D tensors (channels_last_3d), batches are slabs
 
-    def __init__(self, in_channels: int = 1, classes: int = 1, filters: tuple[int, ...] = (16, 32, 64, 128, 256),
+    def __init__(self, in_channels: int = 1, classes: int = 1, filters: tuple[int, ...] = (8, 16, 32, 64, 128),
                  slab_depth: int = 32, encoder_weights: str | None = None):
         super().__init__()
         if encoder_weights:

@@ -3,7 +3,8 @@
 # cores on 2026-11-27). In order:
 #  1. #12 item 4: the final U-Net recipe (40 epochs x 800 slices, splits/split.json) alone on the GPU with the
 #     GPU defaults (loader workers, bf16, channels_last, cuDNN autotuning); GPU utilisation every 2 s.
-#  2. #13: the 3D U-Net variant (unet3d, slabs of 32 slices, mirroring) as a 5-fold CV (splits/cv5.json) beside
+#  2. #13: the 3D U-Net variant (unet3d, widest level 128 so that it serves in ~3 s on 2 CPU cores, slabs of 32
+#     slices, mirroring) as a 5-fold CV (splits/cv5.json) beside
 #     the 2D U-Net recipe with mirroring, 10 trainings at once. The 3D epochs are sized from a measured step
 #     time so its cosine schedule ends inside the time left (CV keeps each fold's last epoch).
 #  3. Both CVs re-scored out of fold with mirrored TTA (`lasegm cv --reevaluate --flip_tta=true`).
@@ -26,7 +27,7 @@ echo "speed start $(elapsed)" >> "$OUT/gpu_util.txt"
 echo "speed end $(elapsed)" >> "$OUT/gpu_util.txt"
 tail -n 3 "$OUT/train-speed.log"
 
-# 3D step time alone (batch 2 x 32 x 160 x 160, bf16 on a GPU) -> epochs that fit the time left
+# 3D step time alone (the default unet3d, batch 2 x 32 x 160 x 160, bf16 on a GPU) -> epochs that fit the time left
 STEP=$(python3 - <<'EOF'
 import time, torch
 from lasegm.models import build_model, model_kwargs
