@@ -26,11 +26,13 @@ TTA_MIN_PROBABILITY = 0.05
 
 
 def predict_slices(runner: Callable[[np.ndarray], np.ndarray], slices: np.ndarray, context: int,
-                   batch_size: int = 16, tta: bool = False, progress: Callable[[int, int], None] | None = None,
-                   only: np.ndarray | None = None, slab: int = 0) -> np.ndarray:
+                   batch_size: int | None = None, tta: bool = False,
+                   progress: Callable[[int, int], None] | None = None, only: np.ndarray | None = None,
+                   slab: int = 0) -> np.ndarray:
     """Foreground probability for every slice of a (Z, S, S) normalised stack -> (Z, S, S) float32.
 
-    `runner` maps a (N, C, S, S) batch to (N, S, S) logits (lasegm.runtime). `only`: run just these slice
+    `runner` maps a (N, C, S, S) batch to (N, S, S) logits (lasegm.runtime); batch_size defaults to the
+    runner's preferred one (16 without one). `only`: run just these slice
     indices (the others get probability 0). `slab` > 0: a 3D model (lasegm.unet3d) that sees `slab`
     consecutive slices at once; it runs on overlapping slabs and the logits are averaged."""
     slices = np.asarray(slices, dtype=np.float32)
@@ -38,6 +40,7 @@ def predict_slices(runner: Callable[[np.ndarray], np.ndarray], slices: np.ndarra
     todo = np.arange(n) if only is None else np.asarray(only, dtype=int)
     if slab:
         return _predict_slabs(runner, slices, context, slab, tta, progress, todo)
+    batch_size = batch_size or getattr(runner, "batch_size", 16)
 
     def inputs(zs):  # a batch: each slice with its neighbours as channels
         return np.stack([stack_context(slices, z, context) for z in zs])
