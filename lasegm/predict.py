@@ -23,6 +23,7 @@ from lasegm.utils import atomic_path
 # average of the two could reach the 0.5 threshold there only where the mirrored pass is >= 95 % sure
 # while the plain one is < 5 % sure. Most slices of a scan hold no atrium, so this keeps TTA cheap.
 TTA_MIN_PROBABILITY = 0.05
+_TTA_MIN_LOGIT = float(np.log(TTA_MIN_PROBABILITY / (1 - TTA_MIN_PROBABILITY)))
 
 
 def predict_slices(runner: Callable[[np.ndarray], np.ndarray], slices: np.ndarray, context: int,
@@ -51,8 +52,8 @@ def predict_slices(runner: Callable[[np.ndarray], np.ndarray], slices: np.ndarra
         if progress:
             progress(start + len(zs), len(todo))
     if tta:  # average with the left-right mirrored prediction
-        floor = np.log(TTA_MIN_PROBABILITY / (1 - TTA_MIN_PROBABILITY))
-        for start, zs in _batches(todo[logits[todo].reshape(len(todo), -1).max(axis=1) >= floor], batch_size):
+        ruled_in = todo[logits[todo].reshape(len(todo), -1).max(axis=1) >= _TTA_MIN_LOGIT]
+        for start, zs in _batches(ruled_in, batch_size):
             logits[zs] = 0.5 * (logits[zs] + runner(inputs(zs)[..., ::-1])[..., ::-1])
     return sigmoid(logits)
 
@@ -72,13 +73,12 @@ def _predict_slabs(runner, slices, context, slab, tta, progress, todo) -> np.nda
     wanted = np.zeros(len(stack), bool)
     wanted[todo] = True
     starts = [s for s in slab_starts(len(stack), slab) if wanted[s : s + slab].any()]
-    floor = np.log(TTA_MIN_PROBABILITY / (1 - TTA_MIN_PROBABILITY))
     total = np.zeros(stack.shape, np.float32)
     count = np.zeros(len(stack), np.float32)
     for i, start in enumerate(starts):
         x = np.stack([stack_context(stack, z, context) for z in range(start, start + slab)])
         logits = runner(x)
-        if tta and logits.max() >= floor:
+        if tta and logits.max() >= _TTA_MIN_LOGIT:
             logits = 0.5 * (logits + runner(x[..., ::-1])[..., ::-1])
         total[start : start + slab] += logits
         count[start : start + slab] += 1

@@ -24,9 +24,9 @@ from segmentation_models_pytorch.losses import DiceLoss
 from tqdm import tqdm
 
 from lasegm import LasegmError, __version__
+from lasegm.checkpoint import slab_depth
 from lasegm.config import TrainConfig
 from lasegm.data import CachedCase, Case, default_data_dir, find_cases, load_cached
-from lasegm.checkpoint import slab_depth
 from lasegm.metrics import patient_row, summarize
 from lasegm.models import build_model, model_kwargs, save_checkpoint
 from lasegm.postprocess import Postprocessing

@@ -24,7 +24,7 @@ class UNet3D(torch.nn.Module):
         if encoder_weights:
             raise LasegmError("unet3d has no pretrained weights; use --encoder_weights none")
         self.check({"filters": filters, "slab_depth": slab_depth})
-        levels, self.slab_depth = len(filters), slab_depth
+        levels = len(filters)  # slab_depth is only checked here: predict reads it from the checkpoint config
         from monai.networks.nets import DynUNet  # 1.8 s to import: only when a 3D model is built
 
         strides = [(1, 1, 1)] + [(2, 2, 2)] * (levels - 1)
