@@ -175,14 +175,16 @@ class Preprocessing:
     def prepare(self, image: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, Geometry]:
         """Scan on its own grid -> (Z, S, S) float32 normalised model slices, and the geometry to go back."""
         geo = self.geometry(affine, image.shape)
-        t = _slices_first(geo.to_model(np.asarray(image, dtype=np.float32)))  # (Z, X', Y')
         h, w = geo.window
+        oriented = geo.to_model(np.asarray(image, dtype=np.float32))  # a view, (X', Y', Z)
         if self.version == 1:
-            lo, hi, mean, std = zscore_clipped(t)
-        else:
-            region = _center_fit(t, min(h, t.shape[1]), min(w, t.shape[2]))  # real voxels of the field of view
-            lo, hi, mean, std = zscore_clipped(region)
-        t = (np.clip(t, np.float32(lo), np.float32(hi)) - np.float32(mean)) / np.float32(std)
+            t = _slices_first(oriented)
+        else:  # only the field of view is copied and normalised: 2.6x fewer voxels on a 320 px scan
+            t = _slices_first(oriented[_center_crop(oriented.shape[0], h), _center_crop(oriented.shape[1], w)])
+        lo, hi, mean, std = zscore_clipped(t)
+        np.clip(t, np.float32(lo), np.float32(hi), out=t)  # in place: t is this function's own copy
+        t -= np.float32(mean)
+        t /= np.float32(std)
         floor = (lo - mean) / std  # what a voxel outside the scan looks like: the darkest clipped value
         t = _center_fit(t, h, w, floor)
         if self.version == 1:
@@ -217,8 +219,12 @@ class Preprocessing:
         size = (max(h, w),) * 2 if self.version == 1 else (h, w)
         if tuple(t.shape[-2:]) != size:
             t = resize(t, size, "bilinear")
-        t = _center_fit(_center_fit(t, h, w), geo.model_shape[0], geo.model_shape[1])
-        return np.ascontiguousarray(geo.to_input(np.moveaxis(t, 0, 2)), dtype=np.float32)
+        t = _center_fit(t, h, w)
+        # the window goes straight into a zeroed grid in (X', Y', Z) order: no padded copy, no transposed copy
+        out = np.zeros(geo.model_shape, dtype=np.float32)
+        (src_x, dst_x), (src_y, dst_y) = _center_overlap(h, out.shape[0]), _center_overlap(w, out.shape[1])
+        np.moveaxis(out, 2, 0)[:, dst_x, dst_y] = t[:, src_x, src_y]
+        return np.ascontiguousarray(geo.to_input(out), dtype=np.float32)
 
     def model_grid(self, array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, Geometry]:
         """An input-grid array shown in the model's orientation (for viewers), with its geometry."""
@@ -233,7 +239,22 @@ def stack_context(slices, z: int, context: int):
 
 
 def _slices_first(volume_xyz: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.moveaxis(volume_xyz, 2, 0), dtype=np.float32)
+    """(X, Y, Z) -> a new C-ordered (Z, X, Y) float32 array (always a copy: callers modify it in place)."""
+    return np.array(np.moveaxis(volume_xyz, 2, 0), dtype=np.float32, order="C")
+
+
+def _center_crop(n: int, size: int) -> slice:
+    """The indices _center_fit keeps of an axis of length n fitted to `size`."""
+    start = max((n - size) // 2, 0)
+    return slice(start, start + size)
+
+
+def _center_overlap(n_src: int, n_dst: int) -> tuple[slice, slice]:
+    """(source, destination) indices when an axis of length n_src is centre-fitted to n_dst (_center_fit's rule)."""
+    if n_src >= n_dst:
+        return _center_crop(n_src, n_dst), slice(0, n_dst)
+    start = (n_dst - n_src) // 2
+    return slice(0, n_src), slice(start, start + n_src)
 
 
 def _center_fit(t: np.ndarray, h: int, w: int, value: float = 0.0) -> np.ndarray:

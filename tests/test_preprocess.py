@@ -162,6 +162,21 @@ def test_model_input_is_identical_for_any_voxel_order(ornt):
     assert tuple(back.shape) == moved.shape
 
 
+@pytest.mark.parametrize("shape", [(40, 36, 10), (40, 36, 1)], ids=["volume", "single-slice"])
+def test_prepare_and_restore_leave_the_callers_arrays_alone(shape):
+    # prepare normalises its copy in place; a single slice is where a transpose could alias the input
+    image, _ = synthetic_volume(shape)
+    image = image.astype(np.float32)
+    kept = image.copy()
+    pre = Preprocessing(image_size=32, fov_mm=200, context=0)  # a field of view wider than the scan: no crop
+    slices, geo = pre.prepare(image, affine_for())
+    np.testing.assert_array_equal(image, kept)
+    probs = np.full(slices.shape, 0.7, dtype=np.float32)
+    back = pre.restore(probs, geo)
+    assert back.shape == shape and back.flags.c_contiguous and (probs == 0.7).all()
+    np.testing.assert_allclose(back, 0.7, rtol=1e-6)  # the window covers the whole scan
+
+
 def test_field_of_view_statistics_ignore_what_lies_outside():
     image, _ = synthetic_volume((64, 64, 8))
     pre = Preprocessing(image_size=32, fov_mm=40, context=0)
