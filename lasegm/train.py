@@ -213,7 +213,15 @@ def setup(cfg: TrainConfig, quiet: bool = False) -> Setup:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels once
 
-    slab = kwargs.get("slab_depth", 0)
+    ids = {p: [c.case_id for c in cs] for p, cs in parts.items()}
+    meta = {
+        "arch": cfg.arch, "encoder": cfg.encoder, "model_kwargs": kwargs,
+        "preprocessing": pre.to_dict(), "postprocessing": post.to_dict(),
+        "split_file": Path(cfg.split_file).name, "split_sha256": split_hash(cfg.split_file),
+        "fold": fold, "trained_on": ids["train"], "validated_on": ids["val"],
+        "train_config": cfg.recipe_dict(), "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    slab = slab_depth(meta)  # one reader of the slab depth, as in validation and prediction
     data = (SlabDataset(train_cases, pre.context, slab, cfg.augment, seed=cfg.seed, mirror=cfg.mirror) if slab else
             SliceDataset(train_cases, pre.context, cfg.augment, seed=cfg.seed, mirror=cfg.mirror))
     n_samples = cfg.samples_per_epoch or len(data)
@@ -230,14 +238,6 @@ def setup(cfg: TrainConfig, quiet: bool = False) -> Setup:
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, (lambda s: 0.5 * (1 + math.cos(math.pi * min(s / total_steps, 1.0))))
         if cfg.scheduler == "cosine" else (lambda s: 1.0))
-    ids = {p: [c.case_id for c in cs] for p, cs in parts.items()}
-    meta = {
-        "arch": cfg.arch, "encoder": cfg.encoder, "model_kwargs": kwargs,
-        "preprocessing": pre.to_dict(), "postprocessing": post.to_dict(),
-        "split_file": Path(cfg.split_file).name, "split_sha256": split_hash(cfg.split_file),
-        "fold": fold, "trained_on": ids["train"], "validated_on": ids["val"],
-        "train_config": cfg.recipe_dict(), "parameters": sum(p.numel() for p in model.parameters()),
-    }
     return Setup(cfg, device, pre, post, model, loader, opt, sched, loss_terms(cfg.loss), val_cases, ids,
                  run_name, run_dir, meta)
 
