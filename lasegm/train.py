@@ -42,13 +42,32 @@ def augmentation(seed: int | None = None, mirror: bool = False) -> A.Compose:
     # No flips by default: left/right and up/down are anatomically fixed in these scans. nnU-Net mirrors
     # anyway (mirror=True), which is what makes its mirrored test-time augmentation help rather than hurt.
     # No gamma: slices are z-scored (negative values), where a power transform gives NaN.
-    return A.Compose([
+    aug = A.Compose([
         A.Affine(scale=(0.85, 1.15), rotate=(-15, 15), translate_percent=(-0.08, 0.08), p=0.7),
         A.ElasticTransform(alpha=20, sigma=5, p=0.15),
         A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
         A.GaussNoise(std_range=(0.0, 0.05), p=0.2),
         *([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)] if mirror else []),
-    ], seed=seed)  # albumentations keeps its own RNG: without a seed, reruns of one command differ
+    ])
+    reseed(aug, seed)
+    return aug
+
+
+def reseed(aug: A.Compose, seed: int | None) -> None:
+    """One random stream shared by every transform of `aug`, so that their draws are independent.
+
+    albumentations 2.0's Compose(seed=s) seeds each transform with the same s: all transforms then draw the
+    same numbers (both flips always together, i.e. only 180-degree turns; elastic only with affine, noise and
+    brightness). An own RNG without a seed would make reruns of one command differ."""
+    aug.set_random_state(np.random.default_rng(seed), random.Random(seed))
+
+
+def seed_loader_worker(worker_id: int) -> None:
+    """DataLoader worker_init_fn: each worker process gets its own augmentation stream (a forked worker
+    would otherwise repeat the parent's, and every worker the same), derived from the loader's seed."""
+    info = torch.utils.data.get_worker_info()
+    if getattr(info.dataset, "transform", None) is not None:
+        reseed(info.dataset.transform, info.seed % 2**32)
 
 
 class SliceDataset(torch.utils.data.Dataset):
@@ -230,7 +249,9 @@ def setup(cfg: TrainConfig, quiet: bool = False) -> Setup:
     workers = loader_workers(cfg.workers, device)
     loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
                                          num_workers=workers, pin_memory=device.type == "cuda",
-                                         persistent_workers=workers > 0, prefetch_factor=4 if workers else None)
+                                         persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
+                                         worker_init_fn=seed_loader_worker,
+                                         generator=torch.Generator().manual_seed(cfg.seed))
     if len(loader) == 0:
         raise LasegmError(f"samples_per_epoch ({n_samples}) is smaller than batch_size ({cfg.batch_size})")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
