@@ -244,13 +244,14 @@ def _slices_first(volume_xyz: np.ndarray) -> np.ndarray:
 
 
 def _center_crop(n: int, size: int) -> slice:
-    """The indices _center_fit keeps of an axis of length n fitted to `size`."""
+    """The indices kept of an axis of length n centre-fitted to `size`."""
     start = max((n - size) // 2, 0)
     return slice(start, start + size)
 
 
 def _center_overlap(n_src: int, n_dst: int) -> tuple[slice, slice]:
-    """(source, destination) indices when an axis of length n_src is centre-fitted to n_dst (_center_fit's rule)."""
+    """(source, destination) indices when an axis of length n_src is centre-fitted to n_dst: cropped around the
+    centre when longer, placed at offset (n_dst - n_src) // 2 when shorter. The one owner of this rule."""
     if n_src >= n_dst:
         return _center_crop(n_src, n_dst), slice(0, n_dst)
     start = (n_dst - n_src) // 2
@@ -258,17 +259,15 @@ def _center_overlap(n_src: int, n_dst: int) -> tuple[slice, slice]:
 
 
 def _center_fit(t: np.ndarray, h: int, w: int, value: float = 0.0) -> np.ndarray:
-    """Crop or pad the last two axes around the centre to (h, w). Fitting back to the
+    """Crop or pad the last two axes around the centre to (h, w) (_center_overlap's rule). Fitting back to the
     original size with the same rule restores every pixel that was kept."""
-    H, W = t.shape[-2:]
-    top, left = max((H - h) // 2, 0), max((W - w) // 2, 0)
-    t = t[..., top : top + h, left : left + w]
-    H, W = t.shape[-2:]
-    if (H, W) == (h, w):
+    (src_y, dst_y), (src_x, dst_x) = _center_overlap(t.shape[-2], h), _center_overlap(t.shape[-1], w)
+    t = t[..., src_y, src_x]
+    if t.shape[-2:] == (h, w):
         return t
-    pt, pl = (h - H) // 2, (w - W) // 2
-    pad = [(0, 0)] * (t.ndim - 2) + [(pt, h - H - pt), (pl, w - W - pl)]
-    return np.pad(t, pad, constant_values=np.asarray(value, dtype=t.dtype))
+    out = np.full(t.shape[:-2] + (h, w), value, dtype=t.dtype)
+    out[..., dst_y, dst_x] = t
+    return out
 
 
 RESIZE_MODES = ("area", "bilinear", "bilinear_antialias")
