@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "demo"))
 
 from lasegm.checkpoint import checkpoint_recipe, read_checkpoint_config
 from lasegm.data import find_cases, load_case
-from lasegm.models import SERVED, build_model
+from lasegm.models import ENSEMBLE_MEMBERS, SERVED, build_model
 from lasegm.predict import Ensemble, Segmenter
 from lasegm.runtime import TorchRunner
 from lasegm.split import read_split
@@ -149,7 +149,7 @@ def main():
         results["models"][arch] = row
         print(arch, row, flush=True)
 
-    members = [checkpoints / arch for arch in SERVED]
+    members = [checkpoints / arch for arch in ENSEMBLE_MEMBERS]
     timed = interleaved({backend: Ensemble([segmenter(m, backend) for m in members]) for backend in BACKENDS}, vol,
                         args.repeats)
     results.update({f"ensemble_seconds_per_volume_{backend}": seconds for backend, seconds in timed.items()})

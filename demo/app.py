@@ -23,7 +23,7 @@ sys.path.insert(0, str(HERE))
 from lasegm import LasegmError
 from lasegm.data import load_volume
 from lasegm.metrics import case_metrics, error_counts
-from lasegm.models import SERVED
+from lasegm.models import ENSEMBLE_MEMBERS, SERVED
 from lasegm.postprocess import plausibility_warnings
 from lasegm.predict import Ensemble, Segmenter, write_mask
 from lasegm.preprocess import Preprocessing
@@ -49,7 +49,7 @@ def get_model(arch: str):
     """Load each checkpoint once per process; a missing one is an error for that model only."""
     if arch not in _models:
         if arch == ENSEMBLE:
-            _models[arch] = Ensemble([get_model(a) for a in ARCHS])  # the loaded single models, not copies
+            _models[arch] = Ensemble([get_model(a) for a in ENSEMBLE_MEMBERS])  # the loaded single models, not copies
         else:
             _models[arch] = Segmenter(CHECKPOINTS / arch, device="auto", expected_arch=arch)
     return _models[arch]

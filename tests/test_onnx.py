@@ -16,7 +16,7 @@ from lasegm import LasegmError
 from lasegm.cli import main
 from lasegm.data import load_volume
 from lasegm.metrics import dice
-from lasegm.models import ARCHITECTURES, SERVED, build_model, model_kwargs, save_checkpoint
+from lasegm.models import ARCHITECTURES, ENSEMBLE_MEMBERS, SERVED, build_model, model_kwargs, save_checkpoint
 from lasegm.onnx_export import export_onnx
 from lasegm.predict import Segmenter
 from lasegm.preprocess import resize
@@ -183,7 +183,7 @@ def test_ensemble_skips_only_slices_it_cannot_change(real_data):
     equals the exhaustive ensemble's, in less work."""
     from lasegm.predict import Ensemble
 
-    members = [Segmenter(REPO / "checkpoints" / arch, device="cpu") for arch in SERVED]
+    members = [Segmenter(REPO / "checkpoints" / arch, device="cpu") for arch in ENSEMBLE_MEMBERS]
     calls = {}
     for m in members:  # count the slices each member is run on
         def counted(batch, run=m.runner, arch=m.arch):
