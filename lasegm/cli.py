@@ -56,7 +56,11 @@ def build_parser(arch_choices: bool = True) -> argparse.ArgumentParser:
     c = sub.add_parser("cv", help="cross-validate a recipe: one training per fold, out-of-fold table")
     c.add_argument("--name", default="", help="the CV's name: runs/cv/NAME and the W&B group "
                    "(default: <arch>-<encoder>-<time>)")
-    c.add_argument("--folds", type=int, nargs="+", default=None, metavar="K", help="train only these folds")
+    c.add_argument("--folds", type=int, nargs="*", default=None, metavar="K",
+                   help="train only these folds (none given, with --final: only the final model)")
+    c.add_argument("--final", action="store_true",
+                   help="also train the recipe on every patient (runs/cv/NAME/final: the model to serve, e.g. "
+                        "with `lasegm export`); its checkpoint records the out-of-fold result")
     c.add_argument("--jobs", type=int, default=1, help="folds trained at once, each in its own process (GPU)")
     c.add_argument("--collect_only", "--collect-only", action="store_true",
                    help="only (re)write the out-of-fold table from finished folds")
@@ -199,7 +203,7 @@ def _dispatch(args) -> int:
         cfg = config_from_args(args)
         name = args.name or f"{cfg.arch}-{cfg.encoder}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_cv(cfg, name, folds=args.folds, jobs=args.jobs, quiet=quiet, collect_only=args.collect_only,
-               reevaluate=args.reevaluate)
+               reevaluate=args.reevaluate, final=args.final)
     elif args.command == "evaluate":
         from lasegm.evaluate import report_table, run_evaluate
 

@@ -42,7 +42,7 @@ class TrainConfig:
     mirror: bool = False  # with augment: random left-right and up-down flips (nnU-Net style; pairs with --flip_tta)
     time_limit_min: float = 0.0  # stop after this many minutes of training (0 = no limit)
     seed: int = 0
-    select: str = "best"  # checkpoint kept: best validation epoch, or the last (cross-validation uses last)
+    select: str = "best"  # checkpoint kept: best validation epoch, or the last (cross-validation and all_folds use last)
     # post-processing recorded in the checkpoint (lasegm.postprocess.Postprocessing) and used for selection
     largest_component: bool = Postprocessing.largest_component
     flip_tta: bool = Postprocessing.flip_tta
@@ -50,6 +50,8 @@ class TrainConfig:
     data: str = ""  # MSD task folder; default $LASEGM_DATA, else ../shared/data/Task02_Heart
     split_file: str = DEFAULT_SPLIT_FILE  # a train/val/test split, or a folds file with --fold
     fold: int = -1  # with a folds file: train on the other folds, validate on this one
+    all_folds: bool = False  # with a folds file: train on every patient, no validation, keep the last epoch (the
+    # final model of a cross-validated recipe; `lasegm cv --final` trains it and records the recipe's OOF result)
     cache_dir: str = ""  # default $LASEGM_CACHE or ~/.cache/lasegm
     out_dir: str = "runs"
     run_name: str = ""

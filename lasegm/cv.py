@@ -4,6 +4,10 @@ per-patient table (every development patient scored once, by the model that neve
 Each fold keeps its last epoch (no selection on the patients it is scored on), is one W&B run in the
 group NAME with job_type fold-K, and the table is written as CSV/JSON and logged as a wandb.Table.
 Folds may run in parallel processes (`--jobs`), which is how a GPU is kept busy.
+
+`--final` also trains the recipe on every patient of the folds file (runs/cv/NAME/final, no validation): the
+model to serve. Its checkpoint records the out-of-fold result of its recipe, which is its accuracy estimate (it
+has seen every development patient, so nothing here can score it).
 """
 
 from __future__ import annotations
@@ -29,9 +33,20 @@ CV_METRIC = "cv/oof_dice_3d"  # what a sweep of `lasegm cv` optimises (logged in
 AGENT_VARIABLES = ("WANDB_RUN_ID", "WANDB_SWEEP_ID", "WANDB_SWEEP_PARAM_PATH")
 
 
+FINAL = "final"  # runs/cv/NAME/final: the recipe trained on all folds
+# config fields that say where and how fast a training ran, not what it learned: the folds and the final model of
+# one recipe may differ in these (and in which patients they train on)
+RUN_FIELDS = {"fold", "all_folds", "select", "run_name", "out_dir", "data", "cache_dir", "device", "num_threads",
+              "workers", "wandb_mode", "wandb_project", "wandb_group"}
+
+
 def fold_config(cfg: TrainConfig, name: str, fold: int) -> TrainConfig:
-    return dataclasses.replace(cfg, fold=fold, select="last", run_name=f"fold-{fold}",
+    return dataclasses.replace(cfg, fold=fold, all_folds=False, select="last", run_name=f"fold-{fold}",
                                out_dir=str(Path(cfg.out_dir) / "cv" / name), wandb_group=name)
+
+
+def final_config(cfg: TrainConfig, name: str) -> TrainConfig:
+    return dataclasses.replace(fold_config(cfg, name, -1), all_folds=True, run_name=FINAL)
 
 
 def _flags(cfg: TrainConfig) -> list[str]:
@@ -39,7 +54,8 @@ def _flags(cfg: TrainConfig) -> list[str]:
 
 
 def run_cv(cfg: TrainConfig, name: str, folds: list[int] | None = None, jobs: int = 1, quiet: bool = False,
-           collect_only: bool = False, reevaluate: bool = False) -> dict:
+           collect_only: bool = False, reevaluate: bool = False, final: bool = False) -> dict:
+    """folds: the folds to train (None: all; [] with final: only the final model, the folds being trained)."""
     split = read_split(cfg.split_file)
     if split["format"] != FOLDS_FORMAT:
         raise LasegmError(f"{cfg.split_file}: not a folds file; make one with `lasegm split --folds 5 "
@@ -52,21 +68,56 @@ def run_cv(cfg: TrainConfig, name: str, folds: list[int] | None = None, jobs: in
     cv_dir = Path(cfg.out_dir) / "cv" / name
     if reevaluate:
         return reevaluate_folds(cv_dir, split, cfg, quiet)
+    if final and not collect_only:  # the final model records the CV's result: every fold must exist by then,
+        for f in sorted(set(range(k)) - set(folds)):  # trained with this recipe (checked before training)
+            _fold_summary(cv_dir, f, split["folds"][f])
+            _same_recipe(final_config(cfg, name).recipe_dict(), cv_dir / f"fold-{f}" / "checkpoint", "this command")
     if not collect_only:
+        configs = [fold_config(cfg, name, f) for f in folds] + ([final_config(cfg, name)] if final else [])
         t0 = time.perf_counter()
         with _without_agent_run():
             if jobs > 1:
                 if cfg.workers < 0:  # folds share the cores: the loader workers too
-                    cfg = dataclasses.replace(cfg, workers=max(0, available_cores() // jobs - 1))
-                _run_parallel([fold_config(cfg, name, f) for f in folds], cv_dir, jobs)
+                    configs = [dataclasses.replace(c, workers=max(0, available_cores() // jobs - 1)) for c in configs]
+                _run_parallel(configs, cv_dir, jobs)
             else:
                 from lasegm.train import train
 
-                for f in folds:
-                    print(f"[cv {name}] fold {f} of {k}", flush=True)
-                    train(fold_config(cfg, name, f), quiet=quiet)
-        print(f"[cv {name}] {len(folds)} fold(s) trained in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
-    return collect(cv_dir, split, cfg)
+                for c in configs:
+                    print(f"[cv {name}] {c.run_name} ({k} folds)", flush=True)
+                    train(c, quiet=quiet)
+        print(f"[cv {name}] {len(configs)} training(s) trained in {(time.perf_counter() - t0) / 60:.1f} min",
+              flush=True)
+    result = collect(cv_dir, split, cfg)
+    if final:
+        record_cv(cv_dir / FINAL / "checkpoint", cv_dir, result)
+    return result
+
+
+def record_cv(checkpoint: Path, cv_dir: Path, result: dict) -> dict:
+    """Write the out-of-fold result into the final model's config.json, after checking that the folds trained
+    the same recipe (the same flags but for RUN_FIELDS) on the same folds file."""
+    from lasegm.checkpoint import CONFIG_FILE, read_checkpoint_config
+
+    config = read_checkpoint_config(checkpoint)
+    if not config.get("train_config", {}).get("all_folds"):
+        raise LasegmError(f"{checkpoint}: not trained on all folds (`lasegm cv --final`)")
+    for f in range(len(result["folds"])):
+        fold_config_json = _same_recipe(config["train_config"], cv_dir / f"fold-{f}" / "checkpoint", str(checkpoint))
+        if fold_config_json.get("epoch") != config.get("epoch"):  # e.g. a time limit stopped one of them early
+            raise LasegmError(f"{checkpoint} is epoch {config.get('epoch')}, fold {f}'s checkpoint epoch "
+                              f"{fold_config_json.get('epoch')}: not the recipe the cross-validation scored")
+    if config.get("split_sha256") != result["folds_sha256"]:
+        raise LasegmError(f"{checkpoint} was trained on another folds file than {result['folds_file']}")
+    d = result["summary"]["dice"]
+    config["cv"] = {"name": result["cv"], "folds_file": result["folds_file"], "folds_sha256": result["folds_sha256"],
+                    "oof_dice_3d_mean": d["mean"], "oof_dice_3d_std": d["std"], "oof_dice_3d_min": d["min"],
+                    "oof_hd95_mm_mean": result["summary"]["hd95_mm"]["mean"], "table": str(cv_dir / "oof.json"),
+                    "note": f"out-of-fold result of this checkpoint's recipe ({len(result['folds'])} folds, last "
+                            f"epoch); this checkpoint was trained on all {len(config['trained_on'])} patients"}
+    write_json(checkpoint / CONFIG_FILE, config)
+    print(f"[cv {result['cv']}] {checkpoint} records its recipe's out-of-fold 3D Dice {d['mean']:.4f}", flush=True)
+    return config["cv"]
 
 
 @contextlib.contextmanager
@@ -136,6 +187,22 @@ def reevaluate_folds(cv_dir: Path, split: dict, cfg: TrainConfig, quiet: bool = 
     # the recipe is the folds' own (this command's training flags played no part)
     return _write_oof(cv_dir, f"oof-{tag}", rows, runs, cfg, postprocessing=post.to_dict(),
                       recipe=seg.config.get("train_config", cfg.recipe_dict()))
+
+
+def _same_recipe(recipe: dict, fold_checkpoint: Path, what: str) -> dict:
+    """A fold's out-of-fold score describes a model only if the fold trained the same recipe; returns the fold
+    checkpoint's config."""
+    from lasegm.checkpoint import read_checkpoint_config
+
+    fold_config_json = read_checkpoint_config(fold_checkpoint)
+    fold_recipe = fold_config_json.get("train_config", {})
+    differ = sorted(key for key in (set(recipe) | set(fold_recipe)) - RUN_FIELDS
+                    if recipe.get(key) != fold_recipe.get(key))
+    if differ:
+        pairs = ", ".join(f"{key}: {recipe.get(key)!r} vs {fold_recipe.get(key)!r}" for key in differ)
+        raise LasegmError(f"{what} and {fold_checkpoint} train different recipes ({pairs}); the cross-validation's "
+                          "result would not describe the final model")
+    return fold_config_json
 
 
 def _fold_summary(cv_dir: Path, f: int, fold_cases: list[str]) -> dict:

@@ -108,8 +108,14 @@ def _read_folds(path: Path) -> dict:
     return folds
 
 
-def fold_parts(split: dict, fold: int | None, path) -> dict[str, list[str]]:
-    """Case IDs of train/val/test: a split file's parts, or fold K of a folds file (test empty)."""
+def fold_parts(split: dict, fold: int | None, path, all_folds: bool = False) -> dict[str, list[str]]:
+    """Case IDs of train/val/test: a split file's parts, fold K of a folds file (test empty), or every patient of
+    a folds file for training (all_folds: nothing left to validate or test on)."""
+    if all_folds:
+        if split["format"] != FOLDS_FORMAT or fold is not None:
+            raise LasegmError(f"{path}: --all_folds trains on every patient of a folds file (such as "
+                              f"{DEFAULT_FOLDS_FILE}), without --fold")
+        return {"train": sorted(c for f in split["folds"] for c in f), "val": [], "test": []}
     if split["format"] == FOLDS_FORMAT:
         k = len(split["folds"])
         if fold is None or not 0 <= fold < k:
@@ -122,9 +128,10 @@ def fold_parts(split: dict, fold: int | None, path) -> dict[str, list[str]]:
     return {p: split[p] for p in PARTS}
 
 
-def split_cases(path: str | Path, cases: list[Case], fold: int | None = None) -> dict[str, list[Case]]:
+def split_cases(path: str | Path, cases: list[Case], fold: int | None = None,
+                all_folds: bool = False) -> dict[str, list[Case]]:
     """Cases of each part; every case the split names must exist in the data."""
-    split = fold_parts(read_split(path), fold, path)
+    split = fold_parts(read_split(path), fold, path, all_folds)
     by_id = {c.case_id: c for c in cases}
     named = [c for p in PARTS for c in split[p]]
     missing = [c for c in named if c not in by_id]

@@ -60,7 +60,7 @@ class Tracker:
             "prediction": {"mask_data": pred, "class_labels": {1: "atrium"}},
             "ground_truth": {"mask_data": truth, "class_labels": {1: "atrium"}}})
             for caption, image, truth, pred in overlays]
-        self.run.log({**metric_keys(row), "val/overlays": images}, step=row["epoch"])
+        self.run.log({**metric_keys(row), **({"val/overlays": images} if images else {})}, step=row["epoch"])
 
     def log_table(self, key: str, rows: list[dict]) -> None:
         if self.run is None:

@@ -215,8 +215,9 @@ def setup(cfg: TrainConfig, quiet: bool = False) -> Setup:
     kwargs = model_kwargs(cfg.arch, cfg.encoder, pre.channels, cfg.decoder_width, cfg.encoder_depth,
                           cfg.decoder_attention, cfg.slab_depth)  # bad model options fail before any data is read
     fold = cfg.fold if cfg.fold >= 0 else None
-    parts = split_cases(cfg.split_file, find_cases(cfg.data or default_data_dir()), fold=fold)
-    if not parts["val"]:
+    parts = split_cases(cfg.split_file, find_cases(cfg.data or default_data_dir()), fold=fold,
+                        all_folds=cfg.all_folds)
+    if not parts["val"] and not cfg.all_folds:
         raise LasegmError(f"{cfg.split_file}: the validation part is empty")
     pre = dataclasses.replace(pre, orientation=training_orientation(parts["train"]))
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None
@@ -307,9 +308,11 @@ def train(cfg: TrainConfig, quiet: bool = False, should_stop: Callable[[list[dic
 
     `should_stop(history)` is asked after every epoch (a local sweep's early termination).
     """
+    if cfg.all_folds:  # nothing to validate on: the last epoch is the model
+        cfg = dataclasses.replace(cfg, select="last")
     s = setup(cfg, quiet)
     tracker = Tracker(cfg.wandb_project, s.run_name, cfg.wandb_mode, group=cfg.wandb_group or None,
-                      job_type=f"fold-{cfg.fold}" if cfg.fold >= 0 else "train",
+                      job_type="final" if cfg.all_folds else f"fold-{cfg.fold}" if cfg.fold >= 0 else "train",
                       config={**cfg.to_dict(), "split": s.parts, "parameters": s.meta["parameters"],
                               "lasegm_version": __version__, "run_dir": str(s.run_dir)})
     picks = overlay_slices(s.val_cases)
@@ -320,8 +323,9 @@ def train(cfg: TrainConfig, quiet: bool = False, should_stop: Callable[[list[dic
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
             row = {"epoch": epoch, **train_epoch(s, epoch, quiet)}
-            val, val_rows, predictions = validate(s.model, s.val_cases, s.pre, s.post, s.device, s.cfg.channels_last,
-                                                  slab_depth(s.meta))
+            val, val_rows, predictions = (validate(s.model, s.val_cases, s.pre, s.post, s.device,
+                                                   s.cfg.channels_last, slab_depth(s.meta))
+                                          if s.val_cases else ({}, [], {}))
             row.update(**val, lr=s.opt.param_groups[0]["lr"], epoch_s=time.perf_counter() - t0)
             history.append(row)
             keep = cfg.select == "last" or row["val_dice_3d"] > kept.get("val_dice_3d", -1.0)
@@ -329,7 +333,7 @@ def train(cfg: TrainConfig, quiet: bool = False, should_stop: Callable[[list[dic
                 kept = {**row, "per_patient": val_rows}
                 save_checkpoint(s.run_dir / "checkpoint", s.model, {
                     **s.meta, "epoch": epoch, "selection": cfg.select, "metrics": {k: row[k] for k in (
-                        "val_dice_3d", "val_dice_slice", "val_hd95_mm", "val_loss")},
+                        "val_dice_3d", "val_dice_slice", "val_hd95_mm", "val_loss") if k in row},
                     "training_time_s": time.perf_counter() - t_start}, half=cfg.fp16_checkpoint)
             tracker.log_epoch(row, [(f"{s.val_cases[i].case_id} slice {z}", s.val_cases[i].image[z],
                                      s.val_cases[i].label[z], predictions[s.val_cases[i].case_id][z])
@@ -337,8 +341,9 @@ def train(cfg: TrainConfig, quiet: bool = False, should_stop: Callable[[list[dic
             write_csv(s.run_dir / "history.csv", history)
             write_json(s.run_dir / "history.json", history)
             # one line per epoch even with --quiet (which only hides progress bars)
-            print(f"epoch {epoch:3d}  loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
-                  f"val 3D Dice {row['val_dice_3d']:.4f}  slice Dice {row['val_dice_slice']:.4f}  "
+            scores = (f"val loss {row['val_loss']:.4f}  val 3D Dice {row['val_dice_3d']:.4f}  slice Dice "
+                      f"{row['val_dice_slice']:.4f}" if val else "no validation (all folds)")
+            print(f"epoch {epoch:3d}  loss {row['train_loss']:.4f}  {scores}  "
                   f"{row['epoch_s']:.1f}s{'  *kept' if keep else ''}", flush=True)
             if should_stop and should_stop(history):
                 print(f"stopped early after epoch {epoch} (the sweep's early_terminate)")
@@ -349,13 +354,14 @@ def train(cfg: TrainConfig, quiet: bool = False, should_stop: Callable[[list[dic
         from lasegm.viz import save_curves
 
         save_curves(history, s.run_dir / "curves.png", title=s.run_name)
-        best = max(history, key=lambda h: h["val_dice_3d"])
+        # without validation (all folds) the scores are None: the recipe's cross-validation scores it
+        best = max(history, key=lambda h: h.get("val_dice_3d", 0.0))
         summary = {"run_name": s.run_name, "run_dir": str(s.run_dir), "checkpoint": str(s.run_dir / "checkpoint"),
                    "selection": cfg.select, "checkpoint_epoch": kept["epoch"],
-                   "checkpoint_val_dice_3d": kept["val_dice_3d"], "best_epoch": best["epoch"],
-                   "best_val_dice_3d": best["val_dice_3d"], "best_val_dice_slice": best["val_dice_slice"],
+                   "checkpoint_val_dice_3d": kept.get("val_dice_3d"), "best_epoch": best["epoch"],
+                   "best_val_dice_3d": best.get("val_dice_3d"), "best_val_dice_slice": best.get("val_dice_slice"),
                    "epochs_run": len(history), "training_time_s": time.perf_counter() - t_start,
-                   "inference_s_per_volume": kept["inference_s_per_volume"],
+                   "inference_s_per_volume": kept.get("inference_s_per_volume"),
                    "train_slices_per_s": float(np.mean([h["train_slices_per_s"] for h in history])),
                    "device": str(s.device), "fold": s.meta["fold"], "per_patient_val": kept["per_patient"],
                    "history": history}
@@ -363,7 +369,7 @@ def train(cfg: TrainConfig, quiet: bool = False, should_stop: Callable[[list[dic
         tracker.log_table("val/per_patient", kept["per_patient"])
         tracker.finish({k: v for k, v in summary.items() if k not in ("per_patient_val", "history")},
                        s.run_dir / "curves.png", s.run_dir / "checkpoint", f"{cfg.arch}-model",
-                       {"val_dice_3d": kept["val_dice_3d"]})
+                       {"val_dice_3d": kept.get("val_dice_3d")})
         return summary
     finally:
         tracker.close()

@@ -77,6 +77,36 @@ def test_two_fold_cv_through_the_cli_writes_the_out_of_fold_table(dataset, tmp_p
     assert "not a folds file" in capsys.readouterr().err
 
 
+def test_cv_final_trains_the_recipe_on_every_patient_and_records_its_out_of_fold_result(dataset, tmp_path,
+                                                                                       monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--quiet", "split", "--data", str(dataset), "--folds", "2", "--split_file", "cv2.json"]) == 0
+    assert main(["--quiet", "cv", "--name", "tiny", "--final", f"--data={dataset}", "--split_file=cv2.json", *TINY]) == 0
+    cv_dir = tmp_path / "runs" / "cv" / "tiny"
+    oof = json.loads((cv_dir / "oof.json").read_text())
+    config = json.loads((cv_dir / "final" / "checkpoint" / "config.json").read_text())
+    everyone = sorted(c for f in read_split(tmp_path / "cv2.json")["folds"] for c in f)
+    assert config["trained_on"] == everyone and config["validated_on"] == [] and config["selection"] == "last"
+    assert config["epoch"] == 2 and config["metrics"] == {}  # nothing left to validate on
+    assert config["cv"]["oof_dice_3d_mean"] == oof["summary"]["dice"]["mean"]
+    assert config["cv"]["oof_dice_3d_min"] == min(r["dice"] for r in oof["per_patient"])
+    assert (cv_dir / "final" / "curves.png").exists()
+    assert "no validation" in capsys.readouterr().out
+    # published as is: the served model carries its recipe's cross-validation
+    assert main(["--quiet", "export", "--checkpoint", str(cv_dir / "final" / "checkpoint"), "--out", "served"]) == 0
+    assert json.loads((tmp_path / "served" / "config.json").read_text())["cv"] == config["cv"]
+    # a final model of another recipe is refused before it trains, and the CV's final model is left alone
+    before = (cv_dir / "final" / "checkpoint" / "model.safetensors").stat().st_mtime_ns
+    assert main(["--quiet", "cv", "--name", "tiny", "--folds", "--final", f"--data={dataset}",
+                 "--split_file=cv2.json", *TINY, "--lr=0.01"]) == 2
+    assert "train different recipes (lr: 0.01 vs 0.003)" in capsys.readouterr().err
+    assert (cv_dir / "final" / "checkpoint" / "model.safetensors").stat().st_mtime_ns == before
+    # training on all folds needs a folds file
+    assert main(["--quiet", "train", "--all_folds", f"--data={dataset}", "--split_file=cv2.json", "--fold=0",
+                 *TINY]) == 2
+    assert "without --fold" in capsys.readouterr().err
+
+
 def test_a_sweep_of_lasegm_cv_ranks_trials_by_out_of_fold_dice(dataset, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["--quiet", "split", "--data", str(dataset), "--folds", "2", "--split_file", "cv2.json"]) == 0
