@@ -192,9 +192,11 @@ def _dispatch(args) -> int:
 
         cfg = config_from_args(args)
         summary = train(cfg, quiet=quiet)
-        print(f"kept epoch {summary['checkpoint_epoch']} ({summary['selection']}): val 3D Dice "
-              f"{summary['checkpoint_val_dice_3d']:.4f}; best epoch {summary['best_epoch']} "
-              f"({summary['best_val_dice_3d']:.4f}); {summary['training_time_s']:.0f}s; checkpoint {summary['checkpoint']}")
+        scores = (f"val 3D Dice {summary['checkpoint_val_dice_3d']:.4f}; best epoch {summary['best_epoch']} "
+                  f"({summary['best_val_dice_3d']:.4f})" if summary["checkpoint_val_dice_3d"] is not None else
+                  "trained on all folds, not validated (its recipe's cross-validation scores it)")
+        print(f"kept epoch {summary['checkpoint_epoch']} ({summary['selection']}): {scores}; "
+              f"{summary['training_time_s']:.0f}s; checkpoint {summary['checkpoint']}")
     elif args.command == "cv":
         from lasegm.cv import run_cv
 

@@ -101,7 +101,10 @@ def test_cv_final_trains_the_recipe_on_every_patient_and_records_its_out_of_fold
                  "--split_file=cv2.json", *TINY, "--lr=0.01"]) == 2
     assert "train different recipes (lr: 0.01 vs 0.003)" in capsys.readouterr().err
     assert (cv_dir / "final" / "checkpoint" / "model.safetensors").stat().st_mtime_ns == before
-    # training on all folds needs a folds file
+    # `lasegm train --all_folds` (what `cv --final --jobs N` runs in a process of its own) needs a folds file
+    assert main(["--quiet", "train", "--all_folds", f"--data={dataset}", "--split_file=cv2.json", *TINY,
+                 "--epochs=1", "--run_name=alone"]) == 0
+    assert "trained on all folds, not validated" in capsys.readouterr().out
     assert main(["--quiet", "train", "--all_folds", f"--data={dataset}", "--split_file=cv2.json", "--fold=0",
                  *TINY]) == 2
     assert "without --fold" in capsys.readouterr().err
