@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Issue #13, next step, prepared for one lent GPU call (not yet run on a GPU; tiny mode dry-run on 2 CPU cores with
-# JOBS=1, 2026-11-27): nnU-Net-style mirroring in training, as 5-fold CVs of the committed recipes (splits/cv5.json),
-# U-Net also with context 2: 4 CVs = 20 trainings at once (18 took 9 min on one H100). Then every CV is
-# re-evaluated out of fold with mirrored TTA (`lasegm cv --reevaluate --flip_tta=true`: no retraining).
+# Issue #13, the step after docs/gpu/next.sh, prepared for one lent GPU call (not yet run on a GPU; tiny mode dry-run
+# on 2 CPU cores with JOBS=1, 2026-11-27): nnU-Net-style mirroring in training, as 5-fold CVs of the committed FPN
+# and PSPNet recipes (splits/cv5.json), each with its final model on all 16 patients (`--final`), and the committed
+# U-Net recipe without mirroring, cross-validated again: the augmentation fix of 2026-11-27 changed it, so this
+# separates the two changes (its old OOF 0.901 was measured with the correlated augmentation). 17 trainings at once
+# (18 took 9 min on one H100). Then every CV is re-evaluated out of fold with mirrored TTA (`lasegm cv
+# --reevaluate --flip_tta=true`: no retraining). The final checkpoints come back in $OUT/final-<name>.tgz[.part-*].
 # Carry .devrun/ as for docs/gpu/2026-11-27-h100-v2.sh.
 # Usage: bash docs/gpu/cv-mirror.sh [tiny]   (CPU dry run: JOBS=1 OUT=/tmp/o bash docs/gpu/cv-mirror.sh tiny)
 set -uo pipefail
@@ -16,9 +19,9 @@ UNET="--arch=unet --encoder=efficientnet-b0 --decoder_width=128 --image_size=160
 FPN="--arch=fpn --encoder=resnet18 --decoder_width=128 --image_size=160 --lr=0.003 --loss=dice_bce"
 PSP="--arch=pspnet --encoder=resnet18 --image_size=224 --lr=0.003 --loss=dice_bce"
 pids=()
-for job in unet-mirror:UNET: unet-mirror-context2:UNET:--context=2 fpn-mirror:FPN: pspnet-mirror:PSP:; do
+for job in fpn-mirror:FPN:--final unet-fixed-aug:UNET:--mirror=false pspnet-mirror:PSP:--final; do
   IFS=: read -r name recipe extra <<< "$job"
-  python3 -m lasegm --quiet cv --name=$name --jobs=${JOBS:-5} ${!recipe} $COMMON $extra --flip_tta=false \
+  python3 -m lasegm --quiet cv --name=$name --jobs=${JOBS:-6} ${!recipe} $COMMON $extra --flip_tta=false \
     --split_file=splits/cv5.json --out_dir=$RUNS > $RUNS/cv-$name.log 2>&1 &
   pids+=($!)
 done
@@ -27,7 +30,7 @@ MON=$!
 for p in "${pids[@]}"; do wait $p; done
 echo "trained at $(( $(date +%s) - T0 ))s"
 pids=()
-for name in unet-mirror unet-mirror-context2 fpn-mirror pspnet-mirror; do  # the same folds with mirrored TTA
+for name in fpn-mirror pspnet-mirror; do  # the same folds with mirrored TTA
   python3 -m lasegm --quiet cv --name=$name --reevaluate --flip_tta=true --split_file=splits/cv5.json --out_dir=$RUNS \
     > $RUNS/reeval-$name.log 2>&1 &
   pids+=($!)
@@ -38,4 +41,8 @@ echo "all done at $(( $(date +%s) - T0 ))s"
 tail -n 2 $RUNS/reeval-*.log
 tail -n 3 $RUNS/cv-*.log
 (cd $RUNS && tar czf $OUT/results.tgz --exclude='*.safetensors' --exclude='*.onnx' --exclude='curves.png' .)
+for d in $RUNS/cv/*/final/checkpoint; do  # the models to serve; $OUT takes <= 16 MiB a file (FPN's fp16 weights: 23 MB)
+  name=$(basename $(dirname $(dirname $d))); tar czf "$OUT/final-$name.tgz" -C $(dirname $d) checkpoint
+  [ $(stat -c %s "$OUT/final-$name.tgz") -gt 15000000 ] && split -b 15000000 -d "$OUT/final-$name.tgz" "$OUT/final-$name.tgz.part-" && rm "$OUT/final-$name.tgz"
+done
 ls -la $OUT

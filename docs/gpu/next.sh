@@ -8,6 +8,8 @@
 #     the 2D U-Net recipe with mirroring, 10 trainings at once (the 2D CV is left out when the 3D folds would get
 #     fewer than 3000 steps: the 3D U-Net needs ~600 before it commits). The 3D epochs are sized from a measured step
 #     time so its cosine schedule ends inside the time left (CV keeps each fold's last epoch).
+#     Each CV also trains its final model on all 16 patients (`--final`, a sixth training): the model to serve,
+#     which records its recipe's OOF result; the final checkpoints come back in $OUT/final-<name>.tgz.
 #  3. Both CVs re-scored out of fold with mirrored TTA (`lasegm cv --reevaluate --flip_tta=true`).
 # Carry .devrun/ (data.tar.xz, site.tar.xz, whl/: see docs/gpu/setup.sh).
 # Usage: bash docs/gpu/next.sh [tiny]    (CPU dry run: OUT=/tmp/o bash docs/gpu/next.sh tiny)
@@ -50,13 +52,14 @@ print(f"{sorted(times)[len(times) // 2]:.4f}")
 EOF
 )
 LEFT=$(( 540 - $(elapsed) ))  # seconds left for the CVs and the re-scoring, in a 9.5-min command
-# five 3D folds share the GPU with five 2D ones: assume the 3D folds get 60 % of it; 75 % of the time trains.
+# six 3D trainings (5 folds + final) share the GPU with six 2D ones: assume the 3D ones get 60 % of it; 75 % of
+# the time trains.
 # The 3D U-Net outputs a constant map for its first ~600 steps (research_log): below 3000 steps per fold,
 # the 2D CV is left out and the 3D folds get ~90 % of the GPU.
-ITERS=$(python3 -c "print(max(40, int($LEFT * 0.75 * 0.6 / (5 * $STEP))))")
+ITERS=$(python3 -c "print(max(40, int($LEFT * 0.75 * 0.6 / (6 * $STEP))))")
 WITH_2D=yes
 if [ "$ITERS" -lt 3000 ] && [ "$TINY" != tiny ]; then
-  WITH_2D=no; ITERS=$(python3 -c "print(max(40, int($LEFT * 0.75 * 0.9 / (5 * $STEP))))")
+  WITH_2D=no; ITERS=$(python3 -c "print(max(40, int($LEFT * 0.75 * 0.9 / (6 * $STEP))))")
 fi
 EPOCHS3D=20; SAMPLES3D=$(( ITERS * 2 / EPOCHS3D ))
 LIMIT=$(python3 -c "print(round(($LEFT - 75) / 60, 1))")  # a safety stop, should the estimate be off
@@ -67,10 +70,10 @@ U3D="--arch=unet3d --context=0 --image_size=160 --fov_mm=200 --slab_depth=32 --b
 U2D="$UNET --augment=true --mirror=true --largest_component=true --epochs=40 --samples_per_epoch=800 --workers=0 --num_threads=1 --time_limit_min=6"
 [ "$TINY" = tiny ] && U2D="$UNET --mirror=true --epochs=1 --samples_per_epoch=32 --workers=0 --num_threads=1"
 pids=()
-python3 -m lasegm --quiet cv --name=unet3d-mirror --jobs=${JOBS:-5} $U3D --flip_tta=false --split_file=splits/cv5.json \
+python3 -m lasegm --quiet cv --name=unet3d-mirror --final --jobs=${JOBS:-6} $U3D --flip_tta=false --split_file=splits/cv5.json \
   --out_dir=$RUNS > $RUNS/cv-unet3d-mirror.log 2>&1 & pids+=($!)
 if [ $WITH_2D = yes ]; then
-  python3 -m lasegm --quiet cv --name=unet-mirror --jobs=${JOBS:-5} $U2D --flip_tta=false --split_file=splits/cv5.json \
+  python3 -m lasegm --quiet cv --name=unet-mirror --final --jobs=${JOBS:-6} $U2D --flip_tta=false --split_file=splits/cv5.json \
     --out_dir=$RUNS > $RUNS/cv-unet-mirror.log 2>&1 & pids+=($!)
 fi
 for p in "${pids[@]}"; do wait $p; done
@@ -86,4 +89,7 @@ echo "all done at $(elapsed)s"
 tail -n 2 $RUNS/reeval-*.log; tail -n 3 $RUNS/cv-*.log
 cp $RUNS/speed/summary.json "$OUT/summary-speed.json" 2>/dev/null; cp $RUNS/speed/history.csv "$OUT/history-speed.csv" 2>/dev/null
 (cd $RUNS && tar czf $OUT/results.tgz --exclude='*.safetensors' --exclude='*.onnx' --exclude='curves.png' .)
+for d in $RUNS/cv/*/final/checkpoint; do  # the models to serve (fp16 weights: a few MB each; $OUT takes <= 16 MiB a file)
+  name=$(basename $(dirname $(dirname $d))); tar czf "$OUT/final-$name.tgz" -C $(dirname $d) checkpoint
+done
 ls -la "$OUT"
