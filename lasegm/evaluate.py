@@ -12,7 +12,8 @@ from lasegm.data import default_data_dir, find_cases, load_case
 from lasegm.metrics import PATIENT_METRICS as METRICS
 from lasegm.metrics import patient_row, summarize
 from lasegm.predict import load_segmenter
-from lasegm.split import DEFAULT_SPLIT_FILE, split_cases, split_hash
+from lasegm import LasegmError
+from lasegm.split import DEFAULT_SPLIT_FILE, read_split, split_cases, split_hash
 from lasegm.utils import write_csv, write_json
 
 
@@ -23,10 +24,23 @@ def evaluate(checkpoint, data=None, split_file=DEFAULT_SPLIT_FILE, part="test", 
     cases = split_cases(split_file, find_cases(data or default_data_dir()))[part]
     if seg.config.get("split_sha256") and seg.config["split_sha256"] != split_hash(split_file):
         print(f"warning: {checkpoint} was trained with a different split file than {split_file}")
+    refuse_trained_on(seg, [c.case_id for c in cases], read_split(split_file).get("duplicate_groups", []))
     rows = score_cases(seg, tqdm(cases, desc=f"evaluating {part}", unit="patient", disable=quiet))
     return {"checkpoint": seg.source, "arch": seg.arch, "split_file": str(split_file), "part": part,
             "device": str(seg.device), "backend": seg.backend, "largest_component": seg.post.largest_component,
             "flip_tta": seg.post.flip_tta, "per_patient": rows, "summary": summarize(rows, METRICS)}
+
+
+def refuse_trained_on(seg, case_ids: list[str], duplicate_groups: list[list[str]]) -> None:
+    """A score on patients a model trained on (or on their duplicate scans) is not accuracy: refuse to make one."""
+    for member in getattr(seg, "members", [seg]):
+        seen = set(member.config.get("trained_on", []))
+        seen |= {c for group in duplicate_groups if seen & set(group) for c in group}
+        overlap = sorted(seen & set(case_ids))
+        if overlap:
+            raise LasegmError(f"{member.source} was trained on {', '.join(overlap)} (or a duplicate scan of it); "
+                              "a score there is not accuracy. Score held-out patients, or cite the recipe's "
+                              "cross-validation (`cv` in its config.json)")
 
 
 def score_cases(seg, cases) -> list[dict]:

@@ -113,6 +113,10 @@ def test_train_evaluate_predict_through_the_cli(dataset, trained, tmp_path, monk
                  "--split_file", str(split), "--split", "val", "--largest_component", "--out", str(work / "ev")]) == 0
     result = json.loads((work / "ev" / "evaluation.json").read_text())
     assert result["largest_component"] is True and result["part"] == "val"
+    capsys.readouterr()  # a score on its own training patients is refused, not reported
+    assert main(["--quiet", "evaluate", "--checkpoint", str(run / "checkpoint"), "--data", str(dataset),
+                 "--split_file", str(split), "--split", "train", "--out", str(work / "ev-train")]) == 2
+    assert "was trained on" in capsys.readouterr().err and not (work / "ev-train").exists()
 
     # predict scans of other in-plane sizes (odd, and the full download's 320x320) with no label
     for shape in [(97, 81, 20), (320, 320, 8)]:
