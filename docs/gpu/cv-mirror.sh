@@ -7,11 +7,12 @@
 # (18 took 9 min on one H100). Then every CV is re-evaluated out of fold with mirrored TTA (`lasegm cv
 # --reevaluate --flip_tta=true`: no retraining). The final checkpoints come back in $OUT/final-<name>.tgz[.part-*].
 # Carry .devrun/ as for docs/gpu/2026-11-27-h100-v2.sh.
-# Usage: bash docs/gpu/cv-mirror.sh [tiny]   (CPU dry run: JOBS=1 OUT=/tmp/o bash docs/gpu/cv-mirror.sh tiny)
+# Usage: bash docs/gpu/cv-mirror.sh [tiny]   (CPU dry run: PATH=$PWD/.venv/bin:$PATH JOBS=1 RUNS=/tmp/tiny-runs
+#   OUT=/tmp/o LASEGM_DATA=<data> bash docs/gpu/cv-mirror.sh tiny)
 set -uo pipefail
 T0=$(date +%s)
 source docs/gpu/setup.sh
-RUNS=/tmp/runs; rm -rf $RUNS; mkdir -p $RUNS
+RUNS=${RUNS:-/tmp/runs}; rm -rf $RUNS; mkdir -p $RUNS
 # 20 processes share 16 cores: one thread and no loader workers each
 COMMON="--epochs=40 --samples_per_epoch=800 --batch_size=16 --fov_mm=200 --context=1 --seed=0 --augment=true --mirror=true --largest_component=true --time_limit_min=7.3 --num_threads=1 --workers=0"
 if [ "${1:-}" = tiny ]; then COMMON="--epochs=1 --samples_per_epoch=32 --batch_size=16 --fov_mm=200 --context=1 --mirror=true --num_threads=1 --workers=0"; fi

@@ -12,11 +12,12 @@
 #     which records its recipe's OOF result; the final checkpoints come back in $OUT/final-<name>.tgz.
 #  3. Both CVs re-scored out of fold with mirrored TTA (`lasegm cv --reevaluate --flip_tta=true`).
 # Carry .devrun/ (data.tar.xz, site.tar.xz, whl/: see docs/gpu/setup.sh).
-# Usage: bash docs/gpu/next.sh [tiny]    (CPU dry run: OUT=/tmp/o bash docs/gpu/next.sh tiny)
+# Usage: bash docs/gpu/next.sh [tiny]    (CPU dry run, with --final, 2026-11-27 22:16-22:41, rc 0, 8 files in $OUT:
+#   PATH=$PWD/.venv/bin:$PATH JOBS=1 RUNS=/tmp/tiny-runs OUT=/tmp/o LASEGM_DATA=<data> bash docs/gpu/next.sh tiny)
 set -uo pipefail
 T0=$(date +%s)
 source docs/gpu/setup.sh
-RUNS=/tmp/runs; rm -rf $RUNS; mkdir -p $RUNS
+RUNS=${RUNS:-/tmp/runs}; rm -rf $RUNS; mkdir -p $RUNS
 TINY=${1:-}
 elapsed() { echo $(( $(date +%s) - T0 )); }
 ( while sleep 2; do echo "$(elapsed) $(nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader,nounits 2>/dev/null)"; done ) > "$OUT/gpu_util.txt" &
