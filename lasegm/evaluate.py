@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -23,7 +24,8 @@ def evaluate(checkpoint, data=None, split_file=DEFAULT_SPLIT_FILE, part="test", 
                          backend=backend)
     cases = split_cases(split_file, find_cases(data or default_data_dir()))[part]
     if seg.config.get("split_sha256") and seg.config["split_sha256"] != split_hash(split_file):
-        print(f"warning: {checkpoint} was trained with a different split file than {split_file}")
+        print(f"warning: {' + '.join(map(str, seg.source)) if isinstance(seg.source, list) else seg.source} was "
+              f"trained with a different split file than {split_file}", file=sys.stderr)
     refuse_trained_on(seg, [c.case_id for c in cases], read_split(split_file).get("duplicate_groups", []))
     rows = score_cases(seg, tqdm(cases, desc=f"evaluating {part}", unit="patient", disable=quiet))
     return {"checkpoint": seg.source, "arch": seg.arch, "split_file": str(split_file), "part": part,
