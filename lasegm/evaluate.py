@@ -8,12 +8,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from lasegm import LasegmError
 from lasegm.analyze import format_table
 from lasegm.data import default_data_dir, find_cases, load_case
 from lasegm.metrics import PATIENT_METRICS as METRICS
 from lasegm.metrics import patient_row, summarize
 from lasegm.predict import load_segmenter
-from lasegm import LasegmError
 from lasegm.split import DEFAULT_SPLIT_FILE, read_split, split_cases, split_hash
 from lasegm.utils import write_csv, write_json
 
@@ -24,8 +24,8 @@ def evaluate(checkpoint, data=None, split_file=DEFAULT_SPLIT_FILE, part="test", 
                          backend=backend)
     cases = split_cases(split_file, find_cases(data or default_data_dir()))[part]
     if seg.config.get("split_sha256") and seg.config["split_sha256"] != split_hash(split_file):
-        print(f"warning: {' + '.join(map(str, seg.source)) if isinstance(seg.source, list) else seg.source} was "
-              f"trained with a different split file than {split_file}", file=sys.stderr)
+        source = seg.source if isinstance(seg.source, str) else " + ".join(seg.source)  # an ensemble: its members
+        print(f"warning: {source} was trained with a different split file than {split_file}", file=sys.stderr)
     refuse_trained_on(seg, [c.case_id for c in cases], read_split(split_file).get("duplicate_groups", []))
     rows = score_cases(seg, tqdm(cases, desc=f"evaluating {part}", unit="patient", disable=quiet))
     return {"checkpoint": seg.source, "arch": seg.arch, "split_file": str(split_file), "part": part,

@@ -29,8 +29,8 @@ ARCHITECTURES: dict[str, type[torch.nn.Module]] = {
 # The architectures with a served checkpoint (checkpoints/<name>): the demo, the benchmark and the tests use these
 SERVED = ("pspnet", "fpn", "unet")
 # The served ensemble's members in the order they run. Only the last member skips slices (predict.Ensemble gates
-# it), so the costliest on CPU goes last: ONNX seconds per volume in docs/benchmarks.json, FPN 1.60 > PSPNet 1.41 >
-# U-Net 1.22 (2026-11-27). The order changes only the work done, not the mask.
+# it), so the costliest on CPU goes last: ONNX seconds per volume in docs/benchmarks.json, FPN 1.42 > PSPNet 1.34 >
+# U-Net 1.07 (2026-11-27 23:20). The order changes only the work done, not the mask (research_log.md: -3 %).
 ENSEMBLE_MEMBERS = ("pspnet", "unet", "fpn")
 
 
