@@ -26,6 +26,11 @@ def reported(folder) -> dict:
     return json.loads((folder / "evaluation-test" / "evaluation.json").read_text())
 
 
+def final_model(folder) -> bool:
+    """Trained on every patient of the folds file (`lasegm cv --final`): no test patient is left for it."""
+    return bool(json.loads((folder / "config.json").read_text())["train_config"].get("all_folds"))
+
+
 def test_checkpoints_fit_the_size_budget():
     total = sum(f.stat().st_size for f in CHECKPOINTS.rglob("*") if f.is_file())
     assert total <= 60e6, f"checkpoints/ holds {total / 1e6:.1f} MB; the budget is 60 MB"
@@ -34,18 +39,28 @@ def test_checkpoints_fit_the_size_budget():
 @pytest.mark.parametrize("arch", ARCHS)
 def test_checkpoint_segments_a_real_validation_patient(arch, real_data):
     seg = Segmenter(CHECKPOINTS / arch, device="cpu", expected_arch=arch)
-    assert seg.config["split_sha256"] == split_hash(SPLIT), "checkpoint was trained on another split"
     assert seg.pre.version == 2, "served checkpoints use the current preprocessing contract"
-    case_id = read_split(SPLIT)["val"][0]
+    if final_model(CHECKPOINTS / arch):  # a loading check on a patient it saw, not an accuracy figure
+        cv = seg.config["cv"]
+        assert seg.config["split_sha256"] == split_hash(REPO / cv["folds_file"]) == cv["folds_sha256"]
+        assert sorted(seg.config["trained_on"]) == sorted(c.case_id for c in find_cases(real_data))
+        case_id, floor = seg.config["trained_on"][0], cv["oof_dice_3d_mean"] - 0.15
+    else:
+        assert seg.config["split_sha256"] == split_hash(SPLIT), "checkpoint was trained on another split"
+        case_id, floor = read_split(SPLIT)["val"][0], reported(CHECKPOINTS / arch)["summary"]["dice"]["mean"] - 0.15
     vol = load_case(next(c for c in find_cases(real_data) if c.case_id == case_id))
     mask = seg.segment(vol)
-    floor = reported(CHECKPOINTS / arch)["summary"]["dice"]["mean"] - 0.15
     score = dice(mask, vol.label)
     assert score > floor, f"{arch} on {case_id}: 3D Dice {score:.3f} below the floor {floor:.3f}"
 
 
 @pytest.mark.parametrize("folder", [CHECKPOINTS / a for a in ARCHS] + [LEGACY], ids=ARCHS + ["legacy-v1"])
-def test_evaluate_reproduces_the_reported_test_dice(folder, real_data, tmp_path):
+def test_evaluate_reproduces_the_reported_test_dice(folder, real_data, tmp_path, capsys):
+    if final_model(folder):  # it trained on the test patients: evaluate refuses, and no test score is committed
+        assert main(["--quiet", "evaluate", "--checkpoint", str(folder), "--data", str(real_data),
+                     "--split_file", str(SPLIT), "--split", "test", "--out", str(tmp_path / "ev")]) == 2
+        assert "was trained on" in capsys.readouterr().err and not (folder / "evaluation-test").exists()
+        return
     ref = reported(folder)
     assert main(["--quiet", "evaluate", "--checkpoint", str(folder), "--data", str(real_data),
                  "--split_file", str(SPLIT), "--split", "test", "--out", str(tmp_path)]) == 0
