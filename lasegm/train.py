@@ -354,11 +354,12 @@ def train(cfg: TrainConfig, quiet: bool = False, should_stop: Callable[[list[dic
         from lasegm.viz import save_curves
 
         save_curves(history, s.run_dir / "curves.png", title=s.run_name)
-        # without validation (all folds) the scores are None: the recipe's cross-validation scores it
-        best = max(history, key=lambda h: h.get("val_dice_3d", 0.0))
+        # without validation (all folds) there is no best epoch and the scores are None: the recipe's
+        # cross-validation scores it
+        best = max(history, key=lambda h: h["val_dice_3d"]) if s.val_cases else {}
         summary = {"run_name": s.run_name, "run_dir": str(s.run_dir), "checkpoint": str(s.run_dir / "checkpoint"),
                    "selection": cfg.select, "checkpoint_epoch": kept["epoch"],
-                   "checkpoint_val_dice_3d": kept.get("val_dice_3d"), "best_epoch": best["epoch"],
+                   "checkpoint_val_dice_3d": kept.get("val_dice_3d"), "best_epoch": best.get("epoch"),
                    "best_val_dice_3d": best.get("val_dice_3d"), "best_val_dice_slice": best.get("val_dice_slice"),
                    "epochs_run": len(history), "training_time_s": time.perf_counter() - t_start,
                    "inference_s_per_volume": kept.get("inference_s_per_volume"),

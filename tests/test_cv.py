@@ -91,6 +91,8 @@ def test_cv_final_trains_the_recipe_on_every_patient_and_records_its_out_of_fold
     assert config["cv"]["oof_dice_3d_mean"] == oof["summary"]["dice"]["mean"]
     assert config["cv"]["oof_dice_3d_min"] == min(r["dice"] for r in oof["per_patient"])
     assert (cv_dir / "final" / "curves.png").exists()
+    summary = json.loads((cv_dir / "final" / "summary.json").read_text())
+    assert summary["best_epoch"] is None and summary["checkpoint_val_dice_3d"] is None
     assert "no validation" in capsys.readouterr().out
     # published as is: the served model carries its recipe's cross-validation
     assert main(["--quiet", "export", "--checkpoint", str(cv_dir / "final" / "checkpoint"), "--out", "served"]) == 0
