@@ -2,8 +2,9 @@
 
 A checkpoint is a folder: `model.safetensors` (weights, never pickled) + `config.json` (everything
 needed to rebuild the model and its preprocessing, plus provenance and metrics), and optionally
-`model.onnx` (the same weights for ONNX Runtime, made by `lasegm export-onnx`). Building the PyTorch
-model lives in lasegm.models; running either file lives in lasegm.runtime.
+`model.onnx` (the same weights for ONNX Runtime, made by `lasegm export-onnx`) and `cv-oof.json` (the
+out-of-fold table of its recipe's cross-validation, scored with its post-processing: `lasegm cv --final`
+writes it). Building the PyTorch model lives in lasegm.models; running either file lives in lasegm.runtime.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from lasegm.utils import read_format_json
 
 CHECKPOINT_FORMAT = "lasegm.checkpoint/1"
 WEIGHTS_FILE, CONFIG_FILE, ONNX_FILE = "model.safetensors", "config.json", "model.onnx"
+CV_TABLE_FILE = "cv-oof.json"  # config.json's "cv" block summarises it
 
 
 def read_checkpoint_config(ckpt_dir: str | Path) -> dict:

@@ -60,14 +60,15 @@ def build_parser(arch_choices: bool = True) -> argparse.ArgumentParser:
                    help="train only these folds (none given, with --final: only the final model)")
     c.add_argument("--final", action="store_true",
                    help="also train the recipe on every patient (runs/cv/NAME/final: the model to serve, e.g. "
-                        "with `lasegm export`); its checkpoint records the out-of-fold result")
+                        "with `lasegm export`); its checkpoint carries the out-of-fold table (cv-oof.json)")
     c.add_argument("--jobs", type=int, default=1, help="folds trained at once, each in its own process (GPU)")
     c.add_argument("--collect_only", "--collect-only", action="store_true",
                    help="only (re)write the out-of-fold table from finished folds")
     c.add_argument("--reevaluate", action="store_true",
                    help="segment each fold's held-out patients again with its checkpoint and this command's "
                         "--largest_component / --flip_tta (post-processing chosen on every patient, no retraining); "
-                        "writes oof-lc-<bool>-tta-<bool>.json")
+                        "writes oof-lc-<bool>-tta-<bool>.json; with --final, the final model takes that "
+                        "post-processing and that table")
     add_config_flags(c, arch_choices=arch_choices)
     c.set_defaults(split_file=DEFAULT_FOLDS_FILE)
 

@@ -7,7 +7,9 @@ Folds may run in parallel processes (`--jobs`), which is how a GPU is kept busy.
 
 `--final` also trains the recipe on every patient of the folds file (runs/cv/NAME/final, no validation): the
 model to serve. Its checkpoint records the out-of-fold result of its recipe, which is its accuracy estimate (it
-has seen every development patient, so nothing here can score it).
+has seen every development patient, so nothing here can score it), and carries the table itself. `--reevaluate
+--final` re-scores the folds with other post-processing and gives the final model that post-processing and
+that table: it is served as it was scored.
 """
 
 from __future__ import annotations
@@ -67,7 +69,10 @@ def run_cv(cfg: TrainConfig, name: str, folds: list[int] | None = None, jobs: in
         raise LasegmError(f"--folds {bad}: {cfg.split_file} has folds 0..{k - 1}")
     cv_dir = Path(cfg.out_dir) / "cv" / name
     if reevaluate:
-        return reevaluate_folds(cv_dir, split, cfg, quiet)
+        result = reevaluate_folds(cv_dir, split, cfg, quiet)
+        if final:  # the final model adopts the post-processing chosen out of fold, with its table
+            record_cv(cv_dir / FINAL / "checkpoint", cv_dir, result)
+        return result
     if final and not collect_only:  # the final model records the CV's result: every fold must exist by then,
         for f in sorted(set(range(k)) - set(folds)):  # trained with this recipe (checked before training)
             _fold_summary(cv_dir, f, split["folds"][f])
@@ -95,9 +100,10 @@ def run_cv(cfg: TrainConfig, name: str, folds: list[int] | None = None, jobs: in
 
 
 def record_cv(checkpoint: Path, cv_dir: Path, result: dict) -> dict:
-    """Write the out-of-fold result into the final model's config.json, after checking that the folds trained
-    the same recipe (the same flags but for RUN_FIELDS) on the same folds file."""
-    from lasegm.checkpoint import CONFIG_FILE, read_checkpoint_config
+    """Put the out-of-fold table into the final model's folder (CV_TABLE_FILE), summarised in its config.json,
+    with the post-processing the table was scored with, after checking that the folds trained the same recipe
+    (the same flags but for RUN_FIELDS) on the same folds file."""
+    from lasegm.checkpoint import CONFIG_FILE, CV_TABLE_FILE, read_checkpoint_config
 
     config = read_checkpoint_config(checkpoint)
     if not config.get("train_config", {}).get("all_folds"):
@@ -110,11 +116,14 @@ def record_cv(checkpoint: Path, cv_dir: Path, result: dict) -> dict:
     if config.get("split_sha256") != result["folds_sha256"]:
         raise LasegmError(f"{checkpoint} was trained on another folds file than {result['folds_file']}")
     d = result["summary"]["dice"]
+    config["postprocessing"] = result["postprocessing"]
     config["cv"] = {"name": result["cv"], "folds_file": result["folds_file"], "folds_sha256": result["folds_sha256"],
                     "oof_dice_3d_mean": d["mean"], "oof_dice_3d_std": d["std"], "oof_dice_3d_min": d["min"],
-                    "oof_hd95_mm_mean": result["summary"]["hd95_mm"]["mean"], "table": str(cv_dir / "oof.json"),
-                    "note": f"out-of-fold result of this checkpoint's recipe ({len(result['folds'])} folds, last "
-                            f"epoch); this checkpoint was trained on all {len(config['trained_on'])} patients"}
+                    "oof_hd95_mm_mean": result["summary"]["hd95_mm"]["mean"], "table": CV_TABLE_FILE,
+                    "note": f"out-of-fold result of this checkpoint's recipe and post-processing ({len(result['folds'])}"
+                            f" folds, last epoch); this checkpoint was trained on all {len(config['trained_on'])} "
+                            "patients"}
+    write_json(checkpoint / CV_TABLE_FILE, result)
     write_json(checkpoint / CONFIG_FILE, config)
     print(f"[cv {result['cv']}] {checkpoint} records its recipe's out-of-fold 3D Dice {d['mean']:.4f}", flush=True)
     return config["cv"]
@@ -155,13 +164,20 @@ def _run_parallel(configs: list[TrainConfig], cv_dir: Path, jobs: int) -> None:
 
 def collect(cv_dir: Path, split: dict, cfg: TrainConfig) -> dict:
     """Out-of-fold table from the folds' summaries; every patient must be validated exactly once."""
-    rows, runs = [], []
+    from lasegm.checkpoint import read_checkpoint_config
+
+    rows, runs, post = [], [], {}
     for f, fold_cases in enumerate(split["folds"]):
         s = _fold_summary(cv_dir, f, fold_cases)
         rows += [{**r, "fold": f} for r in s["per_patient_val"]]
         runs.append({"fold": f, "epochs": s["epochs_run"], "training_time_s": s["training_time_s"],
                      "device": s["device"], "checkpoint": s["checkpoint"]})
-    return _write_oof(cv_dir, "oof", rows, runs, cfg)
+        # each fold validated with its checkpoint's post-processing: one table, one post-processing
+        post[f] = read_checkpoint_config(cv_dir / f"fold-{f}" / "checkpoint")["postprocessing"]
+    if any(p != post[0] for p in post.values()):
+        raise LasegmError(f"{cv_dir}: the folds were validated with different post-processing ({post}); "
+                          "re-score them alike with `lasegm cv --reevaluate`")
+    return _write_oof(cv_dir, "oof", rows, runs, cfg, postprocessing=post[0])
 
 
 def reevaluate_folds(cv_dir: Path, split: dict, cfg: TrainConfig, quiet: bool = False) -> dict:

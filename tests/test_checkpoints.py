@@ -73,8 +73,10 @@ def test_evaluate_reproduces_the_reported_test_dice(folder, real_data, tmp_path,
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_recorded_cross_validation_matches_the_committed_oof_table(arch):
-    cv = json.loads((CHECKPOINTS / arch / "config.json").read_text())["cv"]
-    table = json.loads((REPO / cv["table"]).read_text())
+    config = json.loads((CHECKPOINTS / arch / "config.json").read_text())
+    cv = config["cv"]
+    table = json.loads((CHECKPOINTS / arch / cv["table"]).read_text())  # the checkpoint carries its table
+    assert table["postprocessing"] == config["postprocessing"], "scored as it is served"
     assert table["folds_sha256"] == split_hash(REPO / cv["folds_file"]) == cv["folds_sha256"]
     assert cv["oof_dice_3d_mean"] == pytest.approx(table["summary"]["dice"]["mean"], abs=1e-9)
     assert cv["oof_dice_3d_mean"] == pytest.approx(np.mean([r["dice"] for r in table["per_patient"]]), abs=1e-9)

@@ -94,9 +94,24 @@ def test_cv_final_trains_the_recipe_on_every_patient_and_records_its_out_of_fold
     summary = json.loads((cv_dir / "final" / "summary.json").read_text())
     assert summary["best_epoch"] is None and summary["checkpoint_val_dice_3d"] is None
     assert "no validation" in capsys.readouterr().out
-    # published as is: the served model carries its recipe's cross-validation
-    assert main(["--quiet", "export", "--checkpoint", str(cv_dir / "final" / "checkpoint"), "--out", "served"]) == 0
+    # published as is: the served model carries its recipe's cross-validation, table included
+    final = cv_dir / "final" / "checkpoint"
+    assert config["cv"]["table"] == "cv-oof.json" and config["postprocessing"] == oof["postprocessing"]
+    assert main(["--quiet", "export", "--checkpoint", str(final), "--out", "served"]) == 0
     assert json.loads((tmp_path / "served" / "config.json").read_text())["cv"] == config["cv"]
+    assert json.loads((tmp_path / "served" / "cv-oof.json").read_text()) == oof
+    # served with post-processing its table was not scored with: refused, nothing written
+    export_tta = ["--quiet", "export", "--checkpoint", str(final), "--out", "served-tta", "--flip_tta=true"]
+    assert main(export_tta) == 2
+    assert "re-score the folds" in capsys.readouterr().err and not (tmp_path / "served-tta").exists()
+    # re-scored out of fold with flip TTA, the final model takes that post-processing and that table
+    assert main(["--quiet", "cv", "--name", "tiny", "--reevaluate", "--final", f"--data={dataset}",
+                 "--split_file=cv2.json", "--flip_tta=true"]) == 0
+    rescored = json.loads((cv_dir / "oof-lc-true-tta-true.json").read_text())
+    config = json.loads((final / "config.json").read_text())
+    assert config["postprocessing"]["flip_tta"] and json.loads((final / "cv-oof.json").read_text()) == rescored
+    assert config["cv"]["oof_dice_3d_mean"] == rescored["summary"]["dice"]["mean"]
+    assert main(export_tta) == 0
     # a final model of another recipe is refused before it trains, and the CV's final model is left alone
     before = (cv_dir / "final" / "checkpoint" / "model.safetensors").stat().st_mtime_ns
     assert main(["--quiet", "cv", "--name", "tiny", "--folds", "--final", f"--data={dataset}",
