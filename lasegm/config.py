@@ -25,6 +25,7 @@ class TrainConfig:
     encoder_depth: int = 0  # 0 = the architecture's default
     decoder_attention: str = "none"  # none | scse (U-Net models)
     slab_depth: int = 32  # unet3d: consecutive slices per 3D patch (a multiple of 16 with its 5 levels)
+    deep_supervision: int = 2  # unet3d: decoder levels below the top also scored in training (nnU-Net), 0 = off
     # preprocessing (lasegm.preprocess.Preprocessing; its defaults)
     image_size: int = Preprocessing.image_size  # the field of view is resampled to image_size x image_size
     context: int = Preprocessing.context  # neighbouring slices each side as extra channels (2.5D)

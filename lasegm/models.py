@@ -35,12 +35,14 @@ ENSEMBLE_MEMBERS = ("pspnet", "unet", "fpn")
 
 
 def model_kwargs(arch: str, encoder: str, in_channels: int, decoder_width: int = 0,
-                 encoder_depth: int = 0, decoder_attention: str = "none", slab_depth: int = 32) -> dict:
+                 encoder_depth: int = 0, decoder_attention: str = "none", slab_depth: int = 32,
+                 deep_supervision: int = 0) -> dict:
     """Map lasegm's architecture-neutral options onto each class's own argument names.
 
     0 means "the architecture's default" so one config serves all models. unet3d has no encoder:
     decoder_width is its widest level (default 128: 3.1 s per 130-slice scan on 2 CPU cores with ONNX Runtime;
-    256 takes 7.2 s), encoder_depth its number of levels (default 5).
+    256 takes 7.2 s), encoder_depth its number of levels (default 5). slab_depth and deep_supervision are unet3d's
+    alone (the 2D models ignore them).
     """
     if arch not in ARCHITECTURES:
         raise LasegmError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
@@ -50,6 +52,8 @@ def model_kwargs(arch: str, encoder: str, in_channels: int, decoder_width: int =
         widest, levels = decoder_width or 128, encoder_depth or 5
         filters = [max(widest >> (levels - 1 - i), 8) for i in range(levels)]
         kw = {"in_channels": in_channels, "classes": 1, "filters": filters, "slab_depth": slab_depth}
+        if deep_supervision:  # recorded only when used: older checkpoints rebuild unchanged
+            kw["deep_supervision"] = deep_supervision
         UNet3D.check(kw)
         return kw
     if encoder not in smp.encoders.get_encoder_names() and not encoder.startswith("tu-"):

@@ -124,15 +124,25 @@ class SlabDataset(SliceDataset):
 
 
 def loss_terms(kind: str):
+    """The loss of a batch. Deep-supervised logits (a model's top and lower decoder outputs stacked on dim 1,
+    one more dimension than the target) are scored each against the target with nnU-Net's weights 1/2^i,
+    normalised to sum to 1."""
     dice = DiceLoss(mode="binary", from_logits=True)
 
-    def loss(logits, target):
+    def one(logits, target):
         terms = []
         if "dice" in kind:
             terms.append(dice(logits, target))
         if "bce" in kind:
             terms.append(F.binary_cross_entropy_with_logits(logits, target))
         return sum(terms)
+
+    def loss(logits, target):
+        if logits.ndim == target.ndim:
+            return one(logits, target)
+        weights = 0.5 ** torch.arange(logits.shape[1], dtype=torch.float32)
+        weights /= weights.sum()
+        return sum(w * one(logits[:, i], target) for i, w in enumerate(weights.tolist()))
 
     return loss
 
@@ -213,7 +223,7 @@ def setup(cfg: TrainConfig, quiet: bool = False) -> Setup:
     pre = Preprocessing(image_size=cfg.image_size, fov_mm=cfg.fov_mm, context=cfg.context)
     post = cfg.postprocessing()
     kwargs = model_kwargs(cfg.arch, cfg.encoder, pre.channels, cfg.decoder_width, cfg.encoder_depth,
-                          cfg.decoder_attention, cfg.slab_depth)  # bad model options fail before any data is read
+                          cfg.decoder_attention, cfg.slab_depth, cfg.deep_supervision)  # fail before reading data
     fold = cfg.fold if cfg.fold >= 0 else None
     parts = split_cases(cfg.split_file, find_cases(cfg.data or default_data_dir()), fold=fold,
                         all_folds=cfg.all_folds)
@@ -294,7 +304,8 @@ def train_epoch(s: Setup, epoch: int, quiet: bool = False) -> dict:
         s.opt.step()
         s.sched.step()
         losses.append(loss.item())
-        dices.append(batch_dice(logits.detach().float(), y))
+        top = logits if logits.ndim == y.ndim else logits[:, 0]  # deep supervision: the output served
+        dices.append(batch_dice(top.detach().float(), y))
         slices += y.shape[0] * (y.shape[2] if y.ndim == 5 else 1)  # a 3D batch holds slabs of slices
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     seconds = time.perf_counter() - t0

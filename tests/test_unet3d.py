@@ -57,6 +57,26 @@ def test_unet3d_options_are_checked_before_any_data_is_read():
     with torch.no_grad():  # the 2D contract (a slab as a batch) and 3D training batches
         assert model(torch.randn(8, 1, 32, 32)).shape == (8, 1, 32, 32)
         assert model(torch.randn(2, 1, 8, 32, 32)).shape == (2, 1, 8, 32, 32)
+    with pytest.raises(LasegmError, match="deep_supervision must be 0 to 2"):  # 4 levels: 2 below the top
+        model_kwargs("unet3d", "resnet18", 1, encoder_depth=4, slab_depth=8, deep_supervision=3)
+
+
+def test_deep_supervision_scores_lower_decoder_outputs_in_training_only():
+    from lasegm.train import loss_terms
+
+    kw = model_kwargs("unet3d", "resnet18", 1, decoder_width=64, encoder_depth=4, slab_depth=8, deep_supervision=2)
+    assert kw["deep_supervision"] == 2 and "deep_supervision" not in model_kwargs("unet3d", "", 1)
+    model = build_model("unet3d", kw)
+    x, y = torch.randn(2, 1, 8, 32, 32), (torch.rand(2, 1, 8, 32, 32) > 0.8).float()
+    stacked = model.train()(x)
+    assert stacked.shape == (2, 3, 1, 8, 32, 32)  # the top output and two upsampled lower ones
+    with torch.no_grad():  # served: the top output alone, in both contracts
+        assert model.eval()(x).shape == (2, 1, 8, 32, 32) and model(torch.randn(8, 1, 32, 32)).shape == (8, 1, 32, 32)
+    loss = loss_terms("dice_bce")
+    top, lower = stacked[:, 0].detach(), stacked[:, 1].detach()
+    # weights 1/2^i normalised: 4/7, 2/7, 1/7
+    three = torch.stack([top, lower, lower], dim=1)
+    assert float(loss(three, y)) == pytest.approx(4 / 7 * float(loss(top, y)) + 3 / 7 * float(loss(lower, y)), rel=1e-5)
 
 
 def test_unet3d_trains_exports_and_predicts_through_the_cli(dataset, tmp_path, monkeypatch):
@@ -71,6 +91,7 @@ def test_unet3d_trains_exports_and_predicts_through_the_cli(dataset, tmp_path, m
     run = tmp_path / "runs" / "tiny3d"
     config = json.loads((run / "checkpoint" / "config.json").read_text())
     assert config["arch"] == "unet3d" and config["model_kwargs"]["slab_depth"] == 8
+    assert config["model_kwargs"]["deep_supervision"] == 2  # the default: trained deep-supervised, served plain
     history = json.loads((run / "history.json").read_text())
     assert max(h["val_dice_3d"] for h in history) > 0.5  # it learns the synthetic atrium
     assert history[0]["train_slices_per_s"] > 0

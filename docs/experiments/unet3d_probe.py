@@ -4,6 +4,11 @@ two training patients every 300 steps: model-grid Dice (prepared slices, no larg
 probability. CPU-sized: 96 px, 16-slice slabs, batch 2. Ran for research_log.md (2026-11-27, 2 CPU cores):
 
     python docs/experiments/unet3d_probe.py [--augment] [--steps 1500]
+
+2026-11-28: what shortens the ~600 steps before it commits? --deep_supervision K adds DynUNet's K deep-supervision
+heads (nnU-Net's: every lower decoder output upsampled and scored, weights 1/2^i normalised; training only);
+--sgd uses nnU-Net's optimiser (SGD, Nesterov momentum 0.99, lr 0.01) instead of AdamW at 3e-3. Defaults reproduce
+the 2026-11-27 run.
 """
 
 import argparse
@@ -22,9 +27,12 @@ from lasegm.train import SlabDataset, loss_terms
 p = argparse.ArgumentParser()
 p.add_argument("--augment", action="store_true")
 p.add_argument("--steps", type=int, default=1500)
+p.add_argument("--deep_supervision", type=int, default=0)
+p.add_argument("--sgd", action="store_true")
+p.add_argument("--threads", type=int, default=2)
 args = p.parse_args()
 torch.manual_seed(0)
-torch.set_num_threads(2)
+torch.set_num_threads(args.threads)
 rng = np.random.default_rng(0)
 pre = Preprocessing(image_size=96, fov_mm=200, context=0)
 split = json.load(open("splits/split.json"))
@@ -34,8 +42,26 @@ val = [load_cached(cases[i], pre) for i in split["val"]]
 data = SlabDataset(train, 0, 16, augment=args.augment, seed=0, mirror=args.augment)
 weights = data.sample_weights(0.5).numpy()
 model = build_model("unet3d", model_kwargs("unet3d", "", 1, slab_depth=16))
-opt = torch.optim.AdamW(model.parameters(), 3e-3)
-loss_fn = loss_terms("dice_bce")
+if args.deep_supervision:  # the same DynUNet with deep-supervision heads
+    from monai.networks.nets import DynUNet
+
+    old = model.net
+    torch.manual_seed(0)
+    model.net = DynUNet(3, 1, 1, old.kernel_size, old.strides, old.upsample_kernel_size, filters=old.filters,
+                        norm_name="instance", act_name=("leakyrelu", {"negative_slope": 0.01, "inplace": True}),
+                        deep_supervision=True, deep_supr_num=args.deep_supervision)
+opt = (torch.optim.SGD(model.parameters(), 0.01, momentum=0.99, nesterov=True, weight_decay=3e-5) if args.sgd else
+       torch.optim.AdamW(model.parameters(), 3e-3))
+dice_bce = loss_terms("dice_bce")
+ds_weights = torch.tensor([0.5 ** i for i in range(args.deep_supervision + 1)])
+ds_weights /= ds_weights.sum()
+
+
+def loss_fn(logits, y):
+    if logits.ndim == 5:
+        return dice_bce(logits, y)
+    return sum(w * dice_bce(logits[:, i], y) for i, w in enumerate(ds_weights))
+
 dice = lambda a, b: 2 * (a & b).sum() / max(1, a.sum() + b.sum())
 for step in range(1, args.steps + 1):
     picks = rng.choice(len(data), 2, p=weights / weights.sum())
