@@ -113,6 +113,9 @@ def record_cv(checkpoint: Path, cv_dir: Path, result: dict) -> dict:
         if fold_config_json.get("epoch") != config.get("epoch"):  # e.g. a time limit stopped one of them early
             raise LasegmError(f"{checkpoint} is epoch {config.get('epoch')}, fold {f}'s checkpoint epoch "
                               f"{fold_config_json.get('epoch')}: not the recipe the cross-validation scored")
+        if fold_config_json["model_kwargs"] != config["model_kwargs"]:  # the same network, whatever the flags say
+            raise LasegmError(f"{checkpoint} is a {config['model_kwargs']} network, fold {f}'s checkpoint a "
+                              f"{fold_config_json['model_kwargs']} one: not the recipe the cross-validation scored")
     if config.get("split_sha256") != result["folds_sha256"]:
         raise LasegmError(f"{checkpoint} was trained on another folds file than {result['folds_file']}")
     d = result["summary"]["dice"]
@@ -212,8 +215,9 @@ def _same_recipe(recipe: dict, fold_checkpoint: Path, what: str) -> dict:
 
     fold_config_json = read_checkpoint_config(fold_checkpoint)
     fold_recipe = fold_config_json.get("train_config", {})
+    defaults = TrainConfig().recipe_dict()  # a field added since a run was trained: it ran with the default
     differ = sorted(key for key in (set(recipe) | set(fold_recipe)) - RUN_FIELDS
-                    if recipe.get(key) != fold_recipe.get(key))
+                    if recipe.get(key, defaults.get(key)) != fold_recipe.get(key, defaults.get(key)))
     if differ:
         pairs = ", ".join(f"{key}: {recipe.get(key)!r} vs {fold_recipe.get(key)!r}" for key in differ)
         raise LasegmError(f"{what} and {fold_checkpoint} train different recipes ({pairs}); the cross-validation's "
