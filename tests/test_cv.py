@@ -118,6 +118,17 @@ def test_cv_final_trains_the_recipe_on_every_patient_and_records_its_out_of_fold
                  "--split_file=cv2.json", *TINY, "--lr=0.01"]) == 2
     assert "train different recipes (lr: 0.01 vs 0.003)" in capsys.readouterr().err
     assert (cv_dir / "final" / "checkpoint" / "model.safetensors").stat().st_mtime_ns == before
+    # a fold trained before a recipe field existed ran with its default: still the same recipe ...
+    collect = ["--quiet", "cv", "--name", "tiny", "--final", "--collect_only", f"--data={dataset}", "--split_file=cv2.json"]
+    fold_config = cv_dir / "fold-0" / "checkpoint" / "config.json"
+    older = json.loads(fold_config.read_text())
+    del older["train_config"]["deep_supervision"]
+    fold_config.write_text(json.dumps(older))
+    assert main(collect) == 0
+    # ... but a fold that built another network is not, whatever its flags say
+    older["model_kwargs"]["decoder_channels"] = [8, 8, 8, 8, 8]
+    fold_config.write_text(json.dumps(older))
+    assert main(collect) == 2 and "not the recipe the cross-validation scored" in capsys.readouterr().err
     # `lasegm train --all_folds` (what `cv --final --jobs N` runs in a process of its own) needs a folds file
     assert main(["--quiet", "train", "--all_folds", f"--data={dataset}", "--split_file=cv2.json", *TINY,
                  "--epochs=1", "--run_name=alone"]) == 0
