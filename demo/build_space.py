@@ -90,9 +90,9 @@ scan's own voxel grid (any orientation, field of view or in-plane spacing).
 
 **Accuracy, and how it was measured.** Mean per-patient 3D Dice. *Cross-validation*: 5 patient-level folds of
 the 16 development patients, each patient scored by the model of the fold that held it out (the recipe of the
-served model). *Test*: a served model trained on part of the patients, scored once on 4 held-out ones; a
-model trained on all 16 has no development patient left to test on, and its recipe's cross-validation is its
-estimate.
+served model; per patient in `checkpoints/<model>/cv-oof.json`). *Test*: a served model trained on part of the
+patients, scored once on 4 held-out ones; a model trained on all 16 has no development patient left to test on,
+and its recipe's cross-validation is its estimate.
 
 | model | encoder | trained on (patients) | 5-fold cross-validation | held-out test | test HD95 (mm) |
 |---|---|---|---|---|---|
