@@ -167,7 +167,7 @@ def _run_parallel(configs: list[TrainConfig], cv_dir: Path, jobs: int) -> None:
 
 def collect(cv_dir: Path, split: dict, cfg: TrainConfig) -> dict:
     """Out-of-fold table from the folds' summaries; every patient must be validated exactly once."""
-    from lasegm.checkpoint import read_checkpoint_config
+    from lasegm.checkpoint import checkpoint_recipe, read_checkpoint_config
 
     rows, runs, post = [], [], {}
     for f, fold_cases in enumerate(split["folds"]):
@@ -176,7 +176,8 @@ def collect(cv_dir: Path, split: dict, cfg: TrainConfig) -> dict:
         runs.append({"fold": f, "epochs": s["epochs_run"], "training_time_s": s["training_time_s"],
                      "device": s["device"], "checkpoint": s["checkpoint"]})
         # each fold validated with its checkpoint's post-processing: one table, one post-processing
-        post[f] = read_checkpoint_config(cv_dir / f"fold-{f}" / "checkpoint")["postprocessing"]
+        checkpoint = cv_dir / f"fold-{f}" / "checkpoint"
+        post[f] = checkpoint_recipe(read_checkpoint_config(checkpoint), checkpoint)[1].to_dict()
     if any(p != post[0] for p in post.values()):
         raise LasegmError(f"{cv_dir}: the folds were validated with different post-processing ({post}); "
                           "re-score them alike with `lasegm cv --reevaluate`")
