@@ -129,6 +129,10 @@ def test_cv_final_trains_the_recipe_on_every_patient_and_records_its_out_of_fold
     older["model_kwargs"]["decoder_channels"] = [8, 8, 8, 8, 8]
     fold_config.write_text(json.dumps(older))
     assert main(collect) == 2 and "not the recipe the cross-validation scored" in capsys.readouterr().err
+    # folds validated with different post-processing make no one table
+    older["postprocessing"]["largest_component"] = not older["postprocessing"]["largest_component"]
+    fold_config.write_text(json.dumps(older))
+    assert main(collect) == 2 and "validated with different post-processing" in capsys.readouterr().err
     # `lasegm train --all_folds` (what `cv --final --jobs N` runs in a process of its own) needs a folds file
     assert main(["--quiet", "train", "--all_folds", f"--data={dataset}", "--split_file=cv2.json", *TINY,
                  "--epochs=1", "--run_name=alone"]) == 0
