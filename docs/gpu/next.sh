@@ -4,17 +4,16 @@
 #  1. #12 item 4: the final U-Net recipe (40 epochs x 800 slices, splits/split.json) alone on the GPU with the
 #     GPU defaults (loader workers, bf16, channels_last, cuDNN autotuning); GPU utilisation every 2 s.
 #  2. #13: the 3D U-Net variant (unet3d, widest level 128 so that it serves in ~3 s on 2 CPU cores, slabs of 32
-#     slices, deep supervision: it commits to the atrium within ~300 steps instead of ~900) as a 5-fold CV
-#     (splits/cv5.json) beside the committed 2D U-Net recipe under the fixed augmentation, 12 trainings at once
-#     (the 2D CV is left out when the 3D folds would get fewer than 1500 steps). No mirroring: on the CPU quick
-#     start it cost 0.10 out-of-fold Dice (0.858 -> 0.761, research_log 2026-11-28), and flip TTA only pays
-#     after mirrored training. The 3D epochs are sized from a measured step time so its cosine schedule ends
-#     inside the time left (CV keeps each fold's last epoch).
-#     Each CV also trains its final model on all 16 patients (`--final`, a sixth training): the model to serve,
-#     carrying its recipe's OOF table; the final checkpoints come back in $OUT/final-<name>.tgz.
+#     slices, deep supervision: it commits to the atrium within ~300 steps instead of ~900, no mirroring) as a
+#     5-fold CV (splits/cv5.json) plus its final model on all 16 patients (`--final`): six trainings sharing the
+#     GPU. The epochs are sized from a measured step time so the cosine schedule ends inside the time left (CV
+#     keeps each fold's last epoch, and the final model must reach the same epoch to record the CV).
+#     The 2D CVs are docs/gpu/cv-2d.sh: a 2D U-Net fold takes ~7 min among 18 trainings (432-442 s on
+#     2026-11-27), which does not fit beside the speed check.
+#  The final checkpoint comes back in $OUT/final-unet3d-ds.tgz, carrying its OOF table (cv-oof.json).
 # Carry .devrun/ (data.tar.xz, site.tar.xz, whl/: see docs/gpu/setup.sh).
 # Usage: bash docs/gpu/next.sh [tiny]    (CPU dry run:
-#   PATH=$PWD/.venv/bin:$PATH JOBS=1 RUNS=/tmp/tiny-runs OUT=/tmp/o LASEGM_DATA=<data> bash docs/gpu/next.sh tiny)
+#   PATH=$PWD/.venv/bin:$PATH JOBS=2 RUNS=/tmp/tiny-runs OUT=/tmp/o LASEGM_DATA=<data> bash docs/gpu/next.sh tiny)
 set -uo pipefail
 T0=$(date +%s)
 source docs/gpu/setup.sh
@@ -54,32 +53,17 @@ for i in range(8 if dev == "cuda" else 2):
 print(f"{sorted(times)[len(times) // 2]:.4f}")
 EOF
 )
-LEFT=$(( 540 - $(elapsed) ))  # seconds left for the CVs, in a 9.5-min command
-# six 3D trainings (5 folds + final) share the GPU with six 2D ones: assume the 3D ones get 60 % of it; 75 % of
-# the time trains.
-# Deep-supervised, the 3D U-Net commits within ~300 steps (research_log 2026-11-28): below 1500 steps per fold,
-# the 2D CV is left out and the 3D folds get ~90 % of the GPU.
-ITERS=$(python3 -c "print(max(40, int($LEFT * 0.75 * 0.6 / (6 * $STEP))))")
-WITH_2D=yes
-if [ "$ITERS" -lt 1500 ] && [ "$TINY" != tiny ]; then
-  WITH_2D=no; ITERS=$(python3 -c "print(max(40, int($LEFT * 0.75 * 0.9 / (6 * $STEP))))")
-fi
+LEFT=$(( 540 - $(elapsed) ))  # seconds left for the CV, in a 9.5-min command
+# six 3D trainings (5 folds + final) share the GPU: assume 90 % of it is theirs and 75 % of the time trains
+ITERS=$(python3 -c "print(max(40, int($LEFT * 0.75 * 0.9 / (6 * $STEP))))")
 EPOCHS3D=20; SAMPLES3D=$(( ITERS * 2 / EPOCHS3D ))
-LIMIT=$(python3 -c "print(round(($LEFT - 75) / 60, 1))")  # a safety stop, should the estimate be off
+LIMIT=$(python3 -c "print(round(($LEFT - 45) / 60, 1))")  # a safety stop, should the estimate be off
 [ "$TINY" = tiny ] && EPOCHS3D=1 && SAMPLES3D=4
-echo "3D step ${STEP}s alone; ${LEFT}s left -> $ITERS iterations per fold: --epochs=$EPOCHS3D --samples_per_epoch=$SAMPLES3D; 2D CV beside it: $WITH_2D" | tee "$OUT/plan.txt"
+echo "3D step ${STEP}s alone; ${LEFT}s left -> $ITERS iterations per fold: --epochs=$EPOCHS3D --samples_per_epoch=$SAMPLES3D" | tee "$OUT/plan.txt"
 
 U3D="--arch=unet3d --context=0 --image_size=160 --fov_mm=200 --slab_depth=32 --deep_supervision=2 --batch_size=2 --lr=0.001 --loss=dice_bce --augment=true --mirror=false --largest_component=true --seed=0 --epochs=$EPOCHS3D --samples_per_epoch=$SAMPLES3D --time_limit_min=$LIMIT --workers=1 --num_threads=1"
-U2D="$UNET --augment=true --mirror=false --largest_component=true --epochs=40 --samples_per_epoch=800 --workers=0 --num_threads=1 --time_limit_min=6"
-[ "$TINY" = tiny ] && U2D="$UNET --epochs=1 --samples_per_epoch=32 --workers=0 --num_threads=1"
-pids=()
 python3 -m lasegm --quiet cv --name=unet3d-ds --final --jobs=${JOBS:-6} $U3D --flip_tta=false --split_file=splits/cv5.json \
-  --out_dir=$RUNS > $RUNS/cv-unet3d-ds.log 2>&1 & pids+=($!)
-if [ $WITH_2D = yes ]; then
-  python3 -m lasegm --quiet cv --name=unet-v3 --final --jobs=${JOBS:-6} $U2D --flip_tta=false --split_file=splits/cv5.json \
-    --out_dir=$RUNS > $RUNS/cv-unet-v3.log 2>&1 & pids+=($!)
-fi
-for p in "${pids[@]}"; do wait $p; done
+  --out_dir=$RUNS > $RUNS/cv-unet3d-ds.log 2>&1
 echo "trained at $(elapsed)s"
 kill $MON 2>/dev/null
 tail -n 3 $RUNS/cv-*.log

@@ -11,17 +11,3 @@ if [ ! -d "${LASEGM_DATA:-/nonexistent}" ]; then mkdir -p /tmp/data && tar xJf .
 export LASEGM_CACHE=${LASEGM_CACHE:-/tmp/cache} WANDB_MODE=disabled PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null; nproc
 
-# A CV's final model is served with mirrored TTA only where TTA scores higher out of fold: the folds are re-scored
-# with it (`--reevaluate --final`: the final model takes that post-processing and table), else the plain table
-# is recorded again (`--final --collect_only`). Usage: rescore_with_tta NAME (in $RUNS/cv, folds file cv5).
-rescore_with_tta() {
-  local cv=(--name=$1 --final --split_file=splits/cv5.json --out_dir=$RUNS)
-  python3 -m lasegm --quiet cv "${cv[@]}" --reevaluate --flip_tta=true || return 1
-  python3 - "$RUNS/cv/$1" <<'PY' || python3 -m lasegm --quiet cv "${cv[@]}" --collect_only
-import json, sys
-mean = lambda stem: json.load(open(f"{sys.argv[1]}/{stem}.json"))["summary"]["dice"]["mean"]
-tta, plain = mean("oof-lc-true-tta-true"), mean("oof")
-print(f"{sys.argv[1]}: out-of-fold 3D Dice {plain:.4f} plain, {tta:.4f} with flip TTA -> serve {'TTA' if tta > plain else 'plain'}")
-sys.exit(0 if tta > plain else 1)
-PY
-}
