@@ -5,7 +5,7 @@ probability. CPU-sized: 96 px, 16-slice slabs, batch 2. Ran for research_log.md 
 
     python docs/experiments/unet3d_probe.py [--augment] [--steps 1500]
 
-2026-11-28: what shortens the ~600 steps before it commits? --deep_supervision K adds DynUNet's K deep-supervision
+2026-11-28: what shortens the ~600 steps before it commits? --deep_supervision K adds the K deep-supervision
 heads (nnU-Net's: every lower decoder output upsampled and scored, weights 1/2^i normalised; training only);
 --sgd uses nnU-Net's optimiser (SGD, Nesterov momentum 0.99, lr 0.01) instead of AdamW at 3e-3. Defaults reproduce
 the 2026-11-27 run.
@@ -42,26 +42,12 @@ val = [load_cached(cases[i], pre) for i in split["val"]]
 data = SlabDataset(train, 0, 16, augment=args.augment, seed=0, mirror=args.augment)
 weights = data.sample_weights(0.5).numpy()
 model = build_model("unet3d", model_kwargs("unet3d", "", 1, slab_depth=16))
-if args.deep_supervision:  # the same DynUNet with deep-supervision heads
-    from monai.networks.nets import DynUNet
-
-    old = model.net
+if args.deep_supervision:  # the same network with the heads (lasegm.unet3d), initialised from seed 0 as on 2026-11-28
     torch.manual_seed(0)
-    model.net = DynUNet(3, 1, 1, old.kernel_size, old.strides, old.upsample_kernel_size, filters=old.filters,
-                        norm_name="instance", act_name=("leakyrelu", {"negative_slope": 0.01, "inplace": True}),
-                        deep_supervision=True, deep_supr_num=args.deep_supervision)
+    model = build_model("unet3d", model_kwargs("unet3d", "", 1, slab_depth=16, deep_supervision=args.deep_supervision))
 opt = (torch.optim.SGD(model.parameters(), 0.01, momentum=0.99, nesterov=True, weight_decay=3e-5) if args.sgd else
        torch.optim.AdamW(model.parameters(), 3e-3))
-dice_bce = loss_terms("dice_bce")
-ds_weights = torch.tensor([0.5 ** i for i in range(args.deep_supervision + 1)])
-ds_weights /= ds_weights.sum()
-
-
-def loss_fn(logits, y):
-    if logits.ndim == 5:
-        return dice_bce(logits, y)
-    return sum(w * dice_bce(logits[:, i], y) for i, w in enumerate(ds_weights))
-
+loss_fn = loss_terms("dice_bce")  # weighs deep-supervised outputs 1/2^i, normalised
 dice = lambda a, b: 2 * (a & b).sum() / max(1, a.sum() + b.sum())
 for step in range(1, args.steps + 1):
     picks = rng.choice(len(data), 2, p=weights / weights.sum())
