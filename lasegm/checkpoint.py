@@ -21,12 +21,14 @@ WEIGHTS_FILE, CONFIG_FILE, ONNX_FILE = "model.safetensors", "config.json", "mode
 CV_TABLE_FILE = "cv-oof.json"  # config.json's "cv" block summarises it
 
 
-def read_checkpoint_config(ckpt_dir: str | Path) -> dict:
+def read_checkpoint_config(ckpt_dir: str | Path, weights: bool = True) -> dict:
+    """The validated config.json. weights=False: the folder need not hold the weights (a record of what a
+    training did, e.g. a cross-validation fold whose weights stayed on the machine that trained it)."""
     ckpt_dir = Path(ckpt_dir)
     cfg_path = ckpt_dir / CONFIG_FILE
     if not ckpt_dir.is_dir():
         raise LasegmError(f"{ckpt_dir}: checkpoint folder not found")
-    for p in (cfg_path, ckpt_dir / WEIGHTS_FILE):
+    for p in (cfg_path, ckpt_dir / WEIGHTS_FILE)[: 2 if weights else 1]:
         if not p.is_file():
             raise LasegmError(f"{p}: missing; a checkpoint holds {WEIGHTS_FILE} and {CONFIG_FILE}")
     config = read_format_json(cfg_path, CHECKPOINT_FORMAT, "checkpoint config")

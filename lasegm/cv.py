@@ -37,9 +37,10 @@ AGENT_VARIABLES = ("WANDB_RUN_ID", "WANDB_SWEEP_ID", "WANDB_SWEEP_PARAM_PATH")
 
 FINAL = "final"  # runs/cv/NAME/final: the recipe trained on all folds
 # config fields that say where and how fast a training ran, not what it learned: the folds and the final model of
-# one recipe may differ in these (and in which patients they train on)
+# one recipe may differ in these (and in which patients they train on). A time limit is one of them: one that
+# stopped a training early shows as another epoch, which record_cv refuses on its own.
 RUN_FIELDS = {"fold", "all_folds", "select", "run_name", "out_dir", "data", "cache_dir", "device", "num_threads",
-              "workers", "wandb_mode", "wandb_project", "wandb_group"}
+              "workers", "wandb_mode", "wandb_project", "wandb_group", "time_limit_min"}
 
 
 def fold_config(cfg: TrainConfig, name: str, fold: int) -> TrainConfig:
@@ -166,7 +167,8 @@ def _run_parallel(configs: list[TrainConfig], cv_dir: Path, jobs: int) -> None:
 
 
 def collect(cv_dir: Path, split: dict, cfg: TrainConfig) -> dict:
-    """Out-of-fold table from the folds' summaries; every patient must be validated exactly once."""
+    """Out-of-fold table from the folds' summaries and configs (their weights need not be here: a GPU run
+    returns those two); every patient must be validated exactly once."""
     from lasegm.checkpoint import checkpoint_recipe, read_checkpoint_config
 
     rows, runs, post = [], [], {}
@@ -177,7 +179,7 @@ def collect(cv_dir: Path, split: dict, cfg: TrainConfig) -> dict:
                      "device": s["device"], "checkpoint": s["checkpoint"]})
         # each fold validated with its checkpoint's post-processing: one table, one post-processing
         checkpoint = cv_dir / f"fold-{f}" / "checkpoint"
-        post[f] = checkpoint_recipe(read_checkpoint_config(checkpoint), checkpoint)[1].to_dict()
+        post[f] = checkpoint_recipe(read_checkpoint_config(checkpoint, weights=False), checkpoint)[1].to_dict()
     if any(p != post[0] for p in post.values()):
         raise LasegmError(f"{cv_dir}: the folds were validated with different post-processing ({post}); "
                           "re-score them alike with `lasegm cv --reevaluate`")
@@ -214,7 +216,7 @@ def _same_recipe(recipe: dict, fold_checkpoint: Path, what: str) -> dict:
     checkpoint's config."""
     from lasegm.checkpoint import read_checkpoint_config
 
-    fold_config_json = read_checkpoint_config(fold_checkpoint)
+    fold_config_json = read_checkpoint_config(fold_checkpoint, weights=False)  # what it trained, not its weights
     fold_recipe = fold_config_json.get("train_config", {})
     defaults = TrainConfig().recipe_dict()  # a field added since a run was trained: it ran with the default
     differ = sorted(key for key in (set(recipe) | set(fold_recipe)) - RUN_FIELDS

@@ -125,6 +125,14 @@ def test_cv_final_trains_the_recipe_on_every_patient_and_records_its_out_of_fold
     del older["train_config"]["deep_supervision"]
     fold_config.write_text(json.dumps(older))
     assert main(collect) == 0
+    # ... so is one with a time limit that did not stop it, and its weights need not be here (a GPU run returns
+    # the folds' configs and summaries); a time limit that did stop it shows as another epoch: refused
+    older["train_config"]["time_limit_min"] = 7.3
+    fold_config.write_text(json.dumps(older))
+    (cv_dir / "fold-0" / "checkpoint" / "model.safetensors").unlink()
+    assert main(collect) == 0
+    fold_config.write_text(json.dumps({**older, "epoch": 1}))
+    assert main(collect) == 2 and "fold 0's checkpoint epoch 1" in capsys.readouterr().err
     # ... but a fold that built another network is not, whatever its flags say
     older["model_kwargs"]["decoder_channels"] = [8, 8, 8, 8, 8]
     fold_config.write_text(json.dumps(older))
