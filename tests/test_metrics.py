@@ -88,3 +88,17 @@ def test_surface_mesh_encloses_the_mask_volume_in_mm(tmp_path):
     glb = trimesh.load(save_mesh(verts, faces, normals, tmp_path / "ball.glb"), force="mesh")
     assert abs(glb.volume) / 1000 == pytest.approx(mesh_volume_ml(verts, faces), rel=1e-3)
     assert surface_mesh(np.zeros((4, 4, 4), np.uint8), spacing)[0].shape == (0, 3)
+
+
+def test_training_batch_dice_matches_the_metric_and_stays_on_the_device():
+    import torch
+
+    from lasegm.train import batch_dice
+
+    rng = np.random.default_rng(0)
+    logits, target = rng.normal(size=(4, 1, 8, 8)), rng.random((4, 1, 8, 8)) > 0.5
+    got = batch_dice(torch.tensor(logits), torch.tensor(target, dtype=torch.float32))
+    assert isinstance(got, torch.Tensor) and got.ndim == 0  # read back once per epoch, not per step
+    assert float(got) == pytest.approx(dice(logits > 0, target))
+    empty = torch.zeros(2, 1, 4, 4)
+    assert float(batch_dice(empty - 1, empty)) == 1.0 and float(batch_dice(empty + 1, empty)) == 0.0
