@@ -69,6 +69,9 @@ def build_parser(arch_choices: bool = True) -> argparse.ArgumentParser:
                         "--largest_component / --flip_tta (post-processing chosen on every patient, no retraining); "
                         "writes oof-lc-<bool>-tta-<bool>.json; with --final, the final model takes that "
                         "post-processing and that table")
+    c.add_argument("--ensemble", nargs="+", default=None, metavar="CV",
+                   help="train nothing: score the ensemble of these finished CVs (runs/cv/CV) out of fold, each "
+                        "fold's checkpoints averaged on its held-out patients; writes runs/cv/NAME/oof.json")
     add_config_flags(c, arch_choices=arch_choices)
     c.set_defaults(split_file=DEFAULT_FOLDS_FILE)
 
@@ -206,7 +209,7 @@ def _dispatch(args) -> int:
         cfg = config_from_args(args)
         name = args.name or f"{cfg.arch}-{cfg.encoder}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_cv(cfg, name, folds=args.folds, jobs=args.jobs, quiet=quiet, collect_only=args.collect_only,
-               reevaluate=args.reevaluate, final=args.final)
+               reevaluate=args.reevaluate, final=args.final, ensemble=args.ensemble)
     elif args.command == "evaluate":
         from lasegm.evaluate import report_table, run_evaluate
 

@@ -9,7 +9,8 @@ Folds may run in parallel processes (`--jobs`), which is how a GPU is kept busy.
 model to serve. Its checkpoint records the out-of-fold result of its recipe, which is its accuracy estimate (it
 has seen every development patient, so nothing here can score it), and carries the table itself. `--reevaluate
 --final` re-scores the folds with other post-processing and gives the final model that post-processing and
-that table: it is served as it was scored.
+that table: it is served as it was scored. `--ensemble A B ...` scores the fold-wise ensemble of finished CVs
+out of fold (their fold checkpoints averaged on each fold's held-out patients).
 """
 
 from __future__ import annotations
@@ -57,12 +58,19 @@ def _flags(cfg: TrainConfig) -> list[str]:
 
 
 def run_cv(cfg: TrainConfig, name: str, folds: list[int] | None = None, jobs: int = 1, quiet: bool = False,
-           collect_only: bool = False, reevaluate: bool = False, final: bool = False) -> dict:
-    """folds: the folds to train (None: all; [] with final: only the final model, the folds being trained)."""
+           collect_only: bool = False, reevaluate: bool = False, final: bool = False,
+           ensemble: list[str] | None = None) -> dict:
+    """folds: the folds to train (None: all; [] with final: only the final model, the folds being trained).
+    ensemble: names of finished CVs; nothing is trained, their fold-wise ensemble is scored (ensemble_folds)."""
     split = read_split(cfg.split_file)
     if split["format"] != FOLDS_FORMAT:
         raise LasegmError(f"{cfg.split_file}: not a folds file; make one with `lasegm split --folds 5 "
                           "--split_file splits/cv5.json`")
+    if ensemble:
+        if folds is not None or collect_only or reevaluate or final:
+            raise LasegmError("--ensemble scores finished cross-validations; it takes no --folds, --final, "
+                              "--collect_only or --reevaluate")
+        return ensemble_folds(Path(cfg.out_dir) / "cv", name, ensemble, split, cfg, quiet)
     k = len(split["folds"])
     folds = list(range(k)) if folds is None else folds
     bad = [f for f in folds if not 0 <= f < k]
@@ -190,25 +198,50 @@ def reevaluate_folds(cv_dir: Path, split: dict, cfg: TrainConfig, quiet: bool = 
     """The out-of-fold table again, each fold's checkpoint segmenting its own held-out patients from the
     scans with `cfg`'s post-processing (largest component, flip TTA): post-processing chosen on every
     patient without retraining (nnU-Net chooses its post-processing on out-of-fold predictions too)."""
+    rows, runs, seg = _score_folds([cv_dir], split, cfg, quiet)
+    tag = f"lc-{str(seg.post.largest_component).lower()}-tta-{str(seg.post.flip_tta).lower()}"
+    # the recipe is the folds' own (this command's training flags played no part)
+    return _write_oof(cv_dir, f"oof-{tag}", rows, runs, cfg, postprocessing=seg.post.to_dict(),
+                      recipe=seg.config.get("train_config", cfg.recipe_dict()))
+
+
+def ensemble_folds(cv_root: Path, name: str, members: list[str], split: dict, cfg: TrainConfig,
+                   quiet: bool = False) -> dict:
+    """The out-of-fold table of an ensemble of recipes: for each fold, the mean probability of the member CVs'
+    fold checkpoints (lasegm.predict.Ensemble) on that fold's held-out patients, with `cfg`'s post-processing.
+    Every patient is still scored only by models that never saw it, so recipes and their ensembles are compared
+    on the same footing (nnU-Net chooses between configurations and their ensembles the same way). The
+    served ensemble is the members' final models."""
+    if len(members) < 2 or name in members:
+        raise LasegmError(f"--ensemble needs two or more finished cross-validations other than --name {name!r}")
+    rows, runs, seg = _score_folds([cv_root / m for m in members], split, cfg, quiet)
+    recipes = {m: json.loads((cv_root / m / "fold-0" / "checkpoint" / "config.json").read_text())["train_config"]
+               for m in members}
+    return _write_oof(cv_root / name, "oof", rows, runs, cfg, postprocessing=seg.post.to_dict(),
+                      recipe={"ensemble": members, "members": recipes})
+
+
+def _score_folds(cv_dirs: list[Path], split: dict, cfg: TrainConfig, quiet: bool):
+    """Each fold's checkpoint(s) in `cv_dirs` (several: their ensemble) segment that fold's held-out patients
+    from the scans -> (rows, runs, the last fold's segmenter)."""
     from lasegm.data import default_data_dir, find_cases
-    from lasegm.evaluate import score_cases
-    from lasegm.predict import Segmenter
+    from lasegm.evaluate import refuse_trained_on, score_cases
+    from lasegm.predict import load_segmenter
 
     cases = {c.case_id: c for c in find_cases(cfg.data or default_data_dir())}
     post = cfg.postprocessing()
     rows, runs = [], []
     for f, fold_cases in enumerate(split["folds"]):
-        _fold_summary(cv_dir, f, fold_cases)  # the fold exists and held these patients out
-        seg = Segmenter(cv_dir / f"fold-{f}" / "checkpoint", device=cfg.device,
-                        largest_component=post.largest_component, flip_tta=post.flip_tta)
+        for cv_dir in cv_dirs:
+            _fold_summary(cv_dir, f, fold_cases)  # the fold exists and held these patients out
+        seg = load_segmenter([d / f"fold-{f}" / "checkpoint" for d in cv_dirs], device=cfg.device,
+                             largest_component=post.largest_component, flip_tta=post.flip_tta)
+        refuse_trained_on(seg, fold_cases, split.get("duplicate_groups", []))
         rows += [{**row, "fold": f} for row in score_cases(seg, [cases[case_id] for case_id in fold_cases])]
         runs.append({"fold": f, "checkpoint": seg.source, "backend": seg.backend})
         if not quiet:
-            print(f"[cv {cv_dir.name}] fold {f} re-evaluated", flush=True)
-    tag = f"lc-{str(post.largest_component).lower()}-tta-{str(post.flip_tta).lower()}"
-    # the recipe is the folds' own (this command's training flags played no part)
-    return _write_oof(cv_dir, f"oof-{tag}", rows, runs, cfg, postprocessing=post.to_dict(),
-                      recipe=seg.config.get("train_config", cfg.recipe_dict()))
+            print(f"[cv] fold {f} scored ({' + '.join(d.name for d in cv_dirs)})", flush=True)
+    return rows, runs, seg
 
 
 def _same_recipe(recipe: dict, fold_checkpoint: Path, what: str) -> dict:

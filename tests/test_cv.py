@@ -72,6 +72,24 @@ def test_two_fold_cv_through_the_cli_writes_the_out_of_fold_table(dataset, tmp_p
     assert main(base + ["--flip_tta=true"]) == 0
     mirrored = json.loads((tmp_path / "runs" / "cv" / "tiny" / "oof-lc-true-tta-true.json").read_text())
     assert mirrored["postprocessing"]["flip_tta"] and mirrored["summary"]["dice"]["n"] == 7
+    # ensembles of recipes scored out of fold: each fold's checkpoints averaged on that fold's patients
+    assert main(["--quiet", "cv", "--name", "tiny-b", f"--data={dataset}", "--split_file=cv2.json", *TINY,
+                 "--seed=1", "--lr=0.01"]) == 0
+    ensemble = ["--quiet", "cv", f"--data={dataset}", "--split_file=cv2.json", "--ensemble", "tiny", "tiny-b"]
+    assert main([*ensemble, "--name", "tiny+b"]) == 0
+    both = json.loads((tmp_path / "runs" / "cv" / "tiny+b" / "oof.json").read_text())
+    assert both["recipe"]["ensemble"] == ["tiny", "tiny-b"] and both["recipe"]["members"]["tiny-b"]["lr"] == 0.01
+    assert [(r["case"], r["fold"]) for r in both["per_patient"]] == [(r["case"], r["fold"]) for r in oof["per_patient"]]
+    assert [len(run["checkpoint"]) for run in both["folds"]] == [2, 2]
+    # the ensemble of a CV with itself is that CV: the same mean probability, the same table
+    assert main([*ensemble[:-1], "tiny", "--name", "tiny-twice"]) == 0
+    twice = json.loads((tmp_path / "runs" / "cv" / "tiny-twice" / "oof.json").read_text())
+    assert [r["dice"] for r in twice["per_patient"]] == pytest.approx([r["dice"] for r in again["per_patient"]], abs=1e-9)
+    # a member that is not a finished CV of these folds: one clear error, no table
+    assert main([*ensemble[:-1], "nothing", "--name", "tiny+nothing"]) == 2
+    assert "fold 0 has not been trained" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "cv" / "tiny+nothing" / "oof.json").exists()
+    assert main([*ensemble, "--name", "tiny+b", "--final"]) == 2
     assert main(["--quiet", "split", "--data", str(dataset), "--split_file", "split.json"]) == 0
     assert main(["--quiet", "cv", "--name", "x", f"--data={dataset}", "--split_file=split.json", *TINY]) == 2
     assert "not a folds file" in capsys.readouterr().err
