@@ -5,7 +5,8 @@
 # with its final model on all 16 patients (`--final`): the models to serve, each carrying its OOF table. 18
 # trainings at once: on 2026-11-27 the same 18 took 432-442 s per U-Net fold, so the time limit (8 min, the same
 # for folds and final) should not cut them; a model cut short is not recorded (its epoch differs from the folds').
-# The final checkpoints come back in $OUT/final-<name>.tgz[.part-*].
+# The final checkpoints come back in $OUT/final-<name>.tgz[.part-*]; then the out-of-fold tables of the
+# three-model and U-Net + FPN ensembles (`lasegm cv --ensemble`, in results.tgz).
 # Carry .devrun/ as for docs/gpu/2026-11-27-h100-v2.sh.
 # Usage: bash docs/gpu/cv-2d.sh [tiny]   (CPU dry run: PATH=$PWD/.venv/bin:$PATH JOBS=2 RUNS=/tmp/tiny-runs
 #   OUT=/tmp/o LASEGM_DATA=<data> bash docs/gpu/cv-2d.sh tiny)
@@ -31,6 +32,15 @@ MON=$!
 for p in "${pids[@]}"; do wait $p; done
 echo "trained at $(( $(date +%s) - T0 ))s"
 kill $MON 2>/dev/null
+# The ensembles the demo serves, scored out of fold (no training: each fold's three or two checkpoints averaged on
+# its held-out patients; ~10 s each on a GPU), if the 9.5-min call has a minute left
+if [ $(( $(date +%s) - T0 )) -lt 500 ]; then
+  for members in "unet-v3 fpn-v3 pspnet-v3" "unet-v3 fpn-v3"; do
+    python3 -m lasegm --quiet cv --name="ens-${members// /+}" --ensemble $members --largest_component=true \
+      --flip_tta=false --split_file=splits/cv5.json --out_dir=$RUNS > "$RUNS/cv-ens-${members// /+}.log" 2>&1 &
+  done
+  wait
+fi
 tail -n 3 $RUNS/cv-*.log
 (cd $RUNS && tar czf $OUT/results.tgz --exclude='*.safetensors' --exclude='*.onnx' --exclude='curves.png' .)
 for d in $RUNS/cv/*/final/checkpoint; do  # the models to serve; $OUT takes <= 16 MiB a file (FPN's fp16 weights: 23 MB)
