@@ -55,6 +55,14 @@ def get_model(arch: str):
     return _models[arch]
 
 
+def seen_in_training(model, path: Path) -> bool:
+    """Whether the scan's file name names a patient the model (or an ensemble member) trained on, as the bundled
+    examples and the MSD files do: its Dice there shows how well the model fits, not how accurate it is."""
+    stem = path.name.split(".")[0]
+    seen = {c for m in getattr(model, "members", [model]) for c in m.config.get("trained_on", [])}
+    return any(stem == c or stem.startswith(f"{c}_") for c in seen)
+
+
 def _path(file) -> Path | None:
     if file is None:
         return None
@@ -177,10 +185,14 @@ def segment(image_file, label_file, model_choice: str, progress=gr.Progress()):
         row = {"model": arch, "seconds": round(time.perf_counter() - t0, 2), "slices": int(vol.image.shape[2]),
                "volume_ml": round(float(masks[arch].sum() * vol.voxel_ml), 1),
                "warnings": plausibility_warnings(masks[arch], vol.voxel_ml)}
+        cv = model.config.get("cv")
+        if cv:  # the model's accuracy estimate: its recipe's out-of-fold mean 3D Dice
+            row["cv_dice_3d"] = round(cv["oof_dice_3d_mean"], 3)
         if vol.label is not None:
             m = case_metrics(masks[arch], vol.label, vol.spacing)
             row.update(dice_3d=round(m["dice"], 4), hd95_mm=round(m["hd95_mm"], 2),
-                       true_volume_ml=round(m["volume_true_ml"], 1), **error_counts(masks[arch], vol.label))
+                       true_volume_ml=round(m["volume_true_ml"], 1), **error_counts(masks[arch], vol.label),
+                       seen_in_training=seen_in_training(model, image_path))
         rows.append(row)
         files.append(str(write_mask(masks[arch], vol, out_dir / f"{stem}_{arch}_mask.nii.gz")))
     if not masks:
@@ -242,7 +254,8 @@ def render(state, z, y, x, mode="overlay", opacity=0.45, level=None, width=None)
                  for plane, index in zip(PLANES, (z, y, x)))
 
 
-COLUMNS = [("model", "Model", ""), ("dice_3d", "3D Dice", ""), ("hd95_mm", "HD95", "mm"),
+COLUMNS = [("model", "Model", ""), ("dice_3d", "3D Dice", ""), ("cv_dice_3d", "Cross-validated Dice", ""),
+           ("hd95_mm", "HD95", "mm"),
            ("volume_ml", "Atrium volume", "mL"), ("true_volume_ml", "True volume", "mL"),
            ("tp", "True pos.", "voxels"), ("fp", "False pos.", "voxels"), ("fn", "False neg.", "voxels"),
            ("seconds", "Time", "s")]
@@ -260,11 +273,18 @@ def _table(rows) -> str:
                         f"unavailable: {r['error']}</td></tr>")
         else:
             cells = [NAMES.get(r["model"], r["model"])] + [r.get(k, "–") for k, _, _ in cols[1:]]
+            if r.get("seen_in_training"):
+                cells[1] = f"{cells[1]} †"
             body.append("<tr>" + "".join(f"<td>{v}</td>" for v in cells) + "</tr>")
     warnings = "".join(f"<p><b>Warning ({NAMES.get(r['model'], r['model'])}):</b> {w}</p>"
                        for r in rows for w in r.get("warnings", []))
     note = ("3D Dice and HD95 over the whole patient volume. Overlay: prediction filled, ground truth outlined; "
-            f"contour: prediction orange-red, truth green; {ERROR_LEGEND}.")
+            f"contour: prediction orange-red, truth green; {ERROR_LEGEND}. Cross-validated Dice: the model's "
+            "accuracy estimate, its recipe's mean 3D Dice out of fold (each development patient scored by a model "
+            "that never saw it).")
+    if any(r.get("seen_in_training") for r in rows):
+        note += (" † This patient was in the model's training data: its Dice shows how well the model fits it, "
+                 "not how accurate the model is.")
     return (f"{warnings}<div style='overflow-x:auto'><table id='results-table'><thead><tr>{head}</tr></thead>"
             f"<tbody>{''.join(body)}</tbody></table></div><p style='font-size:0.85em'>{note}</p>")
 

@@ -1,5 +1,6 @@
 """The Gradio demo, as users reach it: its HTTP API (gradio_client) and a real browser (Chromium)."""
 
+import json
 import os
 import shutil
 import socket
@@ -95,7 +96,14 @@ def test_example_patient_through_the_api(client):
         # the error map's counts are the Dice shown
         r = rows[arch]
         assert 2 * r["tp"] / (2 * r["tp"] + r["fp"] + r["fn"]) == pytest.approx(r["dice_3d"], abs=1e-4)
+        # beside it the model's accuracy estimate, and a mark when the example is one of its training patients
+        config = json.loads((CHECKPOINTS / arch / "config.json").read_text())
+        assert r["cv_dice_3d"] == round(config["cv"]["oof_dice_3d_mean"], 3)
+        assert r["seen_in_training"] == ("la_003" in config["trained_on"])
     assert "3D Dice" in table and "Atrium volume (mL)" in table and "dice_3d" not in table  # human headers
+    assert "Cross-validated Dice" in table
+    assert ("† This patient was in the model's training data" in table) == any(
+        r["seen_in_training"] for r in rows.values())
     z = _value(z_slider)
     assert 0 <= z < label.shape[2]
 
@@ -280,8 +288,6 @@ def test_phone_width_layout_stacks_instead_of_squeezing(server):
 
 
 def test_space_folder_is_a_valid_gradio_space(tmp_path):
-    import json
-
     import yaml
 
     sys.path.insert(0, str(REPO / "demo"))
@@ -304,17 +310,18 @@ def test_space_folder_is_a_valid_gradio_space(tmp_path):
     assert "torch==" in reqs and "pytest" not in reqs and "-e ." not in reqs
 
 
-def test_bundled_example_shows_the_same_dice_as_evaluate(client):
-    """The example (cropped to 200 mm) is preprocessed exactly like the full scan `lasegm evaluate` reads."""
-    import json
-
+def test_bundled_example_shows_the_same_dice_as_the_full_scan(client, real_data):
+    """The example (cropped to 200 mm) is preprocessed exactly like the full scan (as `lasegm predict` reads it)."""
     from gradio_client import handle_file
 
+    from lasegm.data import find_cases, load_case
+    from lasegm.predict import Segmenter
+
+    full = load_case(next(c for c in find_cases(real_data) if c.case_id == "la_003"))
     *_, metrics, _ = client.predict(handle_file(str(EXAMPLE)), handle_file(str(EXAMPLE_LABEL)), ALL,
                                     api_name="/segment")
     for row in metrics["models"]:
-        evaluation = json.loads((CHECKPOINTS / row["model"] / "evaluation-test" / "evaluation.json").read_text())
-        reference = next(r["dice"] for r in evaluation["per_patient"] if r["case"] == "la_003")
+        reference = dice(Segmenter(CHECKPOINTS / row["model"]).segment(full), full.label)
         assert row["dice_3d"] == pytest.approx(reference, abs=6e-4), row["model"]
 
 

@@ -80,7 +80,7 @@ def zoom_to(mask: np.ndarray, shape) -> np.ndarray:
 
 # ------------------------------------------------------------------ real development patient, through the CLI
 
-CASE = "la_003"  # a test-split patient: the served checkpoints never trained on it
+CASE = "la_003"  # what matters here is that every way of storing it gets the mask of the original storage
 
 
 @pytest.fixture(scope="module")
