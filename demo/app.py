@@ -59,8 +59,7 @@ def seen_in_training(model, path: Path) -> bool:
     """Whether the scan's file name names a patient the model (or an ensemble member) trained on, as the bundled
     examples and the MSD files do: its Dice there shows how well the model fits, not how accurate it is."""
     stem = path.name.split(".")[0]
-    seen = {c for m in getattr(model, "members", [model]) for c in m.config.get("trained_on", [])}
-    return any(stem == c or stem.startswith(f"{c}_") for c in seen)
+    return any(stem == c or stem.startswith(f"{c}_") for c in model.trained_on)
 
 
 def _path(file) -> Path | None:

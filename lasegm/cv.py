@@ -215,8 +215,7 @@ def ensemble_folds(cv_root: Path, name: str, members: list[str], split: dict, cf
     if len(members) < 2 or name in members:
         raise LasegmError(f"--ensemble needs two or more finished cross-validations other than --name {name!r}")
     rows, runs, seg = _score_folds([cv_root / m for m in members], split, cfg, quiet)
-    recipes = {m: json.loads((cv_root / m / "fold-0" / "checkpoint" / "config.json").read_text())["train_config"]
-               for m in members}
+    recipes = {m: member.config.get("train_config", {}) for m, member in zip(members, seg.members)}
     return _write_oof(cv_root / name, "oof", rows, runs, cfg, postprocessing=seg.post.to_dict(),
                       recipe={"ensemble": members, "members": recipes})
 

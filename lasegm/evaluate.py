@@ -36,7 +36,7 @@ def evaluate(checkpoint, data=None, split_file=DEFAULT_SPLIT_FILE, part="test", 
 def refuse_trained_on(seg, case_ids: list[str], duplicate_groups: list[list[str]]) -> None:
     """A score on patients a model trained on (or on their duplicate scans) is not accuracy: refuse to make one."""
     for member in getattr(seg, "members", [seg]):
-        seen = set(member.config.get("trained_on", []))
+        seen = set(member.trained_on)
         seen |= {c for group in duplicate_groups if seen & set(group) for c in group}
         overlap = sorted(seen & set(case_ids))
         if overlap:

@@ -112,6 +112,11 @@ class _Thresholded:
     def arch(self) -> str:
         return self.config["arch"]
 
+    @property
+    def trained_on(self) -> set[str]:
+        """The patients the model (every member of an ensemble) trained on: no score there is accuracy."""
+        return {c for m in getattr(self, "members", [self]) for c in m.config.get("trained_on", [])}
+
 
 class Segmenter(_Thresholded):
     """A checkpoint's network (ONNX Runtime or PyTorch) plus the exact preprocessing it was trained with."""

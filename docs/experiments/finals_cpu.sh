@@ -14,9 +14,7 @@ declare -A RECIPE=(
   [fpn]="--arch=fpn --encoder=resnet18 --decoder_width=128 --image_size=160 --lr=0.003 --loss=dice_bce"
   [pspnet]="--arch=pspnet --encoder=resnet18 --decoder_width=0 --image_size=224 --lr=0.003 --loss=dice_bce"
 )
-for arch in "${@:-unet fpn pspnet}"; do
-  for a in $arch; do
-    mkdir -p runs/cv && [ -d runs/cv/v2-$a ] || cp -r docs/cv/2026-11-27-h100/folds/v2-$a runs/cv/
-    /usr/bin/time -f "$a: %e s" lasegm --quiet cv --name=v2-$a --folds --final ${RECIPE[$a]} $COMMON
-  done
+for a in ${*:-unet fpn pspnet}; do
+  mkdir -p runs/cv && [ -d runs/cv/v2-$a ] || cp -r docs/cv/2026-11-27-h100/folds/v2-$a runs/cv/
+  /usr/bin/time -f "$a: %e s" lasegm --quiet cv --name=v2-$a --folds --final ${RECIPE[$a]} $COMMON
 done
