@@ -22,14 +22,26 @@ TINY=${1:-}
 elapsed() { echo $(( $(date +%s) - T0 )); }
 ( while sleep 2; do echo "$(elapsed) $(nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader,nounits 2>/dev/null)"; done ) > "$OUT/gpu_util.txt" &
 MON=$!
+# preflight: the versions, and whether DataLoader workers work here (shared memory in a sandbox can refuse them):
+# if not, every training below runs without workers rather than failing
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"; df -h /dev/shm | tail -n 1
+WORKERS=""
+timeout 60 python3 -c "
+import torch
+ds = torch.utils.data.TensorDataset(torch.randn(64, 3, 160, 160))
+print('loader workers ok:', sum(b[0].shape[0] for b in torch.utils.data.DataLoader(ds, batch_size=16, num_workers=4)))
+" || { WORKERS="--workers=0"; echo "DataLoader workers failed here: training without them"; }
 
 UNET="--arch=unet --encoder=efficientnet-b0 --decoder_width=128 --image_size=160 --lr=0.0016 --loss=dice --fov_mm=200 --context=1 --seed=0 --batch_size=16"
 SPEED="--epochs=40 --samples_per_epoch=800"; [ "$TINY" = tiny ] && SPEED="--epochs=1 --samples_per_epoch=32"
 echo "speed start $(elapsed)" >> "$OUT/gpu_util.txt"
-/usr/bin/time -f "speed wall %e s" python3 -m lasegm --quiet train $UNET $SPEED --split_file=splits/split.json \
-  --run_name=speed --out_dir=$RUNS > "$OUT/train-speed.log" 2>&1
+# a 2.5-min limit (the target is 90 s) keeps a slow run from eating the 3D CV's time
+/usr/bin/time -f "speed wall %e s" python3 -m lasegm --quiet train $UNET $SPEED $WORKERS --time_limit_min=2.5 \
+  --split_file=splits/split.json --run_name=speed --out_dir=$RUNS > "$OUT/train-speed.log" 2>&1
 echo "speed end $(elapsed)" >> "$OUT/gpu_util.txt"
 tail -n 3 "$OUT/train-speed.log"
+# back in $OUT at once: should the call be cut short, the speed check still comes back
+cp $RUNS/speed/summary.json "$OUT/summary-speed.json" 2>/dev/null; cp $RUNS/speed/history.csv "$OUT/history-speed.csv" 2>/dev/null
 
 # 3D step time alone (the default unet3d with deep supervision, batch 2 x 32 x 160 x 160, bf16 on a GPU) -> epochs
 # that fit the time left
@@ -61,13 +73,12 @@ LIMIT=$(python3 -c "print(round(($LEFT - 45) / 60, 1))")  # a safety stop, shoul
 [ "$TINY" = tiny ] && EPOCHS3D=1 && SAMPLES3D=4
 echo "3D step ${STEP}s alone; ${LEFT}s left -> $ITERS iterations per fold: --epochs=$EPOCHS3D --samples_per_epoch=$SAMPLES3D" | tee "$OUT/plan.txt"
 
-U3D="--arch=unet3d --context=0 --image_size=160 --fov_mm=200 --slab_depth=32 --deep_supervision=2 --batch_size=2 --lr=0.001 --loss=dice_bce --augment=true --mirror=false --largest_component=true --seed=0 --epochs=$EPOCHS3D --samples_per_epoch=$SAMPLES3D --time_limit_min=$LIMIT --workers=1 --num_threads=1"
+U3D="--arch=unet3d --context=0 --image_size=160 --fov_mm=200 --slab_depth=32 --deep_supervision=2 --batch_size=2 --lr=0.001 --loss=dice_bce --augment=true --mirror=false --largest_component=true --seed=0 --epochs=$EPOCHS3D --samples_per_epoch=$SAMPLES3D --time_limit_min=$LIMIT --workers=1 --num_threads=1 $WORKERS"
 python3 -m lasegm --quiet cv --name=unet3d-ds --final --jobs=${JOBS:-6} $U3D --flip_tta=false --split_file=splits/cv5.json \
   --out_dir=$RUNS > $RUNS/cv-unet3d-ds.log 2>&1
 echo "trained at $(elapsed)s"
 kill $MON 2>/dev/null
 tail -n 3 $RUNS/cv-*.log
-cp $RUNS/speed/summary.json "$OUT/summary-speed.json" 2>/dev/null; cp $RUNS/speed/history.csv "$OUT/history-speed.csv" 2>/dev/null
 (cd $RUNS && tar czf $OUT/results.tgz --exclude='*.safetensors' --exclude='*.onnx' --exclude='curves.png' .)
 for d in $RUNS/cv/*/final/checkpoint; do  # the models to serve (fp16 weights: a few MB each; $OUT takes <= 16 MiB a file)
   name=$(basename $(dirname $(dirname $d))); tar czf "$OUT/final-$name.tgz" -C $(dirname $d) checkpoint
