@@ -41,7 +41,8 @@ FINAL = "final"  # runs/cv/NAME/final: the recipe trained on all folds
 # one recipe may differ in these (and in which patients they train on). A time limit is one of them: one that
 # stopped a training early shows as another epoch, which record_cv refuses on its own.
 RUN_FIELDS = {"fold", "all_folds", "select", "run_name", "out_dir", "data", "cache_dir", "device", "num_threads",
-              "workers", "wandb_mode", "wandb_project", "wandb_group", "time_limit_min"}
+              "workers", "wandb_mode", "wandb_project", "wandb_group", "time_limit_min",
+              "cudnn_benchmark", "cuda_graph"}
 
 
 def fold_config(cfg: TrainConfig, name: str, fold: int) -> TrainConfig:
