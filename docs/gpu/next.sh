@@ -20,7 +20,7 @@ source docs/gpu/setup.sh
 RUNS=${RUNS:-/tmp/runs}; rm -rf $RUNS; mkdir -p $RUNS
 TINY=${1:-}
 elapsed() { echo $(( $(date +%s) - T0 )); }
-( while sleep 2; do echo "$(elapsed) $(nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader,nounits 2>/dev/null)"; done ) > "$OUT/gpu_util.txt" &
+( while sleep 2; do echo "$(elapsed) $(nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader,nounits 2>/dev/null)"; done ) >> "$OUT/gpu_util.txt" &
 MON=$!
 # preflight: the versions, and whether DataLoader workers work here (shared memory in a sandbox can refuse them):
 # if not, every training below runs without workers rather than failing
