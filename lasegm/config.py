@@ -63,7 +63,7 @@ class TrainConfig:
     workers: int = -1  # DataLoader workers; -1 = auto: none on CPU (the cores train), up to 8 beside a GPU
     channels_last: bool = True  # NHWC memory layout: 1.1-1.3x faster training on CPU, tensor-core friendly on GPU
     cudnn_benchmark: bool = False  # GPU: cuDNN times its kernels first (H200: a 50-s first epoch, no faster after)
-    cuda_graph: bool = True  # GPU, 2D: replay forward and backward as CUDA graphs (4.6x faster on an H200: a small
+    cuda_graph: bool = True  # GPU, 2D: replay forward and backward as CUDA graphs (4.5x faster on an H200: a small
     # 2D net on a fast GPU is bound by kernel launches, not arithmetic)
     wandb_mode: str = ""  # online | offline | disabled; default $WANDB_MODE, else offline
     wandb_project: str = "lasegm"

@@ -285,7 +285,7 @@ def setup(cfg: TrainConfig, quiet: bool = False) -> Setup:
 def graph_forward_backward(model: torch.nn.Module, batch_shape: tuple, memory_format) -> bool:
     """Capture the model's training forward and backward pass as CUDA graphs (make_graphed_callables): a few
     launches per step instead of ~1,500 small kernels, which leave a fast GPU idle between them (the U-Net recipe
-    trained 4.6x faster on an H200, research_log 2026-11-28). In eval mode the model runs as before. The
+    trained 4.5x faster on an H200, research_log 2026-11-28). In eval mode the model runs as before. The
     capture's warm-up passes leave no trace: weights and BatchNorm statistics are put back. Autocast must not cache
     casts across a graph (PyTorch's rule), hence cache_enabled=False here and in train_epoch. A model that cannot
     be captured trains as before, and says so; returns whether it was captured."""
