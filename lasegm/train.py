@@ -26,7 +26,7 @@ from tqdm import tqdm
 from lasegm import LasegmError, __version__
 from lasegm.checkpoint import slab_depth
 from lasegm.config import TrainConfig
-from lasegm.data import CachedCase, Case, default_data_dir, find_cases, load_cached
+from lasegm.data import CachedCase, Case, default_data_dir, find_cases, load_all_cached
 from lasegm.metrics import patient_row, summarize
 from lasegm.models import build_model, model_kwargs, save_checkpoint
 from lasegm.postprocess import Postprocessing
@@ -234,9 +234,7 @@ def setup(cfg: TrainConfig, quiet: bool = False) -> Setup:
         raise LasegmError(f"{cfg.split_file}: the validation part is empty")
     pre = dataclasses.replace(pre, orientation=training_orientation(parts["train"]))
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None
-    load = lambda cs: [load_cached(c, pre, cache_dir) for c in tqdm(cs, desc="loading/caching", unit="case",
-                                                                     disable=quiet)]
-    train_cases, val_cases = load(parts["train"]), load(parts["val"])
+    train_cases, val_cases = (load_all_cached(parts[p], pre, cache_dir, progress=not quiet) for p in ("train", "val"))
 
     run_name = cfg.run_name or f"{cfg.arch}-{cfg.encoder}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(cfg.out_dir) / run_name

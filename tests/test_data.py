@@ -5,7 +5,7 @@ import pytest
 from conftest import affine_for, make_dataset, synthetic_volume, write_nifti
 
 from lasegm import LasegmError
-from lasegm.data import find_cases, load_cached, load_volume
+from lasegm.data import find_cases, load_all_cached, load_cached, load_volume
 from lasegm.preprocess import Preprocessing, normalize_intensities
 from lasegm.metrics import dice
 
@@ -153,6 +153,18 @@ def test_cache_is_reused_and_rebuilt_when_damaged(dataset, tmp_path):
     files[0].write_bytes(b"garbage")
     again = load_cached(case, pre, tmp_path / "c")
     np.testing.assert_array_equal(again.label, first.label)
+
+
+def test_cases_load_in_parallel_in_order_and_a_bad_scan_still_names_itself(dataset, tmp_path):
+    cases = find_cases(dataset)
+    pre = Preprocessing(image_size=32, fov_mm=80)
+    together = load_all_cached(cases, pre, tmp_path / "c")
+    assert [c.case_id for c in together] == [c.case_id for c in cases]
+    for one, case in zip(together, cases):
+        np.testing.assert_array_equal(one.image, load_cached(case, pre, tmp_path / "serial").image)
+    cases[3].image.write_bytes(b"not a nifti")
+    with pytest.raises(LasegmError, match=cases[3].image.name):
+        load_all_cached(cases, pre, tmp_path / "fresh")
 
 
 def test_augmentation_is_reproducible_from_the_seed():
