@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Issue #13, the step after docs/gpu/next.sh, prepared for one lent GPU call (not yet run on a GPU; tiny mode dry-run
-# on 2 CPU cores): the committed U-Net, FPN and PSPNet recipes cross-validated again under the fixed augmentation
-# of 2026-11-27 (5 folds of splits/cv5.json, no mirroring: it cost 0.10 OOF Dice on the CPU quick start), each
-# with its final model on all 16 patients (`--final`): the models to serve, each carrying its OOF table. 18
-# trainings at once: on 2026-11-27 the same 18 took 432-442 s per U-Net fold, so the time limit (8 min, the same
-# for folds and final) should not cut them; a model cut short is not recorded (its epoch differs from the folds').
+# Issue #13, prepared for a lent GPU call (docs/gpu/next.sh runs it after its speed check; not yet run on a GPU; tiny
+# mode dry-run on 2 CPU cores): the committed U-Net, FPN and PSPNet recipes cross-validated again under the fixed
+# augmentation of 2026-11-27 (5 folds of splits/cv5.json, no mirroring: it cost 0.10 OOF Dice on the CPU quick
+# start), each with its final model on all 16 patients (`--final`): the models to serve, each carrying its OOF
+# table. 18 trainings at once: on 2026-11-27 the same 18 took 432-442 s per U-Net fold without CUDA graphs (one
+# U-Net alone trains 4.5x faster with them, 2026-11-28). The time limit (the same for folds and final) is what
+# $DEADLINE (seconds this script may take, default 540) leaves after 100 s for the ensembles and the copying; a
+# model cut short is not recorded (its epoch differs from the folds').
 # The final checkpoints come back in $OUT/final-<name>.tgz[.part-*]; then the out-of-fold tables of the
 # three-model and U-Net + FPN ensembles (`lasegm cv --ensemble`, in results.tgz).
 # Carry .devrun/ as for docs/gpu/2026-11-27-h100-v2.sh.
@@ -14,8 +16,11 @@ set -uo pipefail
 T0=$(date +%s)
 source docs/gpu/setup.sh
 RUNS=${RUNS:-/tmp/runs}; rm -rf $RUNS; mkdir -p $RUNS
+DEADLINE=${DEADLINE:-540}
+LIMIT=$(python3 -c "print(round(max(1.0, ($DEADLINE - 100) / 60), 1))")
+echo "time limit per training: $LIMIT min"
 # 18 trainings (and 3 CV drivers) share 16 cores: one thread and no loader workers each
-COMMON="--epochs=40 --samples_per_epoch=800 --batch_size=16 --fov_mm=200 --context=1 --seed=0 --augment=true --mirror=false --largest_component=true --time_limit_min=8 --num_threads=1 --workers=0"
+COMMON="--epochs=40 --samples_per_epoch=800 --batch_size=16 --fov_mm=200 --context=1 --seed=0 --augment=true --mirror=false --largest_component=true --time_limit_min=$LIMIT --num_threads=1 --workers=0"
 if [ "${1:-}" = tiny ]; then COMMON="--epochs=1 --samples_per_epoch=32 --batch_size=16 --fov_mm=200 --context=1 --num_threads=1 --workers=0"; fi
 UNET="--arch=unet --encoder=efficientnet-b0 --decoder_width=128 --image_size=160 --lr=0.0016 --loss=dice"
 FPN="--arch=fpn --encoder=resnet18 --decoder_width=128 --image_size=160 --lr=0.003 --loss=dice_bce"
@@ -33,8 +38,8 @@ for p in "${pids[@]}"; do wait $p; done
 echo "trained at $(( $(date +%s) - T0 ))s"
 kill $MON 2>/dev/null
 # The ensembles the demo serves, scored out of fold (no training: each fold's three or two checkpoints averaged on
-# its held-out patients; ~10 s each on a GPU), if the 9.5-min call has a minute left
-if [ $(( $(date +%s) - T0 )) -lt 500 ]; then
+# its held-out patients; ~10 s each on a GPU), if a minute is left
+if [ $(( $(date +%s) - T0 )) -lt $(( DEADLINE - 40 )) ]; then
   for members in "unet-v3 fpn-v3 pspnet-v3" "unet-v3 fpn-v3"; do
     python3 -m lasegm --quiet cv --name="ens-${members// /+}" --ensemble $members --largest_component=true \
       --flip_tta=false --split_file=splits/cv5.json --out_dir=$RUNS > "$RUNS/cv-ens-${members// /+}.log" 2>&1 &

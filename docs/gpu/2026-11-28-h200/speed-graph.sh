@@ -5,8 +5,8 @@
 # every second:
 #  1. graph: forward and backward replayed as CUDA graphs, no cuDNN autotuning; 40 epochs (capped at 2 min)
 #  2. eager: the plain loop without cuDNN autotuning, 8 epochs: is autotuning the first epoch's stall?
-# Carry .devrun/ (docs/gpu/setup.sh). Usage: bash docs/gpu/speed-graph.sh [tiny]   (CPU dry run, where both flags
-#   are no-ops: PATH=$PWD/.venv/bin:$PATH RUNS=/tmp/tiny-runs OUT=/tmp/o LASEGM_DATA=<data> bash docs/gpu/speed-graph.sh tiny)
+# Carry .devrun/ (docs/gpu/setup.sh). Usage: bash docs/gpu/2026-11-28-h200/speed-graph.sh [tiny]   (CPU dry run, where both flags
+#   are no-ops: PATH=$PWD/.venv/bin:$PATH RUNS=/tmp/tiny-runs OUT=/tmp/o LASEGM_DATA=<data> bash docs/gpu/2026-11-28-h200/speed-graph.sh tiny)
 set -uo pipefail
 T0=$(date +%s)
 source docs/gpu/setup.sh
