@@ -3,6 +3,7 @@ ratios to PyTorch eager measured in the same run), flip TTA, the ensemble, `lase
 process, training throughput, and the demo's latency, for the committed checkpoints.
 
     python benchmarks/benchmark.py --data $LASEGM_DATA [--threads 2] [--out docs/benchmarks.json]
+    python benchmarks/benchmark.py --data $LASEGM_DATA --gpu_training   (on a GPU: docs/benchmarks-gpu.json)
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from lasegm.models import ENSEMBLE_MEMBERS, SERVED, build_model
 from lasegm.predict import Ensemble, Segmenter
 from lasegm.runtime import TorchRunner
 from lasegm.split import read_split
-from lasegm.train import loss_terms
+from lasegm.train import graph_forward_backward, loss_terms
 from lasegm.utils import write_json
 
 BACKENDS = ("torch_eager", "torch", "onnx")  # eager = what predict ran before channels_last and ONNX
@@ -41,26 +42,65 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def train_throughput(config: dict, channels_last: bool, steps: int = 6, batch: int = 16) -> float:
-    """Slices per second for forward + backward + AdamW step at the checkpoint's input size."""
+def train_throughput(config: dict, channels_last: bool, steps: int = 6, batch: int = 16, device: str = "cpu",
+                     cuda_graph: bool = False) -> float:
+    """Slices per second for forward + backward + AdamW step at the checkpoint's input size, as lasegm.train runs
+    it on that device (bf16 autocast and fused AdamW on a GPU; optionally the CUDA-graphed forward/backward)."""
     torch.manual_seed(0)
+    dev = torch.device(device)
     pre, _ = checkpoint_recipe(config, config.get("arch"))
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    model = build_model(config["arch"], config["model_kwargs"]).train().to(memory_format=layout)
-    opt = torch.optim.AdamW(model.parameters(), 1e-3)
+    model = build_model(config["arch"], config["model_kwargs"]).train().to(dev, memory_format=layout)
+    shape = (batch, pre.channels, pre.image_size, pre.image_size)
+    graphed = cuda_graph and dev.type == "cuda" and graph_forward_backward(model, shape, layout)
+    opt = torch.optim.AdamW(model.parameters(), 1e-3, fused=dev.type == "cuda")
     loss_fn = loss_terms("dice_bce")
-    x = torch.randn(batch, pre.channels, pre.image_size, pre.image_size).contiguous(memory_format=layout)
-    y = (torch.rand(batch, 1, pre.image_size, pre.image_size) > 0.9).float()
-    times = []
-    for i in range(steps + 1):
-        t0 = time.perf_counter()
-        loss = loss_fn(model(x), y)
+    x = torch.randn(shape, device=dev).contiguous(memory_format=layout)
+    y = (torch.rand(batch, 1, pre.image_size, pre.image_size, device=dev) > 0.9).float()
+
+    def step():
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda", cache_enabled=not graphed):
+            logits = model(x)
+        loss = loss_fn(logits.float(), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
+
+    if dev.type == "cuda":  # kernels run asynchronously: time a run of steps between two synchronisations
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+        return round(batch * steps / (time.perf_counter() - t0), 1)
+    times = []
+    for i in range(steps + 1):
+        t0 = time.perf_counter()
+        step()
         if i:  # the first step warms up the allocator
             times.append(time.perf_counter() - t0)
     return round(batch / statistics.median(times), 1)
+
+
+def gpu_training(checkpoints: Path, out: str) -> None:
+    """`--gpu_training`: training throughput of each served recipe on this machine's GPU, kernel by kernel and
+    CUDA-graphed (the default), in a file of its own (the CPU benchmark's numbers stay those of a 2-core CPU)."""
+    if not torch.cuda.is_available():
+        raise SystemExit("--gpu_training needs a CUDA GPU")
+    results = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch": torch.__version__,
+               "gpu": torch.cuda.get_device_name(), "batch": 16, "steps": 50,
+               "note": "synthetic batches: the network's step alone, without loading, augmentation or validation",
+               "models": {}}
+    for arch in SERVED:
+        config = read_checkpoint_config(checkpoints / arch, weights=False)  # the recipe; weights are not timed
+        row = {mode: train_throughput(config, True, steps=50, device="cuda", cuda_graph=mode == "cuda_graph")
+               for mode in ("eager", "cuda_graph")}
+        row["speedup"] = round(row["cuda_graph"] / row["eager"], 2)
+        results["models"][arch] = {f"train_slices_per_s_{k}" if k != "speedup" else k: v for k, v in row.items()}
+        print(arch, results["models"][arch], flush=True)
+    write_json(out, results)
 
 
 def segmenter(ckpt: Path, backend: str, **kwargs) -> Segmenter:
@@ -117,8 +157,13 @@ def main():
     p.add_argument("--split_file", default=str(ROOT / "splits" / "split.json"))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.json"))
+    p.add_argument("--out", default=None, help="default docs/benchmarks.json (docs/benchmarks-gpu.json with "
+                   "--gpu_training)")
+    p.add_argument("--gpu_training", action="store_true", help="only the training throughput on this machine's GPU")
     args = p.parse_args()
+    if args.gpu_training:
+        return gpu_training(Path(args.checkpoints), args.out or str(ROOT / "docs" / "benchmarks-gpu.json"))
+    args.out = args.out or str(ROOT / "docs" / "benchmarks.json")
     torch.set_num_threads(args.threads)
     test = read_split(args.split_file)["test"]
     cases = {c.case_id: c for c in find_cases(args.data)}

@@ -3,6 +3,7 @@
 #  1. #12 item 4: the U-Net recipe (40 epochs x 800 slices, splits/split.json, validated every epoch) alone on the GPU
 #     with today's GPU defaults (CUDA graphs, no cuDNN autotuning, loader workers, bf16, channels_last, scans loaded
 #     on all cores); GPU utilisation every 2 s. On 2026-11-28 it took 91.0 s as a whole process (target <= 90 s).
+#     Then `benchmarks/benchmark.py --gpu_training`: each served recipe's training step, eager and CUDA-graphed.
 #  2. #13: docs/gpu/cv-2d.sh in the time left: the U-Net, FPN and PSPNet recipes cross-validated under the fixed
 #     augmentation, each with its final model, then the ensembles' out-of-fold tables.
 # The 3D U-Net's CV ran on 2026-11-28 (docs/gpu/2026-11-28-h200/next.sh; OOF 0.865).
@@ -30,6 +31,9 @@ echo "speed end $(elapsed)" >> "$OUT/gpu_util.txt"
 tail -n 3 "$OUT/train-speed.log"
 # back in $OUT at once: should the call be cut short, the speed check still comes back
 cp $RUNS/speed/summary.json "$OUT/summary-speed.json" 2>/dev/null; cp $RUNS/speed/history.csv "$OUT/history-speed.csv" 2>/dev/null
+# the networks' training steps alone, kernel by kernel and CUDA-graphed, for each served recipe (~30 s)
+python3 benchmarks/benchmark.py --data "$LASEGM_DATA" --gpu_training --out "$OUT/benchmarks-gpu.json" > "$OUT/benchmark-gpu.log" 2>&1
+tail -n 3 "$OUT/benchmark-gpu.log"
 kill $MON 2>/dev/null
 
 DEADLINE=$(( 540 - $(elapsed) )) RUNS=$RUNS/cv2d bash docs/gpu/cv-2d.sh $TINY
