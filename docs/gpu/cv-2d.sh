@@ -2,13 +2,15 @@
 # Issue #13, prepared for a lent GPU call (docs/gpu/next.sh runs it after its speed check; not yet run on a GPU; tiny
 # mode dry-run on 2 CPU cores): the committed U-Net, FPN and PSPNet recipes cross-validated again under the fixed
 # augmentation of 2026-11-27 (5 folds of splits/cv5.json, no mirroring: it cost 0.10 OOF Dice on the CPU quick
-# start), each with its final model on all 16 patients (`--final`): the models to serve, each carrying its OOF
-# table. 18 trainings at once: on 2026-11-27 the same 18 took 432-442 s per U-Net fold without CUDA graphs (one
-# U-Net alone trains 4.5x faster with them, 2026-11-28). The time limit (the same for folds and final) is what
-# $DEADLINE (seconds this script may take, default 540) leaves after 100 s for the ensembles and the copying; a
-# model cut short is not recorded (its epoch differs from the folds').
-# The final checkpoints come back in $OUT/final-<name>.tgz[.part-*]; then the out-of-fold tables of the
-# three-model and U-Net + FPN ensembles (`lasegm cv --ensemble`, in results.tgz).
+# start): 15 trainings at once (on 2026-11-27, 18 took 432-442 s per U-Net fold without CUDA graphs; one U-Net
+# alone trains 4.5x faster with them, 2026-11-28). No final models: the served ones were trained with these flags
+# on 2 CPU cores (docs/experiments/finals_cpu.sh); `lasegm cv --name <arch>-v3 --final --collect_only` gives them
+# these tables once the folds' records are in runs/cv/<arch>-v3/ beside runs/cv/<arch>-v3/final/checkpoint.
+# Then the out-of-fold tables of the three-model and U-Net + FPN ensembles (`lasegm cv --ensemble`).
+# The time limit (the same for every fold) is what $DEADLINE (seconds this script may take, default 540) leaves
+# after 100 s for the ensembles and the copying. $OUT takes 8 files of <= 16 MiB, 64 MiB in all: results.tgz (every
+# record, no weights), the U-Net folds' weights (unet-v3-folds.tgz.part-*) and PSPNet's (pspnet-v3-folds.tgz), for
+# analyses and ensembles without a GPU; FPN's (5 x 23 MB) stay behind.
 # Carry .devrun/ as for docs/gpu/2026-11-27-h100-v2.sh.
 # Usage: bash docs/gpu/cv-2d.sh [tiny]   (CPU dry run: PATH=$PWD/.venv/bin:$PATH JOBS=2 RUNS=/tmp/tiny-runs
 #   OUT=/tmp/o LASEGM_DATA=<data> bash docs/gpu/cv-2d.sh tiny)
@@ -19,7 +21,7 @@ RUNS=${RUNS:-/tmp/runs}; rm -rf $RUNS; mkdir -p $RUNS
 DEADLINE=${DEADLINE:-540}
 LIMIT=$(python3 -c "print(round(max(1.0, ($DEADLINE - 100) / 60), 1))")
 echo "time limit per training: $LIMIT min"
-# 18 trainings (and 3 CV drivers) share 16 cores: one thread and no loader workers each
+# 15 trainings (and 3 CV drivers) share 16 cores: one thread and no loader workers each
 COMMON="--epochs=40 --samples_per_epoch=800 --batch_size=16 --fov_mm=200 --context=1 --seed=0 --augment=true --mirror=false --largest_component=true --time_limit_min=$LIMIT --num_threads=1 --workers=0"
 if [ "${1:-}" = tiny ]; then COMMON="--epochs=1 --samples_per_epoch=32 --batch_size=16 --fov_mm=200 --context=1 --num_threads=1 --workers=0"; fi
 UNET="--arch=unet --encoder=efficientnet-b0 --decoder_width=128 --image_size=160 --lr=0.0016 --loss=dice"
@@ -28,7 +30,7 @@ PSP="--arch=pspnet --encoder=resnet18 --image_size=224 --lr=0.003 --loss=dice_bc
 pids=()
 for job in fpn-v3:FPN unet-v3:UNET pspnet-v3:PSP; do
   IFS=: read -r name recipe <<< "$job"
-  python3 -m lasegm --quiet cv --name=$name --final --jobs=${JOBS:-6} ${!recipe} $COMMON --flip_tta=false \
+  python3 -m lasegm --quiet cv --name=$name --jobs=${JOBS:-5} ${!recipe} $COMMON --flip_tta=false \
     --split_file=splits/cv5.json --out_dir=$RUNS > $RUNS/cv-$name.log 2>&1 &
   pids+=($!)
 done
@@ -48,8 +50,9 @@ if [ $(( $(date +%s) - T0 )) -lt $(( DEADLINE - 40 )) ]; then
 fi
 tail -n 3 $RUNS/cv-*.log
 (cd $RUNS && tar czf $OUT/results.tgz --exclude='*.safetensors' --exclude='*.onnx' --exclude='curves.png' .)
-for d in $RUNS/cv/*/final/checkpoint; do  # the models to serve; $OUT takes <= 16 MiB a file (FPN's fp16 weights: 23 MB)
-  name=$(basename $(dirname $(dirname $d))); tar czf "$OUT/final-$name.tgz" -C $(dirname $d) checkpoint
-  [ $(stat -c %s "$OUT/final-$name.tgz") -gt 15000000 ] && split -b 15000000 -d "$OUT/final-$name.tgz" "$OUT/final-$name.tgz.part-" && rm "$OUT/final-$name.tgz"
+for name in unet-v3 pspnet-v3; do  # fold weights ($OUT: <= 16 MiB a file)
+  [ -d $RUNS/cv/$name ] || continue
+  (cd $RUNS/cv/$name && tar czf "$OUT/$name-folds.tgz" fold-*/checkpoint)
+  [ $(stat -c %s "$OUT/$name-folds.tgz") -gt 15000000 ] && split -b 15000000 -d "$OUT/$name-folds.tgz" "$OUT/$name-folds.tgz.part-" && rm "$OUT/$name-folds.tgz"
 done
 ls -la $OUT

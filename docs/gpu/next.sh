@@ -5,7 +5,8 @@
 #     on all cores); GPU utilisation every 2 s. On 2026-11-28 it took 91.0 s as a whole process (target <= 90 s).
 #     Then `benchmarks/benchmark.py --gpu_training`: each served recipe's training step, eager and CUDA-graphed.
 #  2. #13: docs/gpu/cv-2d.sh in the time left: the U-Net, FPN and PSPNet recipes cross-validated under the fixed
-#     augmentation, each with its final model, then the ensembles' out-of-fold tables.
+#     augmentation (the served models' recipes), then the ensembles' out-of-fold tables; U-Net and PSPNet fold
+#     weights come back.
 # The 3D U-Net's CV ran on 2026-11-28 (docs/gpu/2026-11-28-h200/next.sh; OOF 0.865).
 # Before the call: `bash docs/gpu/slim-tree.sh out` (the tracked checkpoints, examples and figures push the call
 # over its 64 MiB), after it `bash docs/gpu/slim-tree.sh in`. Carry .devrun/ (docs/gpu/setup.sh).
@@ -35,5 +36,8 @@ cp $RUNS/speed/summary.json "$OUT/summary-speed.json" 2>/dev/null; cp $RUNS/spee
 python3 benchmarks/benchmark.py --data "$LASEGM_DATA" --gpu_training --out "$OUT/benchmarks-gpu.json" > "$OUT/benchmark-gpu.log" 2>&1
 tail -n 3 "$OUT/benchmark-gpu.log"
 kill $MON 2>/dev/null
+# one file for all of the above ($OUT takes 8 files; cv-2d.sh needs 6)
+(cd "$OUT" && tar czf speed.tgz gpu_util.txt train-speed.log summary-speed.json history-speed.csv benchmarks-gpu.json \
+  benchmark-gpu.log 2>/dev/null; rm -f gpu_util.txt train-speed.log summary-speed.json history-speed.csv benchmarks-gpu.json benchmark-gpu.log)
 
 DEADLINE=$(( 540 - $(elapsed) )) RUNS=$RUNS/cv2d bash docs/gpu/cv-2d.sh $TINY
