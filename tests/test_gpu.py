@@ -1,4 +1,5 @@
-"""GPU-only training paths (CI has no GPU: these run on a GPU user's machine and on a lent GPU)."""
+"""Training on a GPU: CUDA-graph capture. The parity test needs a GPU (a GPU user's machine, a lent one; CI has
+none); the capture's bookkeeping is tested on CPU with a simulated capture."""
 
 import pytest
 import torch
@@ -37,3 +38,37 @@ def test_cuda_graph_step_matches_eager(arch, encoder):
     for (name, p), q in zip(eager.named_parameters(), graphed.parameters()):
         if p.grad is not None:  # bf16 kernels: equal up to rounding
             assert (p.grad - q.grad).norm() <= 0.02 * p.grad.norm() + 1e-6, name
+
+
+def _small_unet():
+    return build_model("unet", model_kwargs("unet", "resnet18", 3, 32, 3, "none", 32, 2)).train()
+
+
+def test_graph_capture_warm_up_leaves_no_trace(monkeypatch):
+    """The capture runs the model a few times (PyTorch's warm-up): BatchNorm statistics must not keep them.
+    Simulated on CPU by a capture that does what the warm-up does to the model's state."""
+    model = _small_unet()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def warm_up(m, args, **kwargs):
+        for _ in range(3):
+            m(torch.randn_like(args[0]) * 5 + 2).sum().backward()
+        return m
+
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", warm_up)
+    assert graph_forward_backward(model, (2, 3, 64, 64), torch.channels_last)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_failed_capture_trains_eagerly_and_says_why(monkeypatch, capsys):
+    model = _small_unet()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def fail(m, args, **kwargs):
+        m(args[0])  # got as far as a warm-up pass
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", fail)
+    assert not graph_forward_backward(model, (2, 3, 64, 64), torch.channels_last)
+    assert "CUDA graph capture failed (RuntimeError: operation not permitted" in capsys.readouterr().out
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
