@@ -180,7 +180,7 @@ def collect(cv_dir: Path, split: dict, cfg: TrainConfig) -> dict:
     returns those two); every patient must be validated exactly once."""
     from lasegm.checkpoint import checkpoint_recipe, read_checkpoint_config
 
-    rows, runs, post = [], [], {}
+    rows, runs, post, recipe = [], [], {}, None
     for f, fold_cases in enumerate(split["folds"]):
         s = _fold_summary(cv_dir, f, fold_cases)
         rows += [{**r, "fold": f} for r in s["per_patient_val"]]
@@ -188,11 +188,16 @@ def collect(cv_dir: Path, split: dict, cfg: TrainConfig) -> dict:
                      "device": s["device"], "checkpoint": s["checkpoint"]})
         # each fold validated with its checkpoint's post-processing: one table, one post-processing
         checkpoint = cv_dir / f"fold-{f}" / "checkpoint"
-        post[f] = checkpoint_recipe(read_checkpoint_config(checkpoint, weights=False), checkpoint)[1].to_dict()
+        config = read_checkpoint_config(checkpoint, weights=False)
+        post[f] = checkpoint_recipe(config, checkpoint)[1].to_dict()
+        if recipe is None:  # the table records what the folds trained, not this command's flags (--collect_only)
+            recipe = config.get("train_config", cfg.recipe_dict())
+        else:  # and one table describes one recipe
+            _same_recipe(recipe, checkpoint, str(cv_dir / "fold-0" / "checkpoint"))
     if any(p != post[0] for p in post.values()):
         raise LasegmError(f"{cv_dir}: the folds were validated with different post-processing ({post}); "
                           "re-score them alike with `lasegm cv --reevaluate`")
-    return _write_oof(cv_dir, "oof", rows, runs, cfg, postprocessing=post[0])
+    return _write_oof(cv_dir, "oof", rows, runs, cfg, postprocessing=post[0], recipe=recipe)
 
 
 def reevaluate_folds(cv_dir: Path, split: dict, cfg: TrainConfig, quiet: bool = False) -> dict:
@@ -256,8 +261,8 @@ def _same_recipe(recipe: dict, fold_checkpoint: Path, what: str) -> dict:
                     if recipe.get(key, defaults.get(key)) != fold_recipe.get(key, defaults.get(key)))
     if differ:
         pairs = ", ".join(f"{key}: {recipe.get(key)!r} vs {fold_recipe.get(key)!r}" for key in differ)
-        raise LasegmError(f"{what} and {fold_checkpoint} train different recipes ({pairs}); the cross-validation's "
-                          "result would not describe the final model")
+        raise LasegmError(f"{what} and {fold_checkpoint} train different recipes ({pairs}); one out-of-fold "
+                          "result describes one recipe")
     return fold_config_json
 
 
@@ -278,7 +283,7 @@ def _write_oof(cv_dir: Path, stem: str, rows: list[dict], runs: list[dict], cfg:
     result = {"format": OOF_FORMAT, "cv": cv_dir.name,
               "folds_file": cfg.split_file, "folds_sha256": split_hash(cfg.split_file), "patients": len(rows),
               "per_patient": rows, "summary": summarize(rows, PATIENT_METRICS), "folds": runs,
-              "recipe": cfg.recipe_dict(), **extra}
+              **{"recipe": cfg.recipe_dict(), **extra}}
     write_json(cv_dir / f"{stem}.json", result)
     write_csv(cv_dir / f"{stem}.csv", rows)
     d = result["summary"]["dice"]

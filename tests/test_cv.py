@@ -8,6 +8,7 @@ from conftest import REPO, SYNTHETIC_FLAGS
 
 from lasegm import LasegmError
 from lasegm.cli import main
+from lasegm.config import TrainConfig
 from lasegm.data import find_cases
 from lasegm.split import make_folds, read_split, save_split, split_cases
 
@@ -60,8 +61,18 @@ def test_two_fold_cv_through_the_cli_writes_the_out_of_fold_table(dataset, tmp_p
         config = json.loads((tmp_path / "runs" / "cv" / "tiny" / f"fold-{k}" / "checkpoint" / "config.json").read_text())
         assert config["fold"] == k and config["selection"] == "last" and config["validated_on"] == folds[k]
         assert not set(config["trained_on"]) & set(folds[k])
-    # the table is re-made from the finished folds alone; a split file is refused
+    # the table is re-made from the finished folds alone, and records the recipe they trained, not this command's
+    # (default) flags; a split file is refused
     assert main(["--quiet", "cv", "--name", "tiny", "--collect_only", f"--data={dataset}", "--split_file=cv2.json"]) == 0
+    collected = json.loads((tmp_path / "runs" / "cv" / "tiny" / "oof.json").read_text())
+    assert collected["recipe"]["epochs"] == oof["recipe"]["epochs"] != TrainConfig().epochs
+    assert collected["per_patient"] == oof["per_patient"]
+    fold1 = tmp_path / "runs" / "cv" / "tiny" / "fold-1" / "checkpoint" / "config.json"
+    kept = fold1.read_text()
+    fold1.write_text(kept.replace('"lr": 0.003', '"lr": 0.01'))  # a fold of another recipe: not one table
+    assert main(["--quiet", "cv", "--name", "tiny", "--collect_only", f"--data={dataset}", "--split_file=cv2.json"]) == 2
+    assert "train different recipes (lr: 0.003 vs 0.01)" in capsys.readouterr().err
+    fold1.write_text(kept)
     # post-processing chosen out of fold without retraining: each fold's checkpoint re-segments its own patients
     base = ["--quiet", "cv", "--name", "tiny", "--reevaluate", f"--data={dataset}", "--split_file=cv2.json"]
     assert main(base + ["--largest_component=true", "--flip_tta=false"]) == 0
