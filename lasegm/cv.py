@@ -283,7 +283,7 @@ def _write_oof(cv_dir: Path, stem: str, rows: list[dict], runs: list[dict], cfg:
     result = {"format": OOF_FORMAT, "cv": cv_dir.name,
               "folds_file": cfg.split_file, "folds_sha256": split_hash(cfg.split_file), "patients": len(rows),
               "per_patient": rows, "summary": summarize(rows, PATIENT_METRICS), "folds": runs,
-              **{"recipe": cfg.recipe_dict(), **extra}}
+              "recipe": cfg.recipe_dict(), **extra}  # extra may name the recipe the folds trained
     write_json(cv_dir / f"{stem}.json", result)
     write_csv(cv_dir / f"{stem}.csv", rows)
     d = result["summary"]["dice"]

@@ -240,7 +240,8 @@ def setup(cfg: TrainConfig, quiet: bool = False) -> Setup:
     run_dir = Path(cfg.out_dir) / run_name
     run_dir.mkdir(parents=True, exist_ok=True)
     model = build_model(cfg.arch, kwargs, None if cfg.encoder_weights == "none" else cfg.encoder_weights)
-    model.to(device, memory_format=memory_layout(model) if cfg.channels_last else torch.contiguous_format)
+    layout = memory_layout(model) if cfg.channels_last else torch.contiguous_format
+    model.to(device, memory_format=layout)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
 
@@ -266,9 +267,9 @@ def setup(cfg: TrainConfig, quiet: bool = False) -> Setup:
                                          generator=torch.Generator().manual_seed(cfg.seed))
     if len(loader) == 0:
         raise LasegmError(f"samples_per_epoch ({n_samples}) is smaller than batch_size ({cfg.batch_size})")
-    graphed = (cfg.cuda_graph and device.type == "cuda" and not slab  # drop_last: every batch has one shape
-               and graph_forward_backward(model, (cfg.batch_size, pre.channels, cfg.image_size, cfg.image_size),
-                                          memory_layout(model) if cfg.channels_last else torch.contiguous_format))
+    batch_shape = (cfg.batch_size, pre.channels, cfg.image_size, cfg.image_size)  # drop_last: every batch's
+    graphed = (cfg.cuda_graph and device.type == "cuda" and not slab
+               and graph_forward_backward(model, batch_shape, layout))
     # fused: one kernel for the whole update on a GPU instead of a few per parameter tensor
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                             fused=device.type == "cuda")
