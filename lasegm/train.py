@@ -313,10 +313,22 @@ def loader_workers(requested: int, device: torch.device) -> int:
     return max(1, min(8, available_cores() - 1))
 
 
+def train_step(model, opt, loss_fn, x: torch.Tensor, y: torch.Tensor, graphed: bool = False):
+    """One optimisation step, bf16 autocast on a GPU (no effect on CPU); returns (logits, loss), left on the
+    device. The benchmark times this same step."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda",
+                        cache_enabled=not graphed):
+        logits = model(x)
+    loss = loss_fn(logits.float(), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return logits, loss
+
+
 def train_epoch(s: Setup, epoch: int, quiet: bool = False) -> dict:
-    """One pass over the sampled training slices; bf16 autocast on a GPU (no effect on CPU)."""
+    """One pass over the sampled training slices."""
     s.model.train()
-    use_amp = s.device.type == "cuda"
     layout = memory_layout(s.model) if s.cfg.channels_last else torch.contiguous_format
     t0 = time.perf_counter()
     losses, dices, slices = [], [], 0  # per-batch tensors, read back once per epoch (no per-step GPU sync)
@@ -324,12 +336,7 @@ def train_epoch(s: Setup, epoch: int, quiet: bool = False) -> dict:
     for step, (x, y) in enumerate(bar):
         x = x.to(s.device, non_blocking=True, memory_format=layout)
         y = y.to(s.device, non_blocking=True)
-        with torch.autocast(s.device.type, dtype=torch.bfloat16, enabled=use_amp, cache_enabled=not s.graphed):
-            logits = s.model(x)
-        loss = s.loss_fn(logits.float(), y)
-        s.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        s.opt.step()
+        logits, loss = train_step(s.model, s.opt, s.loss_fn, x, y, s.graphed)
         s.sched.step()
         losses.append(loss.detach())
         top = logits if logits.ndim == y.ndim else logits[:, 0]  # deep supervision: the output served
