@@ -15,9 +15,7 @@
 # Usage: bash docs/gpu/cv-2d.sh [tiny]   (CPU dry run: PATH=$PWD/.venv/bin:$PATH JOBS=2 RUNS=/tmp/tiny-runs
 #   OUT=/tmp/o LASEGM_DATA=<data> bash docs/gpu/cv-2d.sh tiny)
 set -uo pipefail
-T0=$(date +%s)
 source docs/gpu/setup.sh
-RUNS=${RUNS:-/tmp/runs}; rm -rf $RUNS; mkdir -p $RUNS
 DEADLINE=${DEADLINE:-540}
 LIMIT=$(python3 -c "print(round(max(1.0, ($DEADLINE - 100) / 60), 1))")
 echo "time limit per training: $LIMIT min"
@@ -34,14 +32,13 @@ for job in fpn-v3:FPN unet-v3:UNET pspnet-v3:PSP; do
     --split_file=splits/cv5.json --out_dir=$RUNS > $RUNS/cv-$name.log 2>&1 &
   pids+=($!)
 done
-( while sleep 60; do echo "t=$(( $(date +%s) - T0 ))s $(nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null)"; done ) &
-MON=$!
+gpu_monitor 60 /dev/stdout
 for p in "${pids[@]}"; do wait $p; done
-echo "trained at $(( $(date +%s) - T0 ))s"
+echo "trained at $(elapsed)s"
 kill $MON 2>/dev/null
 # The ensembles the demo serves, scored out of fold (no training: each fold's three or two checkpoints averaged on
 # its held-out patients; ~10 s each on a GPU), if a minute is left
-if [ $(( $(date +%s) - T0 )) -lt $(( DEADLINE - 40 )) ]; then
+if [ $(elapsed) -lt $(( DEADLINE - 40 )) ]; then
   for members in "unet-v3 fpn-v3 pspnet-v3" "unet-v3 fpn-v3"; do
     python3 -m lasegm --quiet cv --name="ens-${members// /+}" --ensemble $members --largest_component=true \
       --flip_tta=false --split_file=splits/cv5.json --out_dir=$RUNS > "$RUNS/cv-ens-${members// /+}.log" 2>&1 &

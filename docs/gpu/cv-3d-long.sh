@@ -10,13 +10,9 @@
 # Usage: bash docs/gpu/cv-3d-long.sh [tiny]   (CPU dry run: PATH=$PWD/.venv/bin:$PATH JOBS=2 RUNS=/tmp/tiny-runs
 #   OUT=/tmp/o LASEGM_DATA=<data> bash docs/gpu/cv-3d-long.sh tiny)
 set -uo pipefail
-T0=$(date +%s)
 source docs/gpu/setup.sh
-RUNS=${RUNS:-/tmp/runs}; rm -rf $RUNS; mkdir -p $RUNS
 TINY=${1:-}
-elapsed() { echo $(( $(date +%s) - T0 )); }
-( while sleep 5; do echo "$(elapsed) $(nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader,nounits 2>/dev/null)"; done ) >> "$OUT/gpu_util.txt" &
-MON=$!
+gpu_monitor 5 "$OUT/gpu_util.txt"
 # one training step alone (unet3d, deep supervision, 2 slabs of 32 x 160 x 160, bf16 on a GPU)
 STEP=$(python3 - <<'PY'
 import time, torch

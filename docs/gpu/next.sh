@@ -13,13 +13,9 @@
 # Usage: bash docs/gpu/next.sh [tiny]    (CPU dry run:
 #   PATH=$PWD/.venv/bin:$PATH JOBS=2 RUNS=/tmp/tiny-runs OUT=/tmp/o LASEGM_DATA=<data> bash docs/gpu/next.sh tiny)
 set -uo pipefail
-T0=$(date +%s)
 source docs/gpu/setup.sh
-RUNS=${RUNS:-/tmp/runs}; rm -rf $RUNS; mkdir -p $RUNS
 TINY=${1:-}
-elapsed() { echo $(( $(date +%s) - T0 )); }
-( while sleep 2; do echo "$(elapsed) $(nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader,nounits 2>/dev/null)"; done ) >> "$OUT/gpu_util.txt" &
-MON=$!
+gpu_monitor 2 "$OUT/gpu_util.txt"
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 
 UNET="--arch=unet --encoder=efficientnet-b0 --decoder_width=128 --image_size=160 --lr=0.0016 --loss=dice --fov_mm=200 --context=1 --seed=0 --batch_size=16"
