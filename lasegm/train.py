@@ -215,6 +215,7 @@ class Setup:
     run_dir: Path
     meta: dict  # written into every checkpoint's config.json
     graphed: bool = False  # forward and backward replayed as CUDA graphs (graph_forward_backward)
+    layout: torch.memory_format = torch.contiguous_format  # the model's and its batches' memory format
 
 
 def setup(cfg: TrainConfig, quiet: bool = False) -> Setup:
@@ -278,7 +279,7 @@ def setup(cfg: TrainConfig, quiet: bool = False) -> Setup:
         opt, (lambda s: 0.5 * (1 + math.cos(math.pi * min(s / total_steps, 1.0))))
         if cfg.scheduler == "cosine" else (lambda s: 1.0))
     return Setup(cfg, device, pre, post, model, loader, opt, sched, loss_terms(cfg.loss), val_cases, ids,
-                 run_name, run_dir, meta, graphed)
+                 run_name, run_dir, meta, graphed, layout)
 
 
 def graph_forward_backward(model: torch.nn.Module, batch_shape: tuple, memory_format) -> bool:
@@ -329,12 +330,11 @@ def train_step(model, opt, loss_fn, x: torch.Tensor, y: torch.Tensor, graphed: b
 def train_epoch(s: Setup, epoch: int, quiet: bool = False) -> dict:
     """One pass over the sampled training slices."""
     s.model.train()
-    layout = memory_layout(s.model) if s.cfg.channels_last else torch.contiguous_format
     t0 = time.perf_counter()
     losses, dices, slices = [], [], 0  # per-batch tensors, read back once per epoch (no per-step GPU sync)
     bar = tqdm(s.loader, desc=f"epoch {epoch}/{s.cfg.epochs}", unit="batch", disable=quiet, leave=False)
     for step, (x, y) in enumerate(bar):
-        x = x.to(s.device, non_blocking=True, memory_format=layout)
+        x = x.to(s.device, non_blocking=True, memory_format=s.layout)
         y = y.to(s.device, non_blocking=True)
         logits, loss = train_step(s.model, s.opt, s.loss_fn, x, y, s.graphed)
         s.sched.step()
