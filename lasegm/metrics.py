@@ -26,6 +26,19 @@ def iou(pred: np.ndarray, gt: np.ndarray) -> float:
     return 1.0 if union == 0 else float(np.logical_and(pred, gt).sum() / union)
 
 
+def joint_crop(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both masks (as bool) cropped to the box around either's foreground. Every metric here is the same on
+    the crop as on the whole scan (outside the box both are empty, so no surface voxel changes), and a scan
+    is mostly background: a validation patient is scored 2-3x faster (research_log 2026-11-28, afternoon).
+    Two empty masks crop to nothing."""
+    pred, gt = pred.astype(bool, copy=False), gt.astype(bool, copy=False)
+    union = pred | gt
+    if not union.any():
+        return pred[(slice(0, 0),) * pred.ndim], gt[(slice(0, 0),) * gt.ndim]
+    box = ndimage.find_objects(union.view(np.uint8))[0]
+    return pred[box], gt[box]
+
+
 def _surface(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(mask.ndim, 1))
 
@@ -37,10 +50,8 @@ def hd95(pred: np.ndarray, gt: np.ndarray, spacing=None) -> float:
     if not pred.any() or not gt.any():
         return math.inf
     spacing = tuple(spacing) if spacing is not None else (1.0,) * pred.ndim
-    # Crop to the joint bounding box (plus a margin) so the distance transforms stay small.
-    box = ndimage.find_objects((pred | gt).astype(np.uint8))[0]
-    box = tuple(slice(max(s.start - 2, 0), s.stop + 2) for s in box)
-    sp, sg = _surface(pred[box]), _surface(gt[box])
+    pred, gt = joint_crop(pred, gt)  # the distance transforms stay small
+    sp, sg = _surface(pred), _surface(gt)
     dist_to_gt = ndimage.distance_transform_edt(~sg, sampling=spacing)
     dist_to_pred = ndimage.distance_transform_edt(~sp, sampling=spacing)
     distances = np.concatenate([dist_to_gt[sp], dist_to_pred[sg]])
@@ -58,6 +69,7 @@ def volume_ml(mask: np.ndarray, spacing) -> float:
 
 
 def case_metrics(pred: np.ndarray, gt: np.ndarray, spacing) -> dict:
+    pred, gt = joint_crop(pred, gt)
     pv, gv = volume_ml(pred, spacing), volume_ml(gt, spacing)
     return {
         "dice": dice(pred, gt),
@@ -100,6 +112,7 @@ PATIENT_METRICS = ["dice", "iou", "hd95_mm", "volume_pred_ml", "volume_true_ml",
 def patient_row(case_id: str, pred: np.ndarray, gt: np.ndarray, spacing, seconds: float, slice_axis: int = 2) -> dict:
     """The one per-patient metrics row of validation, evaluate and cross-validation: 3D metrics on
     the whole volume, plus the per-slice mean Dice (labelled as such) for reference."""
+    pred, gt = joint_crop(pred, gt)  # once, for the 3D metrics and the per-slice ones
     return {"case": case_id, **case_metrics(pred, gt, spacing),
             "dice_slice": slice_dice(np.moveaxis(pred, slice_axis, 0), np.moveaxis(gt, slice_axis, 0)),
             "seconds": seconds}

@@ -3,7 +3,9 @@ import math
 import numpy as np
 import pytest
 
-from lasegm.metrics import case_metrics, dice, hd95, iou, slice_dice, summarize, volume_ml
+from scipy import ndimage
+
+from lasegm.metrics import case_metrics, dice, hd95, iou, patient_row, slice_dice, summarize, volume_ml
 
 
 def test_dice_and_iou_hand_computed():
@@ -47,6 +49,45 @@ def test_volume_and_case_metrics():
     assert volume_ml(m, (2.0, 2.0, 2.5)) == pytest.approx(1.0)
     r = case_metrics(m, m, (1, 1, 1))
     assert r["dice"] == 1.0 and r["hd95_mm"] == 0.0 and r["volume_error_ml"] == 0.0
+
+
+def _uncropped_hd95(pred, gt, spacing):
+    """HD95 straight from the definition on the whole array (what the cropped version must equal)."""
+    def surface(m):
+        return m & ~ndimage.binary_erosion(m, structure=ndimage.generate_binary_structure(3, 1))
+
+    sp, sg = surface(pred), surface(gt)
+    d = np.concatenate([ndimage.distance_transform_edt(~sg, sampling=spacing)[sp],
+                        ndimage.distance_transform_edt(~sp, sampling=spacing)[sg]])
+    return float(np.percentile(d, 95))
+
+
+@pytest.mark.parametrize("where", ["inside", "at the border"])
+def test_patient_row_on_the_crop_equals_the_whole_scan(where):
+    """Scoring runs on the box around both masks: every number must be what the whole scan gives, also when
+    a mask touches the scan's edge (where the crop cannot add its margin)."""
+    rng = np.random.default_rng(0)
+    gt = np.zeros((60, 50, 40), np.uint8)
+    lo = (0, 0, 0) if where == "at the border" else (20, 15, 10)
+    gt[lo[0]:lo[0] + 15, lo[1]:lo[1] + 12, lo[2]:lo[2] + 9] = 1
+    pred = ndimage.binary_dilation(gt, iterations=2) & (rng.random(gt.shape) > 0.2)
+    pred[45:48, 40:43, 30:33] = True  # a far false positive widens the box
+    spacing = (0.7, 0.9, 1.3)
+    row = patient_row("p", pred, gt, spacing, 0.0)
+    g, p = gt.astype(bool), pred.astype(bool)
+    assert row["dice"] == pytest.approx(2 * (p & g).sum() / (p.sum() + g.sum()))
+    assert row["iou"] == pytest.approx((p & g).sum() / (p | g).sum())
+    assert row["hd95_mm"] == pytest.approx(_uncropped_hd95(p, g, spacing))
+    assert row["volume_pred_ml"] == pytest.approx(p.sum() * np.prod(spacing) / 1000)
+    per_slice = [2 * (a & b).sum() / (a.sum() + b.sum()) for a, b in zip(np.moveaxis(p, 2, 0), np.moveaxis(g, 2, 0))
+                 if a.any() or b.any()]
+    assert row["dice_slice"] == pytest.approx(np.mean(per_slice))
+
+
+def test_patient_row_of_two_empty_masks():
+    empty = np.zeros((8, 8, 8), np.uint8)
+    row = patient_row("p", empty, empty, (1, 1, 1), 0.0)
+    assert row["dice"] == 1.0 and row["iou"] == 1.0 and row["hd95_mm"] == 0.0 and row["dice_slice"] == 1.0
 
 
 def test_slice_dice_ignores_slices_empty_in_both():
