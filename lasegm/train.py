@@ -370,10 +370,13 @@ def train(cfg: TrainConfig, quiet: bool = False, should_stop: Callable[[list[dic
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
             row = {"epoch": epoch, **train_epoch(s, epoch, quiet)}
+            t_val = time.perf_counter()
             val, val_rows, predictions = (validate(s.model, s.val_cases, s.pre, s.post, s.device,
                                                    s.cfg.channels_last, slab_depth(s.meta))
                                           if s.val_cases else ({}, [], {}))
-            row.update(**val, lr=s.opt.param_groups[0]["lr"], epoch_s=time.perf_counter() - t0)
+            # val_s: where an epoch's time goes beside the training steps (on a GPU, half of it: research_log)
+            row.update(**val, lr=s.opt.param_groups[0]["lr"], val_s=time.perf_counter() - t_val,
+                       epoch_s=time.perf_counter() - t0)
             history.append(row)
             keep = cfg.select == "last" or row["val_dice_3d"] > kept.get("val_dice_3d", -1.0)
             if keep:

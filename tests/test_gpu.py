@@ -5,6 +5,8 @@ import pytest
 import torch
 
 from lasegm.models import build_model, model_kwargs
+from lasegm.predict import predict_slices
+from lasegm.runtime import TorchRunner
 from lasegm.train import graph_forward_backward
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -38,6 +40,19 @@ def test_cuda_graph_step_matches_eager(arch, encoder):
     for (name, p), q in zip(eager.named_parameters(), graphed.parameters()):
         if p.grad is not None:  # bf16 kernels: equal up to rounding
             assert (p.grad - q.grad).norm() <= 0.02 * p.grad.norm() + 1e-6, name
+
+
+@cuda
+def test_gpu_inference_in_larger_batches_gives_the_same_probabilities():
+    """On a GPU, predict_slices sends 64 slices per call instead of 16 (fewer, larger launches); eval-mode
+    BatchNorm makes each slice's output independent of its batch-mates, up to bf16 rounding."""
+    torch.manual_seed(0)
+    model = build_model("unet", model_kwargs("unet", "resnet18", 3, 32, 0, "none", 32, 2)).cuda()
+    runner = TorchRunner(model, "cuda")
+    assert runner.batch_size == 64
+    stack = torch.randn(70, 96, 96).numpy()
+    default, small = predict_slices(runner, stack, 1), predict_slices(runner, stack, 1, batch_size=16)
+    assert abs(default - small).max() < 0.02
 
 
 def _small_unet():
