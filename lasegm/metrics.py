@@ -13,6 +13,8 @@ import math
 import numpy as np
 from scipy import ndimage
 
+from lasegm.utils import bounding_box
+
 
 def dice(pred: np.ndarray, gt: np.ndarray) -> float:
     pred, gt = pred.astype(bool), gt.astype(bool)
@@ -31,12 +33,10 @@ def joint_crop(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray
     the crop as on the whole scan (outside the box both are empty, so no surface voxel changes), and a scan
     is mostly background: a validation patient is scored 2-3x faster (research_log 2026-11-28, afternoon).
     Two empty masks crop to nothing."""
-    pred, gt = pred.astype(bool, copy=False), gt.astype(bool, copy=False)
-    union = pred | gt
-    if not union.any():
-        return pred[(slice(0, 0),) * pred.ndim], gt[(slice(0, 0),) * gt.ndim]
-    box = ndimage.find_objects(union.view(np.uint8))[0]
-    return pred[box], gt[box]
+    box = bounding_box(np.logical_or(pred, gt))
+    if box is None:
+        box = (slice(0, 0),) * pred.ndim
+    return pred[box].astype(bool, copy=False), gt[box].astype(bool, copy=False)
 
 
 def _surface(mask: np.ndarray) -> np.ndarray:

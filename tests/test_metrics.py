@@ -2,10 +2,10 @@ import math
 
 import numpy as np
 import pytest
-
 from scipy import ndimage
 
 from lasegm.metrics import case_metrics, dice, hd95, iou, patient_row, slice_dice, summarize, volume_ml
+from lasegm.utils import bounding_box
 
 
 def test_dice_and_iou_hand_computed():
@@ -143,3 +143,11 @@ def test_training_batch_dice_matches_the_metric_and_stays_on_the_device():
     assert float(got) == pytest.approx(dice(logits > 0, target))
     empty = torch.zeros(2, 1, 4, 4)
     assert float(batch_dice(empty - 1, empty)) == 1.0 and float(batch_dice(empty + 1, empty)) == 0.0
+
+
+def test_bounding_box():
+    m = np.zeros((9, 8, 7), np.uint8)
+    assert bounding_box(m) is None
+    m[2, 3:5, 6] = 1
+    m[4, 3, 1] = 1
+    assert bounding_box(m) == (slice(2, 5), slice(3, 5), slice(1, 7))
