@@ -31,7 +31,7 @@ from lasegm.checkpoint import checkpoint_recipe, read_checkpoint_config
 from lasegm.data import find_cases, load_case
 from lasegm.models import ENSEMBLE_MEMBERS, SERVED, build_model
 from lasegm.predict import Ensemble, Segmenter
-from lasegm.runtime import TorchRunner
+from lasegm.runtime import TorchRunner, memory_layout
 from lasegm.split import read_split
 from lasegm.train import graph_forward_backward, loss_terms, train_step
 from lasegm.utils import write_json
@@ -50,8 +50,9 @@ def train_throughput(config: dict, channels_last: bool, steps: int = 6, batch: i
     torch.manual_seed(0)
     dev = torch.device(device)
     pre, _ = checkpoint_recipe(config, config.get("arch"))
-    layout = torch.channels_last if channels_last else torch.contiguous_format
-    model = build_model(config["arch"], config["model_kwargs"]).train().to(dev, memory_format=layout)
+    model = build_model(config["arch"], config["model_kwargs"]).train()
+    layout = memory_layout(model) if channels_last else torch.contiguous_format  # as lasegm.train picks it
+    model.to(dev, memory_format=layout)
     shape = (batch, pre.channels, pre.image_size, pre.image_size)
     graphed = cuda_graph and dev.type == "cuda" and graph_forward_backward(model, shape, layout)
     opt = torch.optim.AdamW(model.parameters(), 1e-3, fused=dev.type == "cuda")
