@@ -1,6 +1,6 @@
 """Speed benchmark (a script, not a timed test): inference per patient volume on each backend (as
 ratios to PyTorch eager measured in the same run), flip TTA, the ensemble, `lasegm predict` as a whole
-process, training throughput, and the demo's latency, for the committed checkpoints.
+process, training throughput, one epoch's validation, and the demo's latency, for the committed checkpoints.
 
     python benchmarks/benchmark.py --data $LASEGM_DATA [--threads 2] [--out docs/benchmarks.json]
     python benchmarks/benchmark.py --data $LASEGM_DATA --gpu_training   (on a GPU: docs/benchmarks-gpu.json)
@@ -28,12 +28,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "demo"))
 
 from lasegm.checkpoint import checkpoint_recipe, read_checkpoint_config
-from lasegm.data import find_cases, load_case
+from lasegm.data import find_cases, load_all_cached, load_case
 from lasegm.models import ENSEMBLE_MEMBERS, SERVED, build_model
 from lasegm.predict import Ensemble, Segmenter
 from lasegm.runtime import TorchRunner, memory_layout
-from lasegm.split import read_split
-from lasegm.train import graph_forward_backward, loss_terms, train_step
+from lasegm.split import read_split, split_cases
+from lasegm.train import graph_forward_backward, loss_terms, train_step, validate
 from lasegm.utils import write_json
 
 BACKENDS = ("torch_eager", "torch", "onnx")  # eager = what predict ran before channels_last and ONNX
@@ -77,6 +77,42 @@ def train_throughput(config: dict, channels_last: bool, steps: int = 6, batch: i
         if i:  # the first step warms up the allocator
             times.append(time.perf_counter() - t0)
     return round(batch / statistics.median(times), 1)
+
+
+class Replay:
+    """A runner that records a network's outputs once, then gives them back in the same order: it times
+    everything around the network."""
+
+    def __init__(self, runner):
+        self.runner, self.batch_size, self.outputs, self.next = runner, runner.batch_size, [], None
+
+    def __call__(self, batch):
+        if self.next is None:
+            self.outputs.append(self.runner(batch))
+            return self.outputs[-1]
+        self.next += 1
+        return self.outputs[(self.next - 1) % len(self.outputs)]
+
+
+def validation_seconds(ckpt: Path, data: str, split_file: str, repeats: int) -> dict:
+    """One epoch's validation as lasegm.train runs it (split_file's validation patients, scored on their own
+    grids), with the network (one run, which records its outputs) and with its outputs replayed (median of
+    `repeats`): the CPU work that a GPU cannot take over (about half of each epoch on the H200, research_log
+    2026-11-28)."""
+    config = read_checkpoint_config(ckpt)
+    pre, post = checkpoint_recipe(config, ckpt)
+    cases = load_all_cached(split_cases(split_file, find_cases(data))["val"], pre)
+    replay = Replay(TorchRunner.from_checkpoint(ckpt, "cpu"))
+    t0 = time.perf_counter()
+    validate(None, cases, pre, post, "cpu", runner=replay)
+    with_network = time.perf_counter() - t0
+    replay.next, times = 0, []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        validate(None, cases, pre, post, "cpu", runner=replay)
+        times.append(time.perf_counter() - t0)
+    return {"patients": [c.case_id for c in cases], "with_network_s": round(with_network, 2),
+            "without_network_s": round(statistics.median(times), 3)}
 
 
 def gpu_training(checkpoints: Path, out: str) -> None:
@@ -188,6 +224,11 @@ def main():
         row["train_slices_per_s_channels_last"] = train_throughput(config, channels_last=True)
         results["models"][arch] = row
         print(arch, row, flush=True)
+
+    # one epoch's validation in training (the U-Net recipe's), and the part of it that is not the network
+    results["validation_epoch_unet"] = validation_seconds(checkpoints / "unet", args.data, args.split_file,
+                                                          args.repeats)
+    print("validation", results["validation_epoch_unet"], flush=True)
 
     members = [checkpoints / arch for arch in ENSEMBLE_MEMBERS]
     timed = interleaved({backend: Ensemble([segmenter(m, backend) for m in members]) for backend in BACKENDS}, vol,

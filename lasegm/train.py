@@ -157,11 +157,13 @@ def batch_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def validate(model, cases: list[CachedCase], pre: Preprocessing, post: Postprocessing,
-             device, channels_last: bool = False, slab: int = 0) -> tuple[dict, list[dict], dict]:
+             device, channels_last: bool = False, slab: int = 0,
+             runner: Callable | None = None) -> tuple[dict, list[dict], dict]:
     """Whole-patient validation on the scan's own grid, post-processed exactly as the checkpoint will be
-    served: 3D Dice per patient is the headline."""
+    served: 3D Dice per patient is the headline. `runner` stands in for the model (the benchmark replays
+    recorded outputs to time the rest)."""
     rows, predictions, losses = [], {}, []
-    runner = TorchRunner(model, device, channels_last=channels_last)  # the training model, in its layout
+    runner = runner or TorchRunner(model, device, channels_last=channels_last)  # the training model, in its layout
     for c in cases:
         t0 = time.perf_counter()
         probs = predict_slices(runner, c.image, pre.context, tta=post.flip_tta, slab=slab)
