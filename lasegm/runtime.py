@@ -87,6 +87,7 @@ class OnnxRunner:
 
 class TorchRunner:
     name = "torch"
+
     def __init__(self, model, device, channels_last: bool | None = None):
         """channels_last (default: on CPU) is 1.3-2x faster there for these convolutional nets."""
         import torch
