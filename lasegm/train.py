@@ -376,8 +376,8 @@ def train(cfg: TrainConfig, quiet: bool = False, should_stop: Callable[[list[dic
             val, val_rows, predictions = (validate(s.model, s.val_cases, s.pre, s.post, s.device,
                                                    s.cfg.channels_last, slab_depth(s.meta))
                                           if s.val_cases else ({}, [], {}))
-            # val_s: where an epoch's time goes beside the training steps (on a GPU, half of it: research_log)
-            row.update(**val, lr=s.opt.param_groups[0]["lr"], val_s=time.perf_counter() - t_val,
+            # val_time_s (W&B val/time_s): an epoch's time beside training (half of it on a GPU: research_log)
+            row.update(**val, lr=s.opt.param_groups[0]["lr"], val_time_s=time.perf_counter() - t_val,
                        epoch_s=time.perf_counter() - t0)
             history.append(row)
             keep = cfg.select == "last" or row["val_dice_3d"] > kept.get("val_dice_3d", -1.0)

@@ -4,7 +4,7 @@
 #     with today's GPU defaults (CUDA graphs, no cuDNN autotuning, loader workers, bf16, channels_last, scans loaded
 #     on all cores); GPU utilisation every 2 s. On 2026-11-28 it took 91.0 s as a whole process (target <= 90 s),
 #     half of each epoch validation. Since then validation's CPU work is halved (0.99 -> ~0.45 s per epoch on 2 AMD
-#     cores) and its GPU calls take 64 slices; history-speed.csv's val_s shows what validation costs now.
+#     cores) and its GPU calls take 64 slices; history-speed.csv's val_time_s shows what validation costs now.
 #     Then `benchmarks/benchmark.py --gpu_training`: each served recipe's training step, eager and CUDA-graphed.
 #  2. #13: docs/gpu/cv-2d.sh in the time left: the U-Net, FPN and PSPNet recipes cross-validated under the fixed
 #     augmentation (the served models' recipes), then the ensembles' out-of-fold tables; U-Net and PSPNet fold
