@@ -11,7 +11,7 @@
 # after 100 s for the ensembles and the copying. $OUT takes 8 files of <= 16 MiB, 64 MiB in all: results.tgz (every
 # record, no weights), the U-Net folds' weights (unet-v3-folds.tgz.part-*) and PSPNet's (pspnet-v3-folds.tgz), for
 # analyses and ensembles without a GPU; FPN's (5 x 23 MB) stay behind.
-# Carry .devrun/ as for docs/gpu/2026-11-27-h100-v2.sh.
+# Carry .devrun/ (build it first: docs/gpu/make-devrun.sh).
 # Usage: bash docs/gpu/cv-2d.sh [tiny]   (CPU dry run: PATH=$PWD/.venv/bin:$PATH JOBS=2 RUNS=/tmp/tiny-runs
 #   OUT=/tmp/o LASEGM_DATA=<data> bash docs/gpu/cv-2d.sh tiny)
 set -uo pipefail

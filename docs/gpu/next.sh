@@ -11,7 +11,7 @@
 #     weights come back.
 # The 3D U-Net's CV ran on 2026-11-28 (docs/gpu/2026-11-28-h200/next.sh; OOF 0.865).
 # Before the call: `bash docs/gpu/slim-tree.sh out` (the tracked checkpoints, examples and figures push the call
-# over its 64 MiB), after it `bash docs/gpu/slim-tree.sh in`. Carry .devrun/ (docs/gpu/setup.sh).
+# over its 64 MiB), after it `bash docs/gpu/slim-tree.sh in`. Carry .devrun/ (build it first: docs/gpu/make-devrun.sh).
 # Usage: bash docs/gpu/next.sh [tiny]    (CPU dry run:
 #   PATH=$PWD/.venv/bin:$PATH JOBS=2 RUNS=/tmp/tiny-runs OUT=/tmp/o LASEGM_DATA=<data> bash docs/gpu/next.sh tiny)
 set -uo pipefail

@@ -1,5 +1,5 @@
 # Sourced by the GPU scripts: python packages and data on a bare lent machine (torch is there; the rest
-# comes in .devrun/, see docs/gpu/2026-11-27-h100-v2.sh and research_log.md), a slice cache, W&B off, a fresh
+# comes in .devrun/, built by docs/gpu/make-devrun.sh), a slice cache, W&B off, a fresh
 # $RUNS, the script's clock (`elapsed`, seconds since it started) and `gpu_monitor SECONDS FILE`.
 T0=$(date +%s)
 elapsed() { echo $(( $(date +%s) - T0 )); }

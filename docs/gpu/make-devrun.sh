@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Builds .devrun/ (git-ignored, so a fresh checkout lacks it): what the GPU scripts carry to a bare lent machine,
+# unpacked there by docs/gpu/setup.sh. The machine (Python 3.12, torch, timm, scipy, scikit-image, opencv, ...:
+# /work/.library/device/KINDS.md) lacks:
+#   whl/          compiled wheels for its Python 3.12: pydantic-core, simsimd, stringzilla
+#   site.tar.xz   the pure-Python packages, installed into site/: smp, albumentations, albucore, monai, nibabel,
+#                 pydantic and its helpers (versions: this .venv's, i.e. requirements.txt's)
+#   data.tar.xz   the development cases cropped in-plane to the central 200 mm (160 px at 1.25 mm), stored as .nii
+#                 (xz packs raw int16 far better than gzip'd): every model sees only that window (preprocessing
+#                 v2), so training and scores are unchanged. Checked here for every case: the same model input
+#                 and labels as from the full scan, and no label voxel in the removed border.
+# A call's tree must stay under 64 MiB: run `bash docs/gpu/slim-tree.sh out` before it (and `in` after).
+# Usage: bash docs/gpu/make-devrun.sh   (the package registry must be reachable; ~2 min on 2 CPU cores)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=.venv/bin/python
+DATA=${LASEGM_DATA:-../shared/data/Task02_Heart}
+D=.devrun
+rm -rf "$D" /tmp/devrun-build && mkdir -p "$D/whl" /tmp/devrun-build/site
+version() { $PY -m pip show "$1" 2>/dev/null | sed -n 's/^Version: //p'; }
+COMPILED="pydantic-core simsimd stringzilla"
+PURE="segmentation-models-pytorch albumentations albucore monai nibabel pydantic annotated-types typing-inspection"
+for n in $COMPILED $PURE; do [ -n "$(version "$n")" ] || { echo "$n is not installed in .venv"; exit 1; }; done
+pip_dl() {  # DEST NAME...
+  local dest=$1; shift; local specs=(); for n in "$@"; do specs+=("$n==$(version "$n")"); done
+  $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    -d "$dest" "${specs[@]}"
+}
+pip_dl "$D/whl" $COMPILED
+pip_dl /tmp/devrun-build/whl $PURE
+$PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/devrun-build/site /tmp/devrun-build/whl/*.whl
+tar cJf "$D/site.tar.xz" -C /tmp/devrun-build site
+
+mkdir -p /tmp/devrun-build/data/Task02_Heart/{imagesTr,labelsTr}
+$PY - "$DATA" /tmp/devrun-build/data/Task02_Heart <<'EOF'
+"""Crop each case in-plane to the central field of view the models see, with the affine shifted so that world
+coordinates stay, and check that nothing a model or a score sees changes."""
+import shutil
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from lasegm.data import find_cases, load_case
+from lasegm.preprocess import Preprocessing
+
+src, dst = Path(sys.argv[1]), Path(sys.argv[2])
+shutil.copy(src / "dataset.json", dst / "dataset.json")
+for case in find_cases(src):
+    images = {}
+    for kind, path in (("imagesTr", case.image), ("labelsTr", case.label)):
+        img = nib.load(str(path))
+        zooms = img.header.get_zooms()[:2]
+        keep = [round(200.0 / z) for z in zooms]  # Preprocessing's window for --fov_mm=200
+        start = [(n - k) // 2 for n, k in zip(img.shape[:2], keep)]
+        assert all(s >= 0 for s in start), f"{path}: smaller than 200 mm in-plane"
+        data = np.asanyarray(img.dataobj)
+        cropped = data[start[0] : start[0] + keep[0], start[1] : start[1] + keep[1]]
+        if kind == "labelsTr":
+            assert cropped.sum() == data.sum(), f"{path}: label voxels outside the central 200 mm"
+        affine = img.affine @ np.array([[1, 0, 0, start[0]], [0, 1, 0, start[1]], [0, 0, 1, 0], [0, 0, 0, 1]])
+        out = nib.Nifti1Image(cropped, affine, img.header)
+        out.set_qform(affine), out.set_sform(affine)
+        nib.save(out, str(dst / kind / f"{case.case_id}.nii"))
+    full = load_case(case)
+    small = load_case(next(c for c in find_cases(dst) if c.case_id == case.case_id))
+    for pre in (Preprocessing(image_size=160, fov_mm=200.0, context=1), Preprocessing(image_size=224, fov_mm=200.0,
+                                                                                     context=1)):
+        a, ga = pre.prepare(full.image, full.affine)
+        b, gb = pre.prepare(small.image, small.affine)
+        assert np.array_equal(a, b), f"{case.case_id}: model input changed by the crop"
+        assert np.array_equal(pre.prepare_label(full.label, ga), pre.prepare_label(small.label, gb))
+    print(case.case_id, full.image.shape, "->", small.image.shape, "same model input and labels", flush=True)
+EOF
+tar cJf "$D/data.tar.xz" -C /tmp/devrun-build/data Task02_Heart
+rm -rf /tmp/devrun-build
+du -sh "$D"/* "$D"
