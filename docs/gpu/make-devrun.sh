@@ -44,30 +44,30 @@ import nibabel as nib
 import numpy as np
 
 from lasegm.data import find_cases, load_case
-from lasegm.preprocess import Preprocessing
+from lasegm.preprocess import Preprocessing, _center_overlap
 
 src, dst = Path(sys.argv[1]), Path(sys.argv[2])
 shutil.copy(src / "dataset.json", dst / "dataset.json")
+recipes = [Preprocessing(image_size=size, fov_mm=200.0, context=1) for size in (160, 224)]
 for case in find_cases(src):
-    images = {}
     for kind, path in (("imagesTr", case.image), ("labelsTr", case.label)):
         img = nib.load(str(path))
-        zooms = img.header.get_zooms()[:2]
-        keep = [round(200.0 / z) for z in zooms]  # Preprocessing's window for --fov_mm=200
-        start = [(n - k) // 2 for n, k in zip(img.shape[:2], keep)]
-        assert all(s >= 0 for s in start), f"{path}: smaller than 200 mm in-plane"
+        geo = recipes[0].geometry(img.affine, img.shape)  # the window the models take, and its centring rule
+        assert geo.model_shape[:2] == img.shape[:2], f"{path}: in-plane axes are not the first two"
+        box = [_center_overlap(n, k)[0] for n, k in zip(img.shape[:2], geo.window)]
+        assert all(b.stop - b.start == k for b, k in zip(box, geo.window)), f"{path}: smaller than 200 mm in-plane"
         data = np.asanyarray(img.dataobj)
-        cropped = data[start[0] : start[0] + keep[0], start[1] : start[1] + keep[1]]
+        cropped = data[box[0], box[1]]
         if kind == "labelsTr":
             assert cropped.sum() == data.sum(), f"{path}: label voxels outside the central 200 mm"
-        affine = img.affine @ np.array([[1, 0, 0, start[0]], [0, 1, 0, start[1]], [0, 0, 1, 0], [0, 0, 0, 1]])
+        affine = img.affine @ np.array([[1, 0, 0, box[0].start], [0, 1, 0, box[1].start], [0, 0, 1, 0], [0, 0, 0, 1]])
         out = nib.Nifti1Image(cropped, affine, img.header)
-        out.set_qform(affine), out.set_sform(affine)
+        out.set_qform(affine)
+        out.set_sform(affine)
         nib.save(out, str(dst / kind / f"{case.case_id}.nii"))
     full = load_case(case)
     small = load_case(next(c for c in find_cases(dst) if c.case_id == case.case_id))
-    for pre in (Preprocessing(image_size=160, fov_mm=200.0, context=1), Preprocessing(image_size=224, fov_mm=200.0,
-                                                                                     context=1)):
+    for pre in recipes:
         a, ga = pre.prepare(full.image, full.affine)
         b, gb = pre.prepare(small.image, small.affine)
         assert np.array_equal(a, b), f"{case.case_id}: model input changed by the crop"
@@ -76,4 +76,5 @@ for case in find_cases(src):
 EOF
 tar cJf "$D/data.tar.xz" -C /tmp/devrun-build/data Task02_Heart
 rm -rf /tmp/devrun-build
-du -sh "$D"/* "$D"
+du -sh "$D"/*
+du -sh "$D"
