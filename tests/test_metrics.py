@@ -65,7 +65,7 @@ def _uncropped_hd95(pred, gt, spacing):
 @pytest.mark.parametrize("where", ["inside", "at the border"])
 def test_patient_row_on_the_crop_equals_the_whole_scan(where):
     """Scoring runs on the box around both masks: every number must be what the whole scan gives, also when
-    a mask touches the scan's edge (where the crop cannot add its margin)."""
+    a mask touches the scan's edge (where the box's edge is the scan's)."""
     rng = np.random.default_rng(0)
     gt = np.zeros((60, 50, 40), np.uint8)
     lo = (0, 0, 0) if where == "at the border" else (20, 15, 10)
