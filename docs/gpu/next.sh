@@ -6,7 +6,7 @@
 #     half of each epoch validation. Since then validation's CPU work is halved (0.99 -> ~0.45 s per epoch on 2 AMD
 #     cores) and its GPU calls take 64 slices; history-speed.csv's val_time_s shows what validation costs now.
 #     Then `benchmarks/benchmark.py --gpu_training`: each served recipe's training step, eager and CUDA-graphed.
-#     tests/test_gpu.py runs beside step 2 (its first run on a GPU).
+#     Then tests/test_gpu.py (its first run on a GPU).
 #  2. #13: docs/gpu/cv-2d.sh in the time left: the U-Net, FPN and PSPNet recipes cross-validated under the fixed
 #     augmentation (the served models' recipes), then the ensembles' out-of-fold tables; U-Net and PSPNet fold
 #     weights come back.
@@ -39,9 +39,7 @@ kill $MON 2>/dev/null
 (cd "$OUT" && tar czf speed.tgz gpu_util.txt train-speed.log summary-speed.json history-speed.csv benchmarks-gpu.json \
   benchmark-gpu.log 2>/dev/null; rm -f gpu_util.txt train-speed.log summary-speed.json history-speed.csv benchmarks-gpu.json benchmark-gpu.log)
 
-# tests/test_gpu.py has never run on a GPU: beside the CVs (they are not timed), its log printed at the end
-(timeout 240 python3 -m pytest -q -p no:cacheprovider -o addopts="-ra" tests/test_gpu.py > /tmp/gpu-tests.log 2>&1
- echo "pytest rc $?" >> /tmp/gpu-tests.log) &
-TESTS=$!
+# tests/test_gpu.py has never run on a GPU (~30 s; on 2026-11-28 14:40 it ran beside the CVs and its log was lost
+# when the call was cut, so it now runs first and prints at once)
+timeout 120 python3 -m pytest -q -p no:cacheprovider -o addopts="-ra" tests/test_gpu.py 2>&1 | tail -n 12
 DEADLINE=$(( 540 - $(elapsed) )) RUNS=$RUNS/cv2d bash docs/gpu/cv-2d.sh $TINY
-wait $TESTS; echo "== tests/test_gpu.py"; cat /tmp/gpu-tests.log
