@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# Issue #13, prepared for a lent GPU call (docs/gpu/next.sh runs it after its speed check; not yet run on a GPU; tiny
-# mode dry-run on 2 CPU cores): the committed U-Net, FPN and PSPNet recipes cross-validated again under the fixed
-# augmentation of 2026-11-27 (5 folds of splits/cv5.json, no mirroring: it cost 0.10 OOF Dice on the CPU quick
-# start): 15 trainings at once (on 2026-11-27, 18 took 432-442 s per U-Net fold without CUDA graphs; one U-Net
-# alone trains 4.5x faster with them, 2026-11-28). No final models: the served ones were trained with these flags
-# on 2 CPU cores (docs/experiments/finals_cpu.sh); `lasegm cv --name <arch>-v3 --final --collect_only` gives them
-# these tables once the folds' records are in runs/cv/<arch>-v3/ beside runs/cv/<arch>-v3/final/checkpoint.
-# Then the out-of-fold tables of the three-model and U-Net + FPN ensembles (`lasegm cv --ensemble`).
-# The time limit (the same for every fold) is what $DEADLINE (seconds this script may take, default 540) leaves
-# after 180 s for start-up, scoring, the ensembles and the copying. $OUT takes 8 files of <= 16 MiB, 64 MiB in all: results.tgz (every
-# record, no weights), the U-Net folds' weights (unet-v3-folds.tgz.part-*) and PSPNet's (pspnet-v3-folds.tgz), for
-# analyses and ensembles without a GPU; FPN's (5 x 23 MB) stay behind.
+# Issue #13, prepared for a lent GPU call (docs/gpu/next.sh runs it after the GPU tests; its one run, 2026-11-28
+# 14:40, was cut short before it packed; tiny mode dry-run on 2 CPU cores): the committed U-Net, FPN and PSPNet
+# recipes cross-validated again under the fixed augmentation of 2026-11-27 (5 folds of splits/cv5.json, no
+# mirroring: it cost 0.10 OOF Dice on the CPU quick start): 15 trainings at once (on 2026-11-27, 18 took 432-442 s
+# per U-Net fold without CUDA graphs; one U-Net alone trains 4.5x faster with them, 2026-11-28). No final models:
+# the served ones were trained with these flags on 2 CPU cores (docs/experiments/finals_cpu.sh); `lasegm cv --name
+# <arch>-v3 --final --collect_only` gives them these tables once the folds' records are in runs/cv/<arch>-v3/ beside
+# runs/cv/<arch>-v3/final/checkpoint. Then the out-of-fold tables of the three-model and U-Net + FPN ensembles
+# (`lasegm cv --ensemble`). The time limit (the same for every fold) is what $DEADLINE (seconds this script may
+# take, default 540) leaves after 180 s for start-up, scoring, the ensembles and the copying. $OUT takes 8 files of
+# <= 16 MiB, 64 MiB in all: results.tgz (every record, no weights), the U-Net folds' weights
+# (unet-v3-folds.tgz.part-*) and PSPNet's (pspnet-v3-folds.tgz), for analyses and ensembles without a GPU; FPN's (5
+# x 23 MB) stay behind.
 # Carry .devrun/ (build it first: docs/gpu/make-devrun.sh).
 # Usage: bash docs/gpu/cv-2d.sh [tiny]   (CPU dry run: PATH=$PWD/.venv/bin:$PATH JOBS=2 RUNS=/tmp/tiny-runs
 #   OUT=/tmp/o LASEGM_DATA=<data> bash docs/gpu/cv-2d.sh tiny)
