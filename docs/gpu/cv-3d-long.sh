@@ -6,7 +6,8 @@
 # a measured step time (the 2026-11-28 sizing used 79 % of the time it was given). The folds' weights come back
 # ($OUT/unet3d-long-folds.tgz.part-*, ~28 MB), so that a 2D + 3D ensemble can be scored out of fold without a GPU
 # (`lasegm cv --name ENS --ensemble unet-v3 unet3d-long`, once docs/gpu/cv-2d.sh has brought the 2D folds back).
-# Before the call `bash docs/gpu/slim-tree.sh out`, after it `... in`. Carry .devrun/ (build it first: docs/gpu/make-devrun.sh).
+# Before the call `bash docs/gpu/slim-tree.sh out`, after it `... in`. Carry .devrun/ (build it first:
+# docs/gpu/make-devrun.sh).
 # Usage: bash docs/gpu/cv-3d-long.sh [tiny]   (CPU dry run: PATH=$PWD/.venv/bin:$PATH JOBS=2 RUNS=/tmp/tiny-runs
 #   OUT=/tmp/o LASEGM_DATA=<data> bash docs/gpu/cv-3d-long.sh tiny)
 set -uo pipefail
