@@ -10,6 +10,7 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
+from lasegm.anatomy import axis_codes
 from lasegm.data import Case, find_cases, load_case
 from lasegm.preprocess import normalize_intensities
 
@@ -31,6 +32,7 @@ def case_stats(case: Case) -> tuple[dict, str, np.ndarray]:
         "case": case.case_id,
         "shape": "x".join(str(s) for s in vol.image.shape),
         "spacing_mm": "x".join(f"{s:.2f}" for s in vol.spacing),
+        "axes": axis_codes(vol.affine),  # the directions the voxel axes run, as read (lasegm.anatomy)
         "slices": int(vol.image.shape[2]),
         "slices_with_atrium": fg_slices,
         "empty_slices": int(vol.image.shape[2] - fg_slices),
@@ -63,8 +65,8 @@ def duplicate_groups(pairs: list[dict]) -> list[list[str]]:
     return sorted(sorted(g) for g in groups)
 
 
-def scan_dataset(data_dir, quiet: bool = False) -> dict:
-    cases = find_cases(data_dir)
+def scan_dataset(data_dir, quiet: bool = False, data_axes: str = "auto") -> dict:
+    cases = find_cases(data_dir, data_axes)
     rows, digests, thumbs = [], {}, {}
     for case in tqdm(cases, desc="reading cases", unit="case", disable=quiet):
         stats, digests[case.case_id], thumbs[case.case_id] = case_stats(case)
@@ -99,15 +101,15 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def run_analyze(data_dir, out_dir, case_id: str | None = None, quiet: bool = False) -> dict:
+def run_analyze(data_dir, out_dir, case_id: str | None = None, quiet: bool = False, data_axes: str = "auto") -> dict:
     from lasegm import LasegmError, viz
     from lasegm.utils import write_csv, write_json
 
-    report = scan_dataset(data_dir, quiet=quiet)
+    report = scan_dataset(data_dir, quiet=quiet, data_axes=data_axes)
     out_dir = Path(out_dir)
     write_json(out_dir / "analysis.json", report)
     write_csv(out_dir / "analysis.csv", report["cases"])
-    cases = {c.case_id: c for c in find_cases(data_dir)}
+    cases = {c.case_id: c for c in find_cases(data_dir, data_axes)}
     case_id = case_id or next(iter(cases))
     if case_id not in cases:
         raise LasegmError(f"--case {case_id}: no such case in {data_dir}")

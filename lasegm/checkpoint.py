@@ -9,6 +9,8 @@ writes it). Building the PyTorch model lives in lasegm.models; running either fi
 
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
 
 from lasegm import LasegmError
@@ -16,7 +18,11 @@ from lasegm.postprocess import Postprocessing
 from lasegm.preprocess import Preprocessing
 from lasegm.utils import read_format_json
 
-CHECKPOINT_FORMAT = "lasegm.checkpoint/1"
+# 2: the preprocessing's orientation names anatomy. Format 1 checkpoints were trained on the Task02 release's
+# headers (lasegm.anatomy): their orientation is in that header frame, and is converted on load.
+CHECKPOINT_FORMAT = "lasegm.checkpoint/2"
+LEGACY_FORMAT = "lasegm.checkpoint/1"
+TASK02_CASE = re.compile(r"la_\d{3}")  # the release's case names
 WEIGHTS_FILE, CONFIG_FILE, ONNX_FILE = "model.safetensors", "config.json", "model.onnx"
 CV_TABLE_FILE = "cv-oof.json"  # config.json's "cv" block summarises it
 
@@ -31,7 +37,11 @@ def read_checkpoint_config(ckpt_dir: str | Path, weights: bool = True) -> dict:
     for p in (cfg_path, ckpt_dir / WEIGHTS_FILE)[: 2 if weights else 1]:
         if not p.is_file():
             raise LasegmError(f"{p}: missing; a checkpoint holds {WEIGHTS_FILE} and {CONFIG_FILE}")
-    config = read_format_json(cfg_path, CHECKPOINT_FORMAT, "checkpoint config")
+    config = read_format_json(cfg_path, None, "checkpoint config")
+    if config.get("format") == LEGACY_FORMAT:
+        config = legacy_to_anatomy(config, cfg_path)
+    elif config.get("format") != CHECKPOINT_FORMAT:
+        raise LasegmError(f"{cfg_path}: not a lasegm checkpoint config (format must be {CHECKPOINT_FORMAT})")
     for key in ("arch", "model_kwargs", "preprocessing"):
         if key not in config:
             raise LasegmError(f"{cfg_path}: missing key {key!r}")
@@ -41,6 +51,26 @@ def read_checkpoint_config(ckpt_dir: str | Path, weights: bool = True) -> dict:
         raise LasegmError(f"{cfg_path}: inconsistent: the model takes {channels} input channels but the "
                           f"preprocessing (context {pre.context}) makes {pre.channels}")
     return config
+
+
+def legacy_to_anatomy(config: dict, source) -> dict:
+    """A format-1 config read in anatomy: trained on the Task02 release, whose headers say RAS for voxel axes
+    that run ASR, its recorded orientation is the header's; the same voxels in anatomy are what it saw, so the
+    converted record gives the same input arrays on the release files relabelled (and on any correctly-headed
+    scan). A format-1 checkpoint trained on other data cannot be placed, and is refused."""
+    from lasegm.anatomy import task02_header_to_anatomy
+
+    trained_on = config.get("trained_on") or []
+    pre = config.get("preprocessing")
+    if not trained_on or not all(TASK02_CASE.fullmatch(str(c)) for c in trained_on) or not isinstance(pre, dict):
+        raise LasegmError(f"{source}: a checkpoint of format 1, written before lasegm read the anatomy of a scan, "
+                          "and not trained on the Task02 release: its orientation cannot be placed; retrain it")
+    legacy = pre.get("orientation", "RAS")  # format-1 records without it were trained on RAS-stored files
+    orientation = task02_header_to_anatomy(legacy)
+    print(f"lasegm: {source}: format 1 (trained on the Task02 release's headers): its orientation {legacy} is "
+          f"the anatomy's {orientation}; converted (`lasegm export` rewrites it)", file=sys.stderr)
+    return {**config, "format": CHECKPOINT_FORMAT, "preprocessing": {**pre, "orientation": orientation},
+            "converted_from": {"format": LEGACY_FORMAT, "orientation": legacy}}
 
 
 def checkpoint_recipe(config: dict, source) -> tuple[Preprocessing, Postprocessing]:

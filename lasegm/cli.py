@@ -16,6 +16,9 @@ from lasegm.split import DEFAULT_FOLDS_FILE
 from lasegm.split import DEFAULT_SPLIT_FILE as SPLIT_DEFAULT
 
 DATA_HELP = "MSD task folder with imagesTr/ labelsTr/ (default: $LASEGM_DATA, else ../shared/data/Task02_Heart)"
+DATA_AXES_HELP = ("the directions the data's voxel axes run: auto (default; a Decathlon Task02_Heart folder, known by "
+                  "its dataset.json, has headers that say RAS for voxel axes that run ASR, and is relabelled), header "
+                  "(trust every header), or three letters for every file (e.g. ASR)")
 
 
 TRAINING_COMMANDS = ("train", "cv")
@@ -37,11 +40,13 @@ def build_parser(arch_choices: bool = True) -> argparse.ArgumentParser:
 
     a = sub.add_parser("analyze", help="per-case statistics, duplicate scans, a patient figure")
     a.add_argument("--data", help=DATA_HELP)
+    a.add_argument("--data_axes", "--data-axes", default="auto", help=DATA_AXES_HELP)
     a.add_argument("--out", default="runs/analysis", help="output folder (default: runs/analysis)")
     a.add_argument("--case", help="case shown in the figure (default: the first)")
 
     s = sub.add_parser("split", help="write the fixed patient-level train/val/test split, or K folds")
     s.add_argument("--data", help=DATA_HELP)
+    s.add_argument("--data_axes", "--data-axes", default="auto", help=DATA_AXES_HELP)
     s.add_argument("--split_file", "--split-file", default=None,
                    help=f"(default: {SPLIT_DEFAULT}, or {DEFAULT_FOLDS_FILE} with --folds)")
     s.add_argument("--folds", type=int, default=0, help="K > 1: patient-level K-fold cross-validation file instead")
@@ -79,6 +84,7 @@ def build_parser(arch_choices: bool = True) -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", required=True, nargs="+", metavar="FOLDER",
                    help="checkpoint folder (model.safetensors + config.json); several = their ensemble")
     e.add_argument("--data", help=DATA_HELP)
+    e.add_argument("--data_axes", "--data-axes", default="auto", help=DATA_AXES_HELP)
     e.add_argument("--split_file", "--split-file", default=SPLIT_DEFAULT)
     e.add_argument("--split", default="test", choices=("train", "val", "test"), help="part to evaluate")
     e.add_argument("--out", help="output folder (default: runs/evaluate/<checkpoint>-<split>)")
@@ -93,6 +99,9 @@ def build_parser(arch_choices: bool = True) -> argparse.ArgumentParser:
     r.add_argument("--input", required=True, help="scan (.nii or .nii.gz)")
     r.add_argument("--output", required=True, help="mask to write (.nii.gz)")
     r.add_argument("--label", help="ground truth, for metrics and the overlay's contour")
+    r.add_argument("--axes", default=None, metavar="CODES",
+                   help="the true directions of the scan's voxel axes when its header is wrong, e.g. ASR (axis 0 "
+                        "anterior, 1 superior, 2 right; a Decathlon Task02_Heart file); default: trust the header")
     r.add_argument("--overlay", help="PNG grid of slices with the prediction")
     r.add_argument("--animation", help="GIF through the volume")
     r.add_argument("--device", default="auto")
@@ -157,7 +166,7 @@ def _dispatch(args) -> int:
     elif args.command == "analyze":
         from lasegm.analyze import format_table, run_analyze
 
-        report = run_analyze(args.data or _env_data(), args.out, args.case, quiet=quiet)
+        report = run_analyze(args.data or _env_data(), args.out, args.case, quiet=quiet, data_axes=args.data_axes)
         print(format_table(report["cases"]))
         t = report["totals"]
         print(f"\n{t['cases']} cases, {t['slices']} slices ({t['slices_with_atrium']} with atrium, "
@@ -174,7 +183,7 @@ def _dispatch(args) -> int:
         from lasegm.analyze import scan_dataset
         from lasegm.split import make_folds, make_split, save_split
 
-        report = scan_dataset(args.data or _env_data(), quiet=quiet)
+        report = scan_dataset(args.data or _env_data(), quiet=quiet, data_axes=args.data_axes)
         ids, groups = [r["case"] for r in report["cases"]], report["duplicate_groups"]
         if args.folds > 1:
             path = args.split_file or DEFAULT_FOLDS_FILE
@@ -215,7 +224,8 @@ def _dispatch(args) -> int:
 
         result = run_evaluate(args.checkpoint, out_dir=args.out, data=args.data or _env_data(),
                               split_file=args.split_file, part=args.split, device=args.device, quiet=quiet,
-                              backend=args.backend, largest_component=args.largest_component, flip_tta=args.flip_tta)
+                              backend=args.backend, largest_component=args.largest_component, flip_tta=args.flip_tta,
+                              data_axes=args.data_axes)
         print(report_table(result))
         d = result["summary"]["dice"]
         print(f"{result['arch']} on {args.split} ({d['n']} patients): 3D Dice {d['mean']:.4f} ± {d['std']:.4f}; "
@@ -224,7 +234,7 @@ def _dispatch(args) -> int:
         from lasegm.predict import run_predict
 
         res = run_predict(args.checkpoint, args.input, args.output, label=args.label, overlay=args.overlay,
-                          animation=args.animation, device=args.device, quiet=quiet, backend=args.backend,
+                          animation=args.animation, device=args.device, quiet=quiet, backend=args.backend, axes=args.axes,
                           largest_component=args.largest_component, flip_tta=args.flip_tta)
         for warning in res["warnings"]:
             print(f"warning: {warning}", file=sys.stderr)

@@ -40,7 +40,7 @@ FINAL = "final"  # runs/cv/NAME/final: the recipe trained on all folds
 # config fields that say where and how fast a training ran, not what it learned: the folds and the final model of
 # one recipe may differ in these (and in which patients they train on). A time limit is one of them: one that
 # stopped a training early shows as another epoch, which record_cv refuses on its own.
-RUN_FIELDS = {"fold", "all_folds", "select", "run_name", "out_dir", "data", "cache_dir", "device", "num_threads",
+RUN_FIELDS = {"fold", "all_folds", "select", "run_name", "out_dir", "data", "data_axes", "cache_dir", "device", "num_threads",
               "workers", "wandb_mode", "wandb_project", "wandb_group", "time_limit_min",
               "cudnn_benchmark", "cuda_graph"}
 
@@ -233,7 +233,7 @@ def _score_folds(cv_dirs: list[Path], split: dict, cfg: TrainConfig, quiet: bool
     from lasegm.evaluate import refuse_trained_on, score_cases
     from lasegm.predict import load_segmenter
 
-    cases = {c.case_id: c for c in find_cases(cfg.data or default_data_dir())}
+    cases = {c.case_id: c for c in find_cases(cfg.data or default_data_dir(), cfg.data_axes)}
     post = cfg.postprocessing()
     rows, runs = [], []
     for f, fold_cases in enumerate(split["folds"]):

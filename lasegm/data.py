@@ -1,7 +1,8 @@
 """Stage 1: read an MSD-layout folder, validate every file, and cache preprocessed training slices.
 
-Volumes are (X, Y, Z) arrays as stored, with their affine; what the model sees is defined once,
-in lasegm.preprocess (orientation, field of view, normalisation, resize and the inverse).
+Volumes are (X, Y, Z) arrays as stored, with the affine that says their anatomy (the header's, or with the
+voxel axes declared: lasegm.anatomy); what the model sees is defined once, in lasegm.preprocess (orientation,
+field of view, normalisation, resize and the inverse).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import nibabel as nib
 import numpy as np
 
 from lasegm import LasegmError
+from lasegm.anatomy import AUTO, declared_affine, folder_axes
 from lasegm.preprocess import Geometry, Preprocessing
 from lasegm.utils import atomic_path, available_cores
 
@@ -58,6 +60,7 @@ class Case:
     case_id: str
     image: Path
     label: Path | None
+    axes: str | None = None  # the voxel axes' true directions when the header's are wrong (lasegm.anatomy)
 
 
 def _list_nifti(folder: Path) -> dict[str, Path]:
@@ -71,8 +74,9 @@ def _list_nifti(folder: Path) -> dict[str, Path]:
     return found
 
 
-def find_cases(data_dir: str | Path | None) -> list[Case]:
-    """All labelled cases of an MSD task folder (imagesTr/ + labelsTr/), every image paired."""
+def find_cases(data_dir: str | Path | None, data_axes: str = AUTO) -> list[Case]:
+    """All labelled cases of an MSD task folder (imagesTr/ + labelsTr/), every image paired. data_axes: the
+    voxel axes' directions of its files (lasegm.anatomy.folder_axes: auto relabels a Task02 release)."""
     if data_dir is None:
         raise LasegmError("no data folder: pass --data DIR or set LASEGM_DATA")
     data_dir = Path(data_dir)
@@ -91,16 +95,18 @@ def find_cases(data_dir: str | Path | None) -> list[Case]:
     for cid, p in labels.items():
         if cid not in images:
             raise LasegmError(f"{p}: label has no image in {images_dir}")
-    return [Case(cid, images[cid], labels[cid]) for cid in sorted(images)]
+    axes = folder_axes(data_dir, data_axes)
+    return [Case(cid, images[cid], labels[cid], axes) for cid in sorted(images)]
 
 
 @dataclass
 class Volume:
     image: np.ndarray  # float32 (X, Y, Z), raw intensities
-    affine: np.ndarray
-    header: nib.Nifti1Header
+    affine: np.ndarray  # the anatomy: the header's affine, or relabelled with declared axes
+    header: nib.Nifti1Header  # as stored: a mask written with it lies over the input in any viewer
     spacing: tuple[float, float, float]
     label: np.ndarray | None = None  # uint8 (X, Y, Z), values {0, 1}
+    axes: str | None = None  # the declared voxel axes (None: the header was trusted)
 
     @property
     def voxel_ml(self) -> float:
@@ -127,8 +133,9 @@ def _read_nifti(path: Path) -> nib.Nifti1Image:
     return img
 
 
-def load_volume(image_path: str | Path, label_path: str | Path | None = None) -> Volume:
-    """Read and validate a scan (and optionally its label) exactly as every command needs it."""
+def load_volume(image_path: str | Path, label_path: str | Path | None = None, axes: str | None = None) -> Volume:
+    """Read and validate a scan (and optionally its label) exactly as every command needs it. axes: the true
+    directions of the voxel axes when the header's are wrong (e.g. 'ASR'; lasegm.anatomy)."""
     image_path = Path(image_path)
     img = _read_nifti(image_path)
     image = np.asarray(img._lasegm_data, dtype=np.float32)
@@ -137,7 +144,8 @@ def load_volume(image_path: str | Path, label_path: str | Path | None = None) ->
     spacing = tuple(float(s) for s in img.header.get_zooms()[:3])
     if any(s <= 0 for s in spacing):
         raise LasegmError(f"{image_path}: invalid voxel spacing {spacing}")
-    vol = Volume(image=image, affine=img.affine, header=img.header, spacing=spacing)
+    vol = Volume(image=image, affine=declared_affine(img.affine, axes), header=img.header, spacing=spacing,
+                 axes=axes)
     if label_path is not None:
         label_path = Path(label_path)
         lab = _read_nifti(label_path)
@@ -155,7 +163,7 @@ def load_volume(image_path: str | Path, label_path: str | Path | None = None) ->
 
 
 def load_case(case: Case) -> Volume:
-    return load_volume(case.image, case.label)
+    return load_volume(case.image, case.label, case.axes)
 
 
 # ---------------------------------------------------------------- cache of preprocessed training slices
@@ -171,7 +179,7 @@ class CachedCase:
 
 
 def _cache_key(case: Case, pre: Preprocessing) -> str:
-    parts = [CACHE_VERSION, pre.to_dict()]
+    parts = [CACHE_VERSION, pre.to_dict(), case.axes]
     for p in (case.image, case.label):
         st = p.stat()
         parts += [str(p.resolve()), st.st_size, st.st_mtime_ns]

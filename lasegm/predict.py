@@ -206,10 +206,11 @@ def load_segmenter(checkpoints, device: str = "auto", largest_component: bool | 
 
 
 def write_mask(mask: np.ndarray, like: Volume, path: str | Path) -> Path:
-    """Save a uint8 mask with the reference scan's affine and header (opens over it in any viewer)."""
+    """Save a uint8 mask with the reference scan's affine and header as stored, declared axes or not (it opens
+    over the scan in any viewer)."""
     header = like.header.copy()
     header.set_data_dtype(np.uint8)
-    img = nib.Nifti1Image(mask.astype(np.uint8), like.affine, header)
+    img = nib.Nifti1Image(mask.astype(np.uint8), header.get_best_affine(), header)
     img.header.set_slope_inter(1, 0)
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -218,15 +219,19 @@ def write_mask(mask: np.ndarray, like: Volume, path: str | Path) -> Path:
 
 
 def run_predict(checkpoint, input_path, output, label=None, overlay=None, animation=None,
-                device="auto", quiet=False, largest_component=None, flip_tta=None, backend="auto") -> dict:
+                device="auto", quiet=False, largest_component=None, flip_tta=None, backend="auto",
+                axes: str | None = None) -> dict:
+    """axes: the true directions of the scan's voxel axes when its header is wrong (lasegm.anatomy)."""
     from tqdm import tqdm
 
     from lasegm import LasegmError
+    from lasegm.anatomy import parse_axes, task02_header_warning
 
     if not str(output).endswith((".nii", ".nii.gz")):
         raise LasegmError(f"{output}: output must end in .nii or .nii.gz")
     pool = ThreadPoolExecutor(1)  # read the scan while the model loads (both mostly outside the GIL)
-    reading = pool.submit(load_volume, input_path, label)
+    axes = None if axes is None else parse_axes(axes)
+    reading = pool.submit(load_volume, input_path, label, axes)
     pool.submit(importlib.import_module, "scipy.ndimage")  # post-processing's 0.3 s import, while the model runs
     pool.shutdown(wait=False)
     seg = load_segmenter(checkpoint, device=device, largest_component=largest_component, flip_tta=flip_tta,
@@ -245,6 +250,9 @@ def run_predict(checkpoint, input_path, output, label=None, overlay=None, animat
     write_mask(mask, vol, output)
     result = {"output": str(output), "seconds": seconds, "backend": seg.backend,
               "volume_ml": float(mask.sum() * vol.voxel_ml), "warnings": plausibility_warnings(mask, vol.voxel_ml)}
+    header_warning = None if axes else task02_header_warning(vol.affine)
+    if header_warning:
+        result["warnings"].insert(0, header_warning)
     if vol.label is not None:
         from lasegm.metrics import case_metrics
 

@@ -56,11 +56,6 @@ def normalize_intensities(values: np.ndarray) -> np.ndarray:
     return ((np.clip(values, lo, hi) - mean) / std).astype(np.float32)
 
 
-def axis_codes(affine: np.ndarray) -> str:
-    """Voxel orientation of an affine as three letters, e.g. 'RAS' (nearest axes for oblique scans)."""
-    return "".join(nio.aff2axcodes(affine))
-
-
 @dataclass(frozen=True)
 class Geometry:
     """Where a scan's voxels went: enough to map model outputs back onto the input's own grid."""

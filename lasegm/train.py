@@ -31,7 +31,7 @@ from lasegm.metrics import patient_row, summarize
 from lasegm.models import build_model, model_kwargs, save_checkpoint
 from lasegm.postprocess import Postprocessing
 from lasegm.predict import predict_slices
-from lasegm.preprocess import Preprocessing, axis_codes, stack_context
+from lasegm.preprocess import Preprocessing, stack_context
 from lasegm.runtime import TorchRunner, memory_layout
 from lasegm.split import split_cases, split_hash
 from lasegm.tracking import Tracker
@@ -192,10 +192,14 @@ def overlay_slices(cases: list[CachedCase], n: int = 4) -> list[tuple[int, int]]
 
 
 def training_orientation(cases: list[Case]) -> str:
-    """The voxel orientation most training scans are stored in (read from the headers only)."""
+    """The voxel orientation most training scans are stored in (read from the headers only, with the cases'
+    declared axes)."""
     import nibabel as nib
 
-    return Counter(axis_codes(nib.load(str(c.image)).affine) for c in cases).most_common(1)[0][0]
+    from lasegm.anatomy import axis_codes, declared_affine
+
+    return Counter(axis_codes(declared_affine(nib.load(str(c.image)).affine, c.axes))
+                   for c in cases).most_common(1)[0][0]
 
 
 @dataclass
@@ -231,7 +235,7 @@ def setup(cfg: TrainConfig, quiet: bool = False) -> Setup:
     kwargs = model_kwargs(cfg.arch, cfg.encoder, pre.channels, cfg.decoder_width, cfg.encoder_depth,
                           cfg.decoder_attention, cfg.slab_depth, cfg.deep_supervision)  # fail before reading data
     fold = cfg.fold if cfg.fold >= 0 else None
-    parts = split_cases(cfg.split_file, find_cases(cfg.data or default_data_dir()), fold=fold,
+    parts = split_cases(cfg.split_file, find_cases(cfg.data or default_data_dir(), cfg.data_axes), fold=fold,
                         all_folds=cfg.all_folds)
     if not parts["val"] and not cfg.all_folds:
         raise LasegmError(f"{cfg.split_file}: the validation part is empty")

@@ -11,6 +11,7 @@ from conftest import REPO, TEST_PREPROCESSING, affine_for, synthetic_volume, wri
 from scipy import ndimage
 
 from lasegm import LasegmError
+from lasegm.anatomy import TASK02_VOXEL_AXES, relabel_affine
 from lasegm.cli import main
 from lasegm.metrics import dice
 from lasegm.postprocess import PLAUSIBLE_ML, plausibility_warnings
@@ -85,13 +86,18 @@ CASE = "la_003"  # what matters here is that every way of storing it gets the ma
 
 @pytest.fixture(scope="module")
 def original(real_data, tmp_path_factory):
-    """The scan as stored in the data set: its mask from `lasegm predict` and its Dice."""
+    """The scan stored as a scanner would (the release's voxels, a header that says their anatomy): its mask
+    from `lasegm predict` and its Dice."""
     work = tmp_path_factory.mktemp("restored")
-    img = nib.load(str(real_data / "imagesTr" / f"{CASE}.nii.gz"))
-    lab = nib.load(str(real_data / "labelsTr" / f"{CASE}.nii.gz"))
+    img, lab = (correctly_headed(nib.load(str(real_data / part / f"{CASE}.nii.gz"))) for part in ("imagesTr", "labelsTr"))
     mask, score = predict_cli(work, "original", img, lab)
     assert score > 0.85
     return work, img, lab, mask, score
+
+
+def correctly_headed(img: nib.Nifti1Image) -> nib.Nifti1Image:
+    """A Task02 release file with a header that describes its anatomy (lasegm.anatomy: the voxel axes run ASR)."""
+    return nib.Nifti1Image(np.asanyarray(img.dataobj), relabel_affine(img.affine, TASK02_VOXEL_AXES), img.header)
 
 
 def predict_cli(work, name, img, lab):
