@@ -1,6 +1,10 @@
 """Write the demo's example patients: test-split cases cropped to the central 200 mm (small to ship).
 
     python demo/make_examples.py --data $LASEGM_DATA la_003 la_019
+
+The voxels are the release's, untouched; the headers are correct: find_cases recognises the Decathlon Task02
+release and relabels its affines to the true voxel axes (ASR, lasegm.anatomy), and that affine is written, so
+the demo (which trusts a header by default) reads the examples' anatomy right.
 """
 
 import argparse
@@ -11,6 +15,7 @@ import nibabel as nib
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lasegm.anatomy import axis_codes
 from lasegm.data import find_cases, load_case
 from lasegm.utils import atomic_path
 
@@ -40,7 +45,12 @@ def main():
             header.set_data_dtype(dtype)
             with atomic_path(OUT / f"{cid}_{kind}.nii.gz") as tmp:
                 nib.save(nib.Nifti1Image(cropped.astype(dtype), affine, header), str(tmp))
-        print(f"wrote {OUT}/{cid}_image.nii.gz and _label.nii.gz ({h}x{w}x{vol.image.shape[2]})")
+            written = nib.load(str(OUT / f"{cid}_{kind}.nii.gz"))
+            if axis_codes(written.affine) != axis_codes(vol.affine):  # the header says the anatomy
+                raise SystemExit(f"{cid}_{kind}: written header reads {axis_codes(written.affine)}, "
+                                 f"not {axis_codes(vol.affine)}")
+        print(f"wrote {OUT}/{cid}_image.nii.gz and _label.nii.gz ({h}x{w}x{vol.image.shape[2]}, "
+              f"voxel axes {axis_codes(vol.affine)})")
 
 
 if __name__ == "__main__":
