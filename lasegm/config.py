@@ -29,7 +29,9 @@ class TrainConfig:
     # preprocessing (lasegm.preprocess.Preprocessing; its defaults)
     image_size: int = Preprocessing.image_size  # the field of view is resampled to image_size x image_size
     context: int = Preprocessing.context  # neighbouring slices each side as extra channels (2.5D)
-    fov_mm: float = Preprocessing.fov_mm  # central in-plane field of view in mm
+    fov_mm: float = Preprocessing.fov_mm  # central field of view in mm (in-plane, and along the slices)
+    plane: str = "native"  # the anatomical plane the model slices: native (as most training scans are stored),
+    # sagittal, coronal or axial (lasegm.preprocess.PLANE_ORIENTATIONS)
     # optimisation
     epochs: int = 20
     samples_per_epoch: int = 0  # 0 = one pass over the training slices
@@ -72,6 +74,7 @@ class TrainConfig:
 
     CHOICES = {
         "encoder_weights": ("none", "imagenet"),
+        "plane": ("native", "sagittal", "coronal", "axial"),
         "decoder_attention": ("none", "scse"),
         "scheduler": ("cosine", "constant"),
         "loss": ("dice_bce", "dice", "bce"),

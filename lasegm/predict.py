@@ -176,17 +176,19 @@ class Ensemble(_Thresholded):
         groups: dict = {}
         for m in self.members:
             groups.setdefault(m.pre, []).append(m)
-        # slice z is the same scan slice in every stack when all members slice along the same axis
-        gated = not self.exhaustive and len({m.pre.orientation for m in self.members}) == 1
         need = self.post.threshold * len(self.members)
-        left, bound = len(self.members), None  # bound: per slice, >= the summed probability of the members run
+        left, bound, stack = len(self.members), None, None  # bound: per slice, >= the summed probability so far
         total = None
         for pre, members in groups.items():
             slices, geometry = pre.prepare(vol.image, vol.affine)
-            bound = np.zeros(len(slices), np.float32) if bound is None else bound
+            # slice z is the same scan slice as in the stacks before only with the same slicing; else all that is
+            # known of the members run so far is that each gave at most 1
+            if (pre.orientation, geometry.slices) != stack:
+                stack, bound = (pre.orientation, geometry.slices), np.full(len(slices), len(self.members) - left,
+                                                                           np.float32)
             before, summed = bound, np.zeros(slices.shape, np.float32)
             for m in members:
-                only = np.flatnonzero(bound + left >= need - 1e-3) if gated else None  # 1e-3: float rounding
+                only = None if self.exhaustive else np.flatnonzero(bound + left >= need - 1e-3)  # 1e-3: rounding
                 summed += m.model_probabilities(slices, progress, only=only)
                 left -= 1
                 # restore interpolates with convex weights: never above a slice's maximum on the model grid

@@ -8,7 +8,9 @@ Forward (`prepare`):
 1. reorient the voxel array to the training data's orientation (axis codes read from the affine),
    so a scan stored flipped, transposed or slice-axis-first gives the same slices;
 2. take the central `fov_mm` x `fov_mm` field of view of every slice, measured in mm, so a scan
-   stored with a wider or narrower field of view, or another in-plane spacing, covers the same anatomy;
+   stored with a wider or narrower field of view, or another in-plane spacing, covers the same anatomy
+   (version 3: and only the slices within the central `fov_mm` along the slice axis, so the field of view is
+   a cube and how far a stack reaches beyond it changes nothing; the other slices get probability 0);
 3. normalise with statistics of that physical region only (version 2; version 1, the legacy recipe of
    the first checkpoints, used the whole stored volume, which changes with the stored field of view);
 4. resample the region to `image_size` x `image_size` (the training spacing is fov_mm / image_size).
@@ -30,12 +32,17 @@ import numpy as np
 
 from lasegm import LasegmError
 
-VERSION = 2
+VERSION = 3
 # version -> (normalisation, resize) names as written in config.json
 RECIPES = {
     1: ("clip_p0.5_p99.5_zscore", "fov_pad_square_bilinear"),  # legacy: whole-volume statistics
-    2: ("fov_clip_p0.5_p99.5_zscore", "fov_bilinear"),  # statistics of the field of view only
+    2: ("fov_clip_p0.5_p99.5_zscore", "fov_bilinear"),  # statistics of the in-plane field of view, all slices
+    3: ("fov_cube_clip_p0.5_p99.5_zscore", "fov_cube_bilinear"),  # ... of the field of view along every axis
 }
+# The anatomical plane a model slices in -> its grid's axis codes (slices along the third). A Decathlon Task02 scan
+# is stored sagittally (lasegm.anatomy), so its native plane is sagittal, with the same arrays as "ASR".
+PLANE_ORIENTATIONS = {"sagittal": "ASR", "coronal": "RSA", "axial": "RAS"}
+_PLANE_OF = {"R": "sagittal", "L": "sagittal", "A": "coronal", "P": "coronal", "S": "axial", "I": "axial"}
 CLIP_PERCENTILES = (0.5, 99.5)
 
 
@@ -65,6 +72,7 @@ class Geometry:
     model_shape: tuple[int, int, int]  # the grid after reorientation (X', Y', slices)
     spacing: tuple[float, float, float]  # mm, in model axis order
     window: tuple[int, int]  # the field of view in voxels of the reoriented grid
+    slices: tuple[int, int]  # (first, end) of the slices the model sees (version 3: the central fov_mm)
 
     def to_model(self, array: np.ndarray) -> np.ndarray:
         """An array on the input grid (a label, the scan for display) -> model orientation."""
@@ -123,6 +131,11 @@ class Preprocessing:
     def channels(self) -> int:
         return 2 * self.context + 1
 
+    @property
+    def plane(self) -> str:
+        """The anatomical plane of the model's slices (axial, coronal or sagittal)."""
+        return _PLANE_OF[self.orientation[2]]
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -164,8 +177,10 @@ class Preprocessing:
             window = (max(1, round(self.fov_mm / spacing[0])), max(1, round(self.fov_mm / spacing[1])))
         else:
             window = model_shape[:2]
+        kept = _center_crop(model_shape[2], max(1, round(self.fov_mm / spacing[2]))) if self.version >= 3 else \
+            slice(0, model_shape[2])
         return Geometry(shape, tuple(tuple(float(v) for v in row) for row in transform), model_shape,
-                        spacing, window)
+                        spacing, window, (kept.start, min(kept.stop, model_shape[2])))
 
     def prepare(self, image: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, Geometry]:
         """Scan on its own grid -> (Z, S, S) float32 normalised model slices, and the geometry to go back."""
@@ -175,7 +190,8 @@ class Preprocessing:
         if self.version == 1:
             t = _slices_first(oriented)
         else:  # only the field of view is copied and normalised: 2.6x fewer voxels on a 320 px scan
-            t = _slices_first(oriented[_center_crop(oriented.shape[0], h), _center_crop(oriented.shape[1], w)])
+            t = _slices_first(oriented[_center_crop(oriented.shape[0], h), _center_crop(oriented.shape[1], w),
+                                       slice(*geo.slices)])
         lo, hi, mean, std = zscore_clipped(t)
         np.clip(t, np.float32(lo), np.float32(hi), out=t)  # in place: t is this function's own copy
         t -= np.float32(mean)
@@ -195,7 +211,7 @@ class Preprocessing:
 
     def prepare_label(self, label: np.ndarray, geo: Geometry) -> np.ndarray:
         """A label on the input grid -> (Z, S, S) uint8 at model resolution (for training)."""
-        t = _slices_first(geo.to_model(np.asarray(label, dtype=np.float32)))
+        t = _slices_first(geo.to_model(np.asarray(label, dtype=np.float32))[..., slice(*geo.slices)])
         h, w = geo.window
         t = _center_fit(t, h, w)
         if self.version == 1:
@@ -218,7 +234,7 @@ class Preprocessing:
         # the window goes straight into a zeroed grid in (X', Y', Z) order: no padded copy, no transposed copy
         out = np.zeros(geo.model_shape, dtype=np.float32)
         (src_x, dst_x), (src_y, dst_y) = _center_overlap(h, out.shape[0]), _center_overlap(w, out.shape[1])
-        np.moveaxis(out, 2, 0)[:, dst_x, dst_y] = t[:, src_x, src_y]
+        np.moveaxis(out, 2, 0)[slice(*geo.slices), dst_x, dst_y] = t[:, src_x, src_y]
         return np.ascontiguousarray(geo.to_input(out), dtype=np.float32)
 
     def model_grid(self, array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, Geometry]:

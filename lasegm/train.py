@@ -31,7 +31,7 @@ from lasegm.metrics import patient_row, summarize
 from lasegm.models import build_model, model_kwargs, save_checkpoint
 from lasegm.postprocess import Postprocessing
 from lasegm.predict import predict_slices
-from lasegm.preprocess import Preprocessing, stack_context
+from lasegm.preprocess import PLANE_ORIENTATIONS, Preprocessing, stack_context
 from lasegm.runtime import TorchRunner, memory_layout
 from lasegm.split import split_cases, split_hash
 from lasegm.tracking import Tracker
@@ -239,7 +239,8 @@ def setup(cfg: TrainConfig, quiet: bool = False) -> Setup:
                         all_folds=cfg.all_folds)
     if not parts["val"] and not cfg.all_folds:
         raise LasegmError(f"{cfg.split_file}: the validation part is empty")
-    pre = dataclasses.replace(pre, orientation=training_orientation(parts["train"]))
+    orientation = PLANE_ORIENTATIONS.get(cfg.plane) or training_orientation(parts["train"])
+    pre = dataclasses.replace(pre, orientation=orientation)
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None
     train_cases, val_cases = (load_all_cached(parts[p], pre, cache_dir, progress=not quiet) for p in ("train", "val"))
 

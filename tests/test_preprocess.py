@@ -198,6 +198,28 @@ def test_field_of_view_statistics_ignore_what_lies_outside():
     assert np.abs(legacy.prepare(image, a)[0] - legacy.prepare(wide, b)[0]).max() > 0.1  # why v2 exists
 
 
+def test_a_cube_field_of_view_ignores_how_far_the_stack_reaches():
+    """Version 3 crops the slice axis to the central fov_mm too: more slices stored beyond it change no model input,
+    and the slices outside get probability 0 on the way back; version 2 normalised over every slice."""
+    image, _ = synthetic_volume((40, 40, 40))  # 40 slices of 1.37 mm: 55 mm, beyond a 40-mm field of view
+    longer = np.concatenate([np.full((40, 40, 10), 900, image.dtype), image, np.zeros((40, 40, 10), image.dtype)], 2)
+    a = affine_for()
+    b = a.copy()
+    b[:3, 3] -= a[:3, :3] @ [0, 0, 10]
+    cube = Preprocessing(image_size=32, fov_mm=40, context=0)
+    assert cube.version == 3
+    slices, geo = cube.prepare(image, a)
+    wide, wide_geo = cube.prepare(longer, b)
+    assert len(slices) == len(wide) == round(40 / 1.37)
+    np.testing.assert_allclose(wide, slices, atol=1e-5)  # the same anatomy, the same input
+    back = cube.restore(np.ones(wide.shape, np.float32), wide_geo)
+    assert back.shape == longer.shape and back[..., :15].max() == 0 and back[..., 15 + len(wide):].max() == 0
+    assert np.array_equal(back[..., 10:50], cube.restore(np.ones(slices.shape, np.float32), geo))
+    v2 = Preprocessing(image_size=32, fov_mm=40, context=0, version=2, normalization="fov_clip_p0.5_p99.5_zscore",
+                       resize="fov_bilinear")
+    assert np.abs(v2.prepare(longer, b)[0][10:50] - v2.prepare(image, a)[0]).max() > 0.1  # why v3 exists
+
+
 @pytest.mark.parametrize("change, message", [
     ({"version": 9}, "unknown preprocessing version 9"),
     ({"window": "auto"}, "unknown preprocessing field"),
