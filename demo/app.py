@@ -26,10 +26,9 @@ from lasegm.metrics import case_metrics, error_counts
 from lasegm.models import ENSEMBLE_MEMBERS, SERVED
 from lasegm.postprocess import plausibility_warnings
 from lasegm.predict import Ensemble, Segmenter, write_mask
-from lasegm.preprocess import Preprocessing
 from lasegm.utils import set_cpu_threads
 from lasegm.viz import ERROR_LEGEND, MODES, TRUTH_RGBA, mesh_volume_ml, save_mesh, surface_mesh
-from viewer import PLANES, plane_axis, render_plane, voxel_at
+from viewer import PLANES, display_of, plane_axis, render_plane, slice_direction, voxel_at
 
 ARCHS = SERVED
 ENSEMBLE = "ensemble"
@@ -97,23 +96,15 @@ def load_inputs(image_file, label_file):
     return vol, image_path
 
 
-def _display_preprocessing() -> Preprocessing:
-    """The first loadable model's record (its orientation is the view's); the contract's default otherwise."""
-    for arch in ARCHS:
-        try:
-            return get_model(arch).pre
-        except LasegmError:
-            continue
-    return Preprocessing()
-
-
 def view_state(vol, masks: dict | None = None) -> dict:
-    """What the viewer draws: the scan, label and masks on the model grid (the first served model's
-    orientation), the voxel size, and a default window (1-99th intensity percentiles)."""
-    image, geometry = _display_preprocessing().model_grid(vol.image, vol.affine)
-    return {"image": image.astype(np.float32), "spacing": geometry.spacing, "names": NAMES,
-            "label": None if vol.label is None else geometry.to_model(vol.label),
-            "masks": {a: geometry.to_model(m) for a, m in (masks or {}).items()},
+    """What the viewer draws: the scan, label and masks on the display grid (viewer.DISPLAY_ORIENTATION, from
+    the scan's anatomical affine: the same picture however the scan is stored and whatever the models slice),
+    the voxel size, the display grid's affine, and a default window (1-99th intensity percentiles)."""
+    display = display_of(vol.affine, vol.image.shape)
+    image = display(vol.image)
+    return {"image": image.astype(np.float32), "spacing": display.spacing, "affine": display.affine, "names": NAMES,
+            "label": None if vol.label is None else display(vol.label),
+            "masks": {a: display(m) for a, m in (masks or {}).items()},
             "window": tuple(float(v) for v in np.percentile(image, (1, 99))),
             "range": (float(image.min()), float(image.max()))}
 
@@ -135,17 +126,17 @@ def _view_outputs(state, meshes=None, table: str = "", metrics=None, files=None)
         return (None, *stopped, *sliders, None, None, None, gr.update(), gr.update(), None, None, table, metrics,
                 files)
     pos = _centre(state)
-    sliders = [gr.update(minimum=0, maximum=n - 1, value=p, interactive=True)
-               for n, p in zip(state["image"].shape, pos)]
+    sliders = [gr.update(minimum=0, maximum=state["image"].shape[PLANES_AXIS[plane]] - 1,
+                         value=pos[PLANES_AXIS[plane]], interactive=True) for plane in PLANES]
     lo, hi = state["window"]
     r0, r1 = state["range"]
     span = max(r1 - r0, 1e-3)  # a constant scan still gets sliders whose minimum is below their maximum
     level = gr.update(minimum=r0, maximum=r0 + span, value=(lo + hi) / 2, interactive=True)
     width = gr.update(minimum=span / 500, maximum=span, value=max(hi - lo, span / 500), interactive=True)
-    planes = [render_plane(state, plane, pos[2 - i]) for i, plane in enumerate(PLANES)]
+    planes = [render_plane(state, plane, pos[PLANES_AXIS[plane]]) for plane in PLANES]
     meshes = meshes or {}
     pred, truth = meshes.get("prediction"), meshes.get("truth")
-    return (state, *stopped, sliders[2], sliders[1], sliders[0], *planes, level, width,
+    return (state, *stopped, *sliders, *planes, level, width,
             gr.update(value=pred and pred["view"], label="3D: predicted atrium" + (
                 f" ({NAMES[pred['model']]}, {pred['volume_ml']:.1f} mL)" if pred else "")),
             gr.update(value=truth and truth["view"], label="3D: ground truth" + (
@@ -181,7 +172,8 @@ def segment(image_file, label_file, model_choice: str, progress=gr.Progress()):
         t0 = time.perf_counter()
         masks[arch] = model.segment(vol, progress=lambda done, total, i=i, arch=arch: progress(
             (i + done / total) / len(archs), desc=f"{NAMES[arch]}: slice {done}/{total}"))
-        row = {"model": arch, "seconds": round(time.perf_counter() - t0, 2), "slices": int(vol.image.shape[2]),
+        slices = model.pre.geometry(vol.affine, vol.image.shape).model_shape[2]  # along the model's slice axis
+        row = {"model": arch, "seconds": round(time.perf_counter() - t0, 2), "slices": int(slices),
                "volume_ml": round(float(masks[arch].sum() * vol.voxel_ml), 1),
                "warnings": plausibility_warnings(masks[arch], vol.voxel_ml)}
         cv = model.config.get("cv")
@@ -203,14 +195,29 @@ def segment(image_file, label_file, model_choice: str, progress=gr.Progress()):
     return _view_outputs(state, meshes, _table(rows), {"models": rows, "meshes": meshes}, files)
 
 
+def world_mesh(verts, faces, normals, affine, spacing) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A surface in mm along a grid's voxel axes -> the scan's world (RAS+ mm, by its anatomical affine). The
+    display grid is left-handed (L, A, S): taken as x, y, z as it stands, it would be the mirror image of the
+    atrium; in the world it is the patient's own, and each face's winding is reversed with the mirroring, so it
+    keeps facing the way it did (the mesh's signed volume stays positive)."""
+    to_world = np.asarray(affine, np.float64)[:3, :3] / np.asarray(spacing, np.float64)  # mm on the grid -> world
+    world = verts.astype(np.float64) @ to_world.T + np.asarray(affine, np.float64)[:3, 3]
+    turned = normals.astype(np.float64) @ np.linalg.inv(to_world)  # normals map by the inverse transpose
+    turned /= np.maximum(np.linalg.norm(turned, axis=1, keepdims=True), 1e-12)
+    if np.linalg.det(to_world) < 0:  # a mirroring map reverses every face's winding
+        faces = faces[:, ::-1]
+    return world.astype(np.float32), np.ascontiguousarray(faces), turned.astype(np.float32)
+
+
 def _meshes(state, arch: str, stem: Path) -> dict:
-    """Surface meshes (mm) of one model's prediction and of the ground truth: GLB for the 3D views,
-    OBJ to download (opens over nothing else: coordinates are mm along the model's voxel axes)."""
+    """Surface meshes of one model's prediction and of the ground truth: GLB for the 3D views, OBJ to
+    download. Coordinates are the scan's world in mm, x toward the patient's right, y anterior, z superior
+    (RAS+, by the scan's affine)."""
     out = {}
     for kind, mask in (("prediction", state["masks"][arch]), ("truth", state["label"])):
         if mask is None or not mask.any():
             continue
-        verts, faces, normals = surface_mesh(mask, state["spacing"])
+        verts, faces, normals = world_mesh(*surface_mesh(mask, state["spacing"]), state["affine"], state["spacing"])
         name = f"{stem}_{arch if kind == 'prediction' else 'truth'}_atrium"
         colour = {"rgba": TRUTH_RGBA} if kind == "truth" else {}
         out[kind] = {"file": str(save_mesh(verts, faces, normals, f"{name}.obj", **colour)),
@@ -227,28 +234,27 @@ def toggle_play(is_playing, state):
 
 
 def step(state, z, y, x, mode, opacity, level, width):
-    """One frame of Play: the next axial slice (wrapping), drawn."""
+    """One frame of Play: the next axial slice (wrapping, inferior to superior), drawn."""
     if not state:
         return z, None, None, None
-    z = (int(z) + 1) % state["image"].shape[2]
+    z = (int(z) + 1) % state["image"].shape[PLANES_AXIS["axial"]]
     return z, *render(state, z, y, x, mode, opacity, level, width)
 
 
 def pick(plane: str):
     """A click on one plane's picture moves the other two planes through the clicked point."""
     def on_select(state, z, y, x, mode, opacity, level, width, evt: gr.SelectData):
-        position = [x, y, z]
-        index = position[PLANES_AXIS[plane]]
-        voxel = voxel_at(state, plane, index, *evt.index) if state and evt.index else None
-        if voxel is None:  # a caption, a gap, or nothing loaded: nothing moves
-            return z, y, x, *render(state, z, y, x, mode, opacity, level, width)
-        x, y, z = voxel
-        return z, y, x, *render(state, z, y, x, mode, opacity, level, width)
+        indices = dict(zip(PLANES, (z, y, x)))
+        voxel = voxel_at(state, plane, indices[plane], *evt.index) if state and evt.index else None
+        if voxel is not None:  # else a caption, a gap, or nothing loaded: nothing moves
+            indices = {p: voxel[PLANES_AXIS[p]] for p in PLANES}
+        return *indices.values(), *render(state, *indices.values(), mode, opacity, level, width)
     return on_select
 
 
 def render(state, z, y, x, mode="overlay", opacity=0.45, level=None, width=None):
-    """The three planes from the session's cached results (the models never run again): cheap."""
+    """The three planes from the session's cached results (the models never run again): cheap. z, y, x: the
+    axial, coronal and sagittal slices (display grid axes 2, 1, 0)."""
     return tuple(render_plane(state, plane, index, mode, float(opacity), level, width)
                  for plane, index in zip(PLANES, (z, y, x)))
 
@@ -322,8 +328,9 @@ def build_app() -> gr.Blocks:
                         with gr.Column(min_width=300):
                             views.append(gr.Image(label=plane.capitalize(), type="numpy", interactive=False,
                                                   elem_id=f"view-{plane}", show_label=False))
-                            sliders.append(gr.Slider(0, 1, value=0, step=1, label=f"{plane.capitalize()} slice",
-                                                     interactive=False, elem_id=f"slider-{plane}"))
+                            sliders.append(gr.Slider(0, 1, value=0, step=1, label="{} slice ({} \u2192 {})".format(
+                                plane.capitalize(), *slice_direction(plane)), interactive=False,
+                                elem_id=f"slider-{plane}"))
                 play = gr.Button(PLAY, elem_id="play", size="sm")
                 with gr.Row(equal_height=False):
                     mesh_pred = gr.Model3D(label="3D: predicted atrium", elem_id="mesh-pred", height=320,
@@ -349,7 +356,7 @@ def build_app() -> gr.Blocks:
         for plane, view in zip(PLANES, views):  # click a point: the other planes go through it
             view.select(pick(plane), controls, [*sliders, *views], api_name=False, show_progress="hidden")
         play.click(toggle_play, [playing, state], [playing, timer, play], api_name=False)
-        timer.tick(step, controls, [sliders[0], *views], api_name=False, show_progress="hidden")
+        timer.tick(step, controls, [sliders[PLANES.index("axial")], *views], api_name=False, show_progress="hidden")
     return app
 
 

@@ -113,8 +113,13 @@ def test_example_patient_through_the_api(client):
     first = [iio.imread(_value(p)) for p in (axial, coronal, sagittal)]
     moved = [iio.imread(_value(p)) for p in client.predict(10, 70, 90, "error map", 0.8, _value(level),
                                                             _value(width), api_name="/render")]
+    gap, caption = 6, 22  # viewer.PANEL_GAP, viewer.CAPTION_PX
     for before, after in zip(first, moved):
-        assert after.shape[1] > 3 * 300 and not np.array_equal(before, after)
+        assert not np.array_equal(before, after)
+        panel, rest = divmod(after.shape[1] - 2 * gap, 3)  # three panels (at least 300 px tall), two white gaps
+        assert rest == 0 and after.shape[0] >= 300 + caption and panel > 200
+        for start in (panel, 2 * panel + gap):  # white, up to the image format's lossy compression
+            assert after[:, start : start + gap].mean() > 240 > after[:, start - 2 * gap : start - gap].mean()
 
 
 def test_sessions_are_isolated(server, client):
@@ -444,3 +449,100 @@ def test_constant_scan_previews_with_valid_window_sliders(tmp_path):
     updates = [o for o in out if isinstance(o, dict) and "minimum" in o]
     assert out[0] is not None and updates
     assert all(u["minimum"] < u["maximum"] for u in updates)
+
+
+# ---------------------------------------------------------------- anatomy: planes by name
+
+def _demo():
+    sys.path.insert(0, str(REPO / "demo"))
+    import app
+    import viewer
+
+    return app, viewer
+
+
+def _marked_scan() -> tuple[np.ndarray, np.ndarray, tuple]:
+    """A scan stored RAS (1.0 x 1.2 x 1.5 mm) with a bright marker at the patient's right, anterior and superior:
+    (data, affine, the marker's (R, A, S) voxel ranges)."""
+    shape = (40, 36, 30)
+    data = np.random.default_rng(1).normal(300, 20, shape).astype(np.int16)
+    marker = (slice(30, 36), slice(26, 32), slice(22, 27))  # high R, high A, high S
+    data[marker] = 2000
+    affine = np.diag([1.0, 1.2, 1.5, 1.0])
+    affine[:3, 3] = (-20.0, 10.0, 30.0)
+    return data, affine, marker
+
+
+def _marker_at(state, plane: str, index: int, margin: int = 20) -> tuple[float, float] | None:
+    """Centre (column, row) of the marker on a plane's picture as fractions of the panel's size (the caption bar
+    and a margin along the edges, where the direction letters are, left out); None where it is not in the cut."""
+    _, viewer = _demo()
+    picture = viewer.render_plane(state, plane, index, level=1000, width=1000)  # the marker white, the rest black
+    panel = picture[viewer.CAPTION_PX:]
+    inner = np.zeros(panel.shape[:2], bool)
+    inner[margin:-margin, margin:-margin] = True
+    rows, cols = np.nonzero((panel == 255).all(axis=2) & inner)
+    if not len(rows):
+        return None
+    return cols.mean() / panel.shape[1], rows.mean() / panel.shape[0]
+
+
+def test_planes_are_named_by_anatomy_whatever_the_storage(tmp_path, monkeypatch):
+    """The same scan stored RAS and ASR (consistent affines): identical pictures; "Axial" is the plane whose
+    normal is S/I, drawn radiologically (R on the screen's left, A at the top), with its letters at its edges."""
+    app, viewer = _demo()
+    data, affine, marker = _marked_scan()
+    ras = nib.Nifti1Image(data, affine)
+    asr = ras.as_reoriented(nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"),
+                                                           nib.orientations.axcodes2ornt("ASR")))
+    assert "".join(nib.aff2axcodes(asr.affine)) == "ASR" and asr.shape == (36, 30, 40)
+    paths = {}
+    for name, img in (("ras", ras), ("asr", asr)):
+        paths[name] = tmp_path / f"{name}.nii.gz"
+        nib.save(img, str(paths[name]))
+    captions = []
+    monkeypatch.setattr(viewer, "captioned", lambda picture, caption, f=viewer.captioned: (
+        captions.append(caption), f(picture, caption))[1])
+    shown = {name: app.preview(str(path), None) for name, path in paths.items()}
+    states = {name: out[0] for name, out in shown.items()}
+    for name in paths:
+        assert states[name]["image"].shape == (40, 36, 30)  # display grid: R/L, A/P, S/I
+        assert all(p is not None for p in shown[name][7:10])
+    for before, after in zip(shown["ras"][7:10], shown["asr"][7:10]):  # the three previews
+        np.testing.assert_array_equal(before, after)
+    assert [c.split(" - ")[1].split(" ")[0] for c in captions[:3]] == ["Axial", "Coronal", "Sagittal"]
+
+    s_marker = range(marker[2].start, marker[2].stop)
+    for name, state in states.items():
+        for index in range(state["image"].shape[2]):  # the axial slider steps inferior -> superior
+            assert (_marker_at(state, "axial", index) is not None) == (index in s_marker), (name, index)
+            np.testing.assert_array_equal(viewer.render_plane(state, "axial", index),
+                                          viewer.render_plane(states["ras"], "axial", index))
+        col, row = _marker_at(state, "axial", 24)
+        assert col < 0.5 and row < 0.5, "axial: the patient's right on the left, anterior at the top"
+        col, row = _marker_at(state, "coronal", 28)
+        assert col < 0.5 and row < 0.5, "coronal: the patient's right on the left, superior at the top"
+        col, row = _marker_at(state, "sagittal", 6)  # display axis 0 runs toward the patient's left
+        assert col > 0.5 and row < 0.5, "sagittal: anterior on the right, superior at the top"
+    assert viewer.plane_letters("axial") == {"left": "R", "right": "L", "top": "A", "bottom": "P"}
+    assert viewer.plane_letters("coronal") == {"left": "R", "right": "L", "top": "S", "bottom": "I"}
+    assert viewer.plane_letters("sagittal") == {"left": "P", "right": "A", "top": "S", "bottom": "I"}
+
+    # the letters are drawn over the picture, in four small boxes mid-edge; not a pixel else moves
+    plain = viewer.render_plane  # with the letters left out, for comparison
+    lettered = plain(states["asr"], "axial", 24)
+    monkeypatch.setattr(viewer, "lettered", lambda picture, plane: picture)
+    changed = (plain(states["asr"], "axial", 24) != lettered).any(axis=2)[viewer.CAPTION_PX:]
+    h, w = changed.shape
+    near = {"left": changed[h // 2 - 15:h // 2 + 15, :25], "right": changed[h // 2 - 15:h // 2 + 15, -25:],
+            "top": changed[:25, w // 2 - 15:w // 2 + 15], "bottom": changed[-25:, w // 2 - 15:w // 2 + 15]}
+    assert all(box.sum() > 10 for box in near.values()), {k: int(v.sum()) for k, v in near.items()}
+    assert changed.sum() == sum(int(box.sum()) for box in near.values())
+
+    # the page's words: views, sliders
+    blocks = app.build_app()
+    components = {b.elem_id: b for b in blocks.blocks.values() if getattr(b, "elem_id", None)}
+    for plane, (low, high) in (("axial", ("inferior", "superior")), ("coronal", ("posterior", "anterior")),
+                               ("sagittal", ("right", "left"))):
+        assert components[f"view-{plane}"].label == plane.capitalize()
+        assert components[f"slider-{plane}"].label == f"{plane.capitalize()} slice ({low} \u2192 {high})"
