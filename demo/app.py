@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 from lasegm import LasegmError
+from lasegm.anatomy import TASK02_VOXEL_AXES, parse_axes, task02_header_warning
 from lasegm.data import load_volume
 from lasegm.metrics import case_metrics, error_counts
 from lasegm.models import ENSEMBLE_MEMBERS, SERVED
@@ -40,6 +41,11 @@ ALL = "all three side by side"
 CHOICES = [(NAMES[a], a) for a in ARCHS] + [(NAMES[ENSEMBLE], ENSEMBLE), ("All three side by side", ALL)]
 PLAY, PAUSE = "▶ Play", "⏸ Pause"
 PLANES_AXIS = {plane: plane_axis(plane) for plane in PLANES}
+# The voxel axes' directions: the header's (a scan from a scanner or converter), or declared when it is wrong
+AXES_LABEL = "Voxel axes"
+FROM_HEADER = "header"
+TASK02_CHOICE = f"{TASK02_VOXEL_AXES} (Decathlon Task02 file)"
+AXES_CHOICES = [("from the header", FROM_HEADER), (TASK02_CHOICE, TASK02_VOXEL_AXES)]
 
 _models: dict = {}
 
@@ -75,16 +81,42 @@ def _check_upload(path: Path, what: str) -> None:
         raise gr.Error(f"The {what} is {size_mb:.0f} MB; the limit is {MAX_UPLOAD_MB} MB.")
 
 
-def load_inputs(image_file, label_file):
-    """The uploaded scan (and label), validated; messages name files, never the server's folders."""
+def declared_axes(choice) -> str | None:
+    """The axes choice -> None (trust the header) or three validated letters; a one-line gr.Error otherwise."""
+    text = "" if choice is None else str(choice).strip()
+    labels = {label.lower(): value for label, value in AXES_CHOICES}
+    text = labels.get(text.lower(), text)  # a choice's label, as a typed value or an API call may give it
+    if text.lower() in ("", FROM_HEADER):
+        return None
+    try:
+        return parse_axes(text)
+    except LasegmError as e:
+        raise gr.Error(f"{AXES_LABEL}: " + str(e).removeprefix("--axes ").replace("\n", " ")) from None
+
+
+def header_warning(vol) -> str | None:
+    """When the header was trusted and looks like a Task02 release file's: the warning, naming the axes choice."""
+    if vol.axes is not None:
+        return None
+    text = task02_header_warning(vol.affine)
+    if text is None:
+        return None
+    hint, here = f"pass --axes {TASK02_VOXEL_AXES}", f"choose {AXES_LABEL}: \u201c{TASK02_CHOICE}\u201d"
+    return text.replace(hint, here) if hint in text else f"{text} (here: {here})"
+
+
+def load_inputs(image_file, label_file, axes=FROM_HEADER):
+    """The uploaded scan (and label), validated, read with the axes choice; messages name files, never the
+    server's folders."""
     image_path, label_path = _path(image_file), _path(label_file)
     if image_path is None:
         raise gr.Error("Upload a scan (.nii or .nii.gz) or pick an example patient first.")
+    declared = declared_axes(axes)
     _check_upload(image_path, "scan")
     if label_path is not None:
         _check_upload(label_path, "label")
     try:
-        vol = load_volume(image_path, label_path)
+        vol = load_volume(image_path, label_path, axes=declared)
     except LasegmError as e:
         message = str(e)
         for p in (image_path, label_path):
@@ -144,21 +176,30 @@ def _view_outputs(state, meshes=None, table: str = "", metrics=None, files=None)
             table, metrics, files)
 
 
-def preview(image_file, label_file):
-    """As soon as a scan (or label) is chosen: the scan in three planes, and nothing of any earlier result."""
+def _notice(warning: str | None) -> str:
+    return f"<p><b>Warning ({AXES_LABEL.lower()}):</b> {warning}</p>" if warning else ""
+
+
+def preview(image_file, label_file, axes=FROM_HEADER):
+    """As soon as a scan (or label, or the axes choice) is chosen: the scan in three planes, and nothing of any
+    earlier result."""
     if _path(image_file) is None:
         return _view_outputs(None)
     try:
-        vol, _ = load_inputs(image_file, label_file)
+        vol, _ = load_inputs(image_file, label_file, axes)
     except gr.Error as e:
         gr.Warning(str(e.message if hasattr(e, "message") else e))
         return _view_outputs(None, table=f"<p><b>Cannot show this scan:</b> {e.message if hasattr(e, 'message') else e}</p>")
-    return _view_outputs(view_state(vol), table="<p>Scan loaded: press <b>Segment</b>.</p>")
+    warning = header_warning(vol)
+    if warning:
+        gr.Warning(warning)
+    return _view_outputs(view_state(vol), table=f"{_notice(warning)}<p>Scan loaded: press <b>Segment</b>.</p>")
 
 
-def segment(image_file, label_file, model_choice: str, progress=gr.Progress()):
-    """Whole-volume inference for the chosen model(s); results are cached in the session state."""
-    vol, image_path = load_inputs(image_file, label_file)
+def segment(image_file, label_file, model_choice: str, axes=FROM_HEADER, progress=gr.Progress()):
+    """Whole-volume inference for the chosen model(s), the scan read with the axes choice; results are cached
+    in the session state."""
+    vol, image_path = load_inputs(image_file, label_file, axes)
     archs = ARCHS if model_choice == ALL else (model_choice,)
     out_dir = Path(tempfile.mkdtemp(prefix="lasegm-demo-"))  # per request: users never share files
     stem = image_path.name.split(".")[0]
@@ -192,7 +233,9 @@ def segment(image_file, label_file, model_choice: str, progress=gr.Progress()):
     shown = "unet" if "unet" in masks else next(iter(masks))
     meshes = _meshes(state, shown, out_dir / stem)
     files += [mesh["file"] for mesh in meshes.values()]
-    return _view_outputs(state, meshes, _table(rows), {"models": rows, "meshes": meshes}, files)
+    warning = header_warning(vol)
+    record = {"models": rows, "meshes": meshes, "axes": vol.axes or FROM_HEADER, "header_warning": warning}
+    return _view_outputs(state, meshes, _notice(warning) + _table(rows), record, files)
 
 
 def world_mesh(verts, faces, normals, affine, spacing) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -212,7 +255,7 @@ def world_mesh(verts, faces, normals, affine, spacing) -> tuple[np.ndarray, np.n
 def _meshes(state, arch: str, stem: Path) -> dict:
     """Surface meshes of one model's prediction and of the ground truth: GLB for the 3D views, OBJ to
     download. Coordinates are the scan's world in mm, x toward the patient's right, y anterior, z superior
-    (RAS+, by the scan's affine)."""
+    (RAS+, by the scan's anatomical affine: the header's, or the declared axes')."""
     out = {}
     for kind, mask in (("prediction", state["masks"][arch]), ("truth", state["label"])):
         if mask is None or not mask.any():
@@ -298,7 +341,7 @@ def example_rows() -> list[list[str]]:
     rows = []
     for image in sorted(EXAMPLES.glob("*_image.nii.gz")):
         label = image.with_name(image.name.replace("_image", "_label"))
-        rows.append([str(image), str(label) if label.exists() else None])
+        rows.append([str(image), str(label) if label.exists() else None, FROM_HEADER])  # stored with true headers
     return rows
 
 
@@ -314,9 +357,15 @@ def build_app() -> gr.Blocks:
             with gr.Column(scale=1, min_width=300):
                 image_file = gr.File(label="Scan (.nii / .nii.gz)", file_types=[".nii", ".gz"], elem_id="scan-file")
                 label_file = gr.File(label="Label (optional)", file_types=[".nii", ".gz"])
+                axes = gr.Dropdown(AXES_CHOICES, value=FROM_HEADER, label=AXES_LABEL, allow_custom_value=True,
+                                   elem_id="axes", info="Which way the scan's voxel axes run. The header says so for "
+                                   "a scan from a scanner or a converter; a Decathlon Task02_Heart file's header "
+                                   "is wrong (it says RAS, its axes run ASR). Other codes: type three letters, "
+                                   "e.g. LPS.")
                 model_choice = gr.Radio(CHOICES, value="unet", label="Model")
                 run = gr.Button("Segment", variant="primary")
-                gr.Examples(example_rows(), inputs=[image_file, label_file], label="Example patients (test split)")
+                gr.Examples(example_rows(), inputs=[image_file, label_file, axes],
+                            label="Example patients (test split)")
                 mode = gr.Radio(list(MODES), value="overlay", label="Show results as")
                 opacity = gr.Slider(0, 1, value=0.45, step=0.05, label="Overlay opacity")
                 level = gr.Slider(0, 1, value=0.5, label="Window level (scan intensity)", interactive=False)
@@ -344,10 +393,10 @@ def build_app() -> gr.Blocks:
         # the API returns these without the State ones, ending with results, metrics, files
         outputs = [state, playing, timer, play, *sliders, *views, level, width, mesh_pred, mesh_truth, results,
                    metrics, files]
-        for changed in (image_file, label_file):  # another input: its preview, and no earlier result
-            changed.change(preview, [image_file, label_file], outputs, api_name="preview" if changed is image_file
-                           else False, show_progress="minimal")
-        run.click(segment, [image_file, label_file, model_choice], outputs, api_name="segment")
+        for changed in (image_file, label_file, axes):  # another input: its preview, and no earlier result
+            changed.change(preview, [image_file, label_file, axes], outputs,
+                           api_name="preview" if changed is image_file else False, show_progress="minimal")
+        run.click(segment, [image_file, label_file, model_choice, axes], outputs, api_name="segment")
         controls = [state, *sliders, mode, opacity, level, width]
         # user moves only (.input): an update the app makes itself never re-renders an older state afterwards
         for i, control in enumerate([*sliders, mode, opacity, level, width]):  # cached results: re-render only

@@ -75,11 +75,14 @@ def _value(x):
 def test_example_patient_through_the_api(client):
     from gradio_client import handle_file
 
-    out = client.predict(handle_file(str(EXAMPLE)), handle_file(str(EXAMPLE_LABEL)), ALL, api_name="/segment")
+    # the last input, the axes choice, may be left out (its default trusts the header), as other tests do
+    out = client.predict(handle_file(str(EXAMPLE)), handle_file(str(EXAMPLE_LABEL)), ALL, "header",
+                         api_name="/segment")
     *_, z_slider, y_slider, x_slider, axial, coronal, sagittal, level, width, mesh_pred, mesh_truth, table, \
         metrics, files = out
     rows = {r["model"]: r for r in metrics["models"]}
     assert set(rows) == {"pspnet", "fpn", "unet"}
+    assert metrics["axes"] == "header" and metrics["header_warning"] is None  # the example's header is true
     label = np.asarray(nib.load(str(EXAMPLE_LABEL)).dataobj)
     ref = nib.load(str(EXAMPLE))
     masks = [f for f in files if f.endswith(".nii.gz")]
@@ -451,7 +454,7 @@ def test_constant_scan_previews_with_valid_window_sliders(tmp_path):
     assert all(u["minimum"] < u["maximum"] for u in updates)
 
 
-# ---------------------------------------------------------------- anatomy: planes by name
+# ---------------------------------------------------------------- anatomy: planes by name, the axes choice
 
 def _demo():
     sys.path.insert(0, str(REPO / "demo"))
@@ -503,7 +506,7 @@ def test_planes_are_named_by_anatomy_whatever_the_storage(tmp_path, monkeypatch)
     captions = []
     monkeypatch.setattr(viewer, "captioned", lambda picture, caption, f=viewer.captioned: (
         captions.append(caption), f(picture, caption))[1])
-    shown = {name: app.preview(str(path), None) for name, path in paths.items()}
+    shown = {name: app.preview(str(path), None, "header") for name, path in paths.items()}
     states = {name: out[0] for name, out in shown.items()}
     for name in paths:
         assert states[name]["image"].shape == (40, 36, 30)  # display grid: R/L, A/P, S/I
@@ -546,3 +549,69 @@ def test_planes_are_named_by_anatomy_whatever_the_storage(tmp_path, monkeypatch)
                                ("sagittal", ("right", "left"))):
         assert components[f"view-{plane}"].label == plane.capitalize()
         assert components[f"slider-{plane}"].label == f"{plane.capitalize()} slice ({low} \u2192 {high})"
+
+
+def _release_copy(path: Path, out: Path) -> Path:
+    """The example's voxels under a header like the Decathlon Task02 release's (diagonal, RAS, 1.25 x 1.25 x
+    1.37 mm): the file as the release ships it."""
+    img = nib.load(str(path))
+    affine = np.diag([1.25, 1.25, 1.37, 1.0])
+    affine[:3, 3] = (40.0, 40.0, 0.0)
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), affine), str(out))
+    return out
+
+
+def test_release_file_with_the_axes_choice_gets_the_examples_mask_and_without_it_a_warning(tmp_path):
+    app, _ = _demo()
+    from lasegm.anatomy import has_task02_header
+
+    release = _release_copy(EXAMPLE, tmp_path / "la_003_release.nii.gz")
+    release_label = _release_copy(EXAMPLE_LABEL, tmp_path / "la_003_release_label.nii.gz")
+    assert has_task02_header(nib.load(str(release)).affine)
+    quiet = {"progress": lambda *a, **k: None}
+    example = app.segment(str(EXAMPLE), str(EXAMPLE_LABEL), "unet", "header", **quiet)
+    declared = app.segment(str(release), str(release_label), "unet", "ASR (Decathlon Task02 file)", **quiet)
+    trusted = app.segment(str(release), str(release_label), "unet", "header", **quiet)
+    masks = {name: nib.load(next(f for f in out[-1] if f.endswith("_mask.nii.gz")))
+             for name, out in (("example", example), ("declared", declared), ("trusted", trusted))}
+    np.testing.assert_array_equal(np.asarray(masks["declared"].dataobj), np.asarray(masks["example"].dataobj))
+    np.testing.assert_allclose(masks["declared"].affine, nib.load(str(release)).affine)  # opens over the file
+    assert declared[-2]["models"][0]["dice_3d"] == example[-2]["models"][0]["dice_3d"] > 0.7
+    for a, b in zip(example[7:10], declared[7:10]):  # the same pictures
+        np.testing.assert_array_equal(a, b)
+    assert declared[-2]["axes"] == "ASR" and example[-2]["axes"] == "header"
+
+    # the header trusted: the result stands, beside a warning that names the choice to make
+    for out in (example, declared):
+        assert out[-2]["header_warning"] is None and "Warning (voxel axes)" not in out[-3]
+    warning = trusted[-2]["header_warning"]
+    assert warning and "Task02" in warning and "Voxel axes" in warning and "ASR (Decathlon Task02 file)" in warning
+    assert "--axes" not in warning
+    assert f"Warning (voxel axes):</b> {warning}" in trusted[-3] and "3D Dice" in trusted[-3]
+    assert trusted[-2]["models"][0]["dice_3d"] < 0.5  # read across the wrong axes, the mask is wrong
+
+    # and on preview: a toast (a Python warning outside a server) and the same line in the results area
+    with pytest.warns(UserWarning, match="Decathlon Task02_Heart release"):
+        shown = app.preview(str(release), None, "header")
+    assert warning in shown[-3] and "press <b>Segment</b>" in shown[-3]
+    assert "Warning" not in app.preview(str(release), None, "ASR")[-3]
+
+
+@pytest.mark.parametrize("axes", ["XYZ", "RAR", "RASL", "ax"])
+def test_an_invalid_axes_choice_is_a_one_line_message(axes, client):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="Voxel axes: .*give three letters, one of R/L, A/P and S/I each") as error:
+        client.predict(handle_file(str(EXAMPLE)), None, "unet", axes, api_name="/segment")
+    assert "\n" not in str(error.value) and "Traceback" not in str(error.value)
+    shown = client.predict(handle_file(str(EXAMPLE)), None, axes, api_name="/preview")
+    assert "Cannot show this scan" in shown[-3] and "give three letters" in shown[-3]
+
+
+def test_the_axes_choice_takes_any_valid_code_and_its_labels():
+    app, _ = _demo()
+
+    assert app.declared_axes("lps") == "LPS" and app.declared_axes(" ASR ") == "ASR"
+    assert app.declared_axes("ASR (Decathlon Task02 file)") == "ASR"
+    assert app.declared_axes("header") is app.declared_axes("from the header") is app.declared_axes(None) is None
