@@ -25,6 +25,12 @@ LEGACY_FORMAT = "lasegm.checkpoint/1"
 TASK02_CASE = re.compile(r"la_\d{3}")  # the release's case names
 WEIGHTS_FILE, CONFIG_FILE, ONNX_FILE = "model.safetensors", "config.json", "model.onnx"
 CV_TABLE_FILE = "cv-oof.json"  # config.json's "cv" block summarises it
+# The architectures with a served checkpoint (checkpoints/<name>): the demo, the benchmark and the tests use these
+SERVED = ("pspnet", "fpn", "unet")
+# The served ensemble's members in the order they run. Only the last member skips slices (predict.Ensemble gates
+# it), so the costliest on CPU goes last: ONNX seconds per volume in docs/benchmarks.json, FPN 1.42 > PSPNet 1.34 >
+# U-Net 1.07 (2026-11-27 23:20). The order changes only the work done, not the mask (research_log.md: -3 %).
+ENSEMBLE_MEMBERS = ("pspnet", "unet", "fpn")
 
 
 def read_checkpoint_config(ckpt_dir: str | Path, weights: bool = True) -> dict:

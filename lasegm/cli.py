@@ -245,7 +245,7 @@ def _dispatch(args) -> int:
                 msg += f", HD95 {res['hd95_mm']:.2f} mm"
         print(msg)
     elif args.command == "export":
-        from lasegm.models import export_checkpoint
+        from lasegm.export import export_checkpoint
 
         dest = export_checkpoint(args.checkpoint, args.out, {"largest_component": args.largest_component,
                                                              "flip_tta": args.flip_tta}, onnx=args.onnx)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -14,8 +13,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from lasegm import LasegmError, __version__
-from lasegm.checkpoint import (CHECKPOINT_FORMAT, CONFIG_FILE, CV_TABLE_FILE, WEIGHTS_FILE, check_arch,
-                               checkpoint_recipe, read_checkpoint_config)
+from lasegm.checkpoint import CHECKPOINT_FORMAT, CONFIG_FILE, WEIGHTS_FILE, check_arch, read_checkpoint_config
+from lasegm.checkpoint import ENSEMBLE_MEMBERS, SERVED  # noqa: F401  (their home is checkpoint: no torch needed)
 from lasegm.unet3d import UNet3D
 from lasegm.utils import atomic_dir, sha256_file
 
@@ -26,12 +25,6 @@ ARCHITECTURES: dict[str, type[torch.nn.Module]] = {
     "unetplusplus": smp.UnetPlusPlus,  # a U-Net variant with nested skip connections
     "unet3d": UNet3D,  # 3D U-Net on slabs of consecutive slices (MONAI DynUNet); train with --context 0
 }
-# The architectures with a served checkpoint (checkpoints/<name>): the demo, the benchmark and the tests use these
-SERVED = ("pspnet", "fpn", "unet")
-# The served ensemble's members in the order they run. Only the last member skips slices (predict.Ensemble gates
-# it), so the costliest on CPU goes last: ONNX seconds per volume in docs/benchmarks.json, FPN 1.42 > PSPNet 1.34 >
-# U-Net 1.07 (2026-11-27 23:20). The order changes only the work done, not the mask (research_log.md: -3 %).
-ENSEMBLE_MEMBERS = ("pspnet", "unet", "fpn")
 
 
 def model_kwargs(arch: str, encoder: str, in_channels: int, decoder_width: int = 0,
@@ -172,31 +165,3 @@ def load_checkpoint(ckpt_dir: str | Path, expected_arch: str | None = None,
             f"model in {CONFIG_FILE} (from another model?): {first[:200]}"
         ) from None
     return model.to(device).eval(), config
-
-
-def export_checkpoint(src: str | Path, dest: str | Path, postprocessing: dict | None = None,
-                      onnx: bool = True) -> Path:
-    """Copy a run's checkpoint to where it is served (e.g. checkpoints/unet), after checking that it
-    loads, optionally recording post-processing chosen on validation, with its model.onnx (onnx=True) and its
-    cross-validation table. Written atomically."""
-    src, dest = Path(src), Path(dest)
-    _, config = load_checkpoint(src)  # refuse to publish a checkpoint that does not load
-    _, post = checkpoint_recipe(config, src / CONFIG_FILE)
-    config["postprocessing"] = post.override(**(postprocessing or {})).to_dict()
-    table = src / CV_TABLE_FILE
-    scored_with = json.loads(table.read_text()).get("postprocessing") if table.is_file() else None
-    if scored_with and scored_with != config["postprocessing"]:  # its recorded accuracy would not describe it
-        name = config.get("cv", {}).get("name", "NAME")
-        raise LasegmError(f"{src}'s recorded cross-validation ({CV_TABLE_FILE}) was scored with post-processing "
-                          f"{scored_with}, not {config['postprocessing']}; re-score the folds with it first: "
-                          f"lasegm cv --name {name} --reevaluate --final <post-processing flags>")
-    with atomic_dir(dest) as tmp:
-        shutil.copy2(src / WEIGHTS_FILE, tmp / WEIGHTS_FILE)
-        if table.is_file():
-            shutil.copy2(table, tmp / CV_TABLE_FILE)
-        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-        if onnx:
-            from lasegm.onnx_export import export_onnx
-
-            export_onnx(tmp)
-    return dest

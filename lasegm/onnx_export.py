@@ -20,6 +20,7 @@ from segmentation_models_pytorch.decoders.pspnet.decoder import PSPBlock
 
 from lasegm import LasegmError, __version__
 from lasegm.checkpoint import CONFIG_FILE, ONNX_FILE, WEIGHTS_FILE, checkpoint_recipe, slab_depth
+from lasegm.models import load_checkpoint
 from lasegm.preprocess import resize_weights
 from lasegm.runtime import ONNX_INPUT, ONNX_OUTPUT, OnnxRunner
 from lasegm.utils import atomic_path
@@ -30,8 +31,6 @@ TOLERANCE = 1e-3  # max |logit difference| ORT vs PyTorch; measured ~1e-5
 
 def export_onnx(ckpt_dir: str | Path, opset: int = OPSET) -> tuple[Path, float]:
     """Write ckpt_dir/model.onnx (atomically); returns its path and the measured max logit difference."""
-    from lasegm.models import load_checkpoint
-
     ckpt_dir = Path(ckpt_dir)
     model, config = load_checkpoint(ckpt_dir)
     pre, _ = checkpoint_recipe(config, ckpt_dir / CONFIG_FILE)
