@@ -15,7 +15,8 @@ from lasegm.runtime import BACKENDS
 from lasegm.split import DEFAULT_FOLDS_FILE
 from lasegm.split import DEFAULT_SPLIT_FILE as SPLIT_DEFAULT
 
-DATA_HELP = "MSD task folder with imagesTr/ labelsTr/ (default: $LASEGM_DATA, else ../shared/data/Task02_Heart)"
+DATA_HELP = ("MSD task folder with imagesTr/ labelsTr/ (default: $LASEGM_DATA, else the Task02_Heart that `lasegm "
+             "download` unpacked into its default folder)")
 DATA_AXES_HELP = ("the directions the data's voxel axes run: auto (default; a Decathlon Task02_Heart folder, known by "
                   "its dataset.json, has headers that say RAS for voxel axes that run ASR, and is relabelled), header "
                   "(trust every header), or three letters for every file (e.g. ASR)")
@@ -33,7 +34,8 @@ def build_parser(arch_choices: bool = True) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     d = sub.add_parser("download", help="fetch, verify and unpack Task02_Heart")
-    d.add_argument("--dest", default="data", help="folder to unpack into (default: data)")
+    d.add_argument("--dest", default=None, help="folder to unpack into (default: $XDG_DATA_HOME/lasegm, i.e. "
+                   "~/.local/share/lasegm, where every command finds Task02_Heart without --data)")
     d.add_argument("--archive", help="use an already downloaded Task02_Heart.tar instead of fetching")
     d.add_argument("--url", default=None, help="override the download address")
     d.add_argument("--md5", default=None, help="override the expected md5")
@@ -160,9 +162,14 @@ def _dispatch(args) -> int:
     if args.command == "download":
         from lasegm.download import TASK02_MD5, TASK02_URL, run_download
 
-        path = run_download(args.dest, url=args.url or TASK02_URL, md5=args.md5 or TASK02_MD5,
+        from lasegm.data import default_data_dir, download_dir
+
+        path = run_download(args.dest or download_dir(), url=args.url or TASK02_URL, md5=args.md5 or TASK02_MD5,
                             archive=args.archive, quiet=quiet)
-        print(f"Task02_Heart ready at {path}  (use --data {path})")
+        found = default_data_dir()
+        hint = ("found by every command without --data" if found is not None and found.resolve() == path.resolve()
+                else f"use --data {path} or set LASEGM_DATA={path}")
+        print(f"Task02_Heart ready at {path}  ({hint})")
     elif args.command == "analyze":
         from lasegm.analyze import format_table, run_analyze
 

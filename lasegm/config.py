@@ -50,7 +50,7 @@ class TrainConfig:
     largest_component: bool = Postprocessing.largest_component
     flip_tta: bool = Postprocessing.flip_tta
     # io
-    data: str = ""  # MSD task folder; default $LASEGM_DATA, else ../shared/data/Task02_Heart
+    data: str = ""  # MSD task folder; default $LASEGM_DATA, else lasegm download's (lasegm.data.default_data_dir)
     data_axes: str = "auto"  # the data's voxel axes: auto (a Task02 release is relabelled), header, or e.g. ASR
     split_file: str = DEFAULT_SPLIT_FILE  # a train/val/test split, or a folds file with --fold
     fold: int = -1  # with a folds file: train on the other folds, validate on this one

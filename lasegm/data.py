@@ -24,16 +24,22 @@ from lasegm.utils import atomic_path, available_cores
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 CACHE_VERSION = 3  # 3: resampling in numpy (equal to the torch version to ~1e-6, but not bit for bit)
-# The development copy beside a checkout (repository root/../shared/data/Task02_Heart)
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "Task02_Heart"
+TASK02_FOLDER = "Task02_Heart"  # the folder the Decathlon's archive unpacks to
+
+
+def download_dir() -> Path:
+    """Where `lasegm download` unpacks by default: a per-user data folder ($XDG_DATA_HOME/lasegm, by default
+    ~/.local/share/lasegm), so that every later command finds the data there without --data."""
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "lasegm"
 
 
 def default_data_dir() -> Path | None:
-    """$LASEGM_DATA, else the shared development copy next to the repository when it exists."""
+    """$LASEGM_DATA, else the folder `lasegm download` unpacks to by default when it exists; None: pass --data."""
     env = os.environ.get("LASEGM_DATA")
     if env:
         return Path(env)
-    return SHARED_DATA if SHARED_DATA.is_dir() else None
+    downloaded = download_dir() / TASK02_FOLDER
+    return downloaded if downloaded.is_dir() else None
 
 
 def default_cache_dir() -> Path:
@@ -78,7 +84,7 @@ def find_cases(data_dir: str | Path | None, data_axes: str = AUTO) -> list[Case]
     """All labelled cases of an MSD task folder (imagesTr/ + labelsTr/), every image paired. data_axes: the
     voxel axes' directions of its files (lasegm.anatomy.folder_axes: auto relabels a Task02 release)."""
     if data_dir is None:
-        raise LasegmError("no data folder: pass --data DIR or set LASEGM_DATA")
+        raise LasegmError("no data folder: pass --data DIR, set LASEGM_DATA, or fetch it with `lasegm download`")
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise LasegmError(f"{data_dir}: data folder not found")
