@@ -51,3 +51,18 @@ def test_no_network_explains_the_manual_route(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "--archive" in err and len(err.strip().splitlines()) == 1
     assert not leftovers(tmp_path)
+
+
+def test_default_destination_is_where_every_command_finds_the_data(tmp_path, monkeypatch, capsys):
+    from lasegm.data import default_data_dir
+
+    archive, md5 = build_archive(tmp_path)
+    monkeypatch.delenv("LASEGM_DATA", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert default_data_dir() is None
+    assert main(["--quiet", "download", "--url", archive.as_uri(), "--md5", md5]) == 0
+    assert "without --data" in capsys.readouterr().out
+    assert default_data_dir() == tmp_path / "xdg" / "lasegm" / "Task02_Heart"
+    assert main(["--quiet", "analyze", "--out", str(tmp_path / "a")]) == 0  # no --data, no LASEGM_DATA
+    monkeypatch.setenv("LASEGM_DATA", str(tmp_path / "elsewhere"))  # the variable wins
+    assert default_data_dir() == tmp_path / "elsewhere"
