@@ -10,22 +10,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from functools import partial
 from pathlib import Path
 
 import onnxruntime
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "demo"))
 
 from lasegm.checkpoint import checkpoint_recipe, read_checkpoint_config
 from lasegm.data import find_cases, load_all_cached, load_case
@@ -36,6 +35,7 @@ from lasegm.split import read_split, split_cases
 from lasegm.train import graph_forward_backward, loss_terms, train_step, validate
 from lasegm.utils import write_json
 
+ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ("torch_eager", "torch", "onnx")  # eager = what predict ran before channels_last and ONNX
 
 
@@ -174,6 +174,67 @@ def interleaved(segmenters: dict, vol, repeats: int) -> dict:
     return {name: round(statistics.median(t), 3) for name, t in times.items()}
 
 
+def demo_latency(checkpoints: Path, repeats: int) -> dict:
+    """The demo as a user clicks it, through its HTTP API (gradio_client calls what the browser calls): demo/app.py
+    in a process of its own (its models loaded at start), a click on Segment timed to the whole answer (masks,
+    metrics, three planes, 3D meshes, files, all fetched), then slider moves (the three planes redrawn from the
+    session's cached results and fetched)."""
+    from gradio_client import Client, handle_file
+
+    example = sorted((ROOT / "demo" / "examples").glob("*_image.nii.gz"))[0]
+    label = example.with_name(example.name.replace("_image", "_label"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "LASEGM_CHECKPOINTS": str(checkpoints),
+           "GRADIO_ANALYTICS_ENABLED": "False"}
+    url = f"http://127.0.0.1:{port}/"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "demo" / "app.py")], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(360):
+            if proc.poll() is not None:
+                raise SystemExit(f"the demo exited with code {proc.returncode}: run python demo/app.py to see why")
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise SystemExit("the demo did not start within 3 minutes")
+        client = Client(url, verbose=False)
+        # the backend each model runs on: the demo opens its checkpoints as Segmenter(..., device="auto")
+        results = {"demo_backend": {arch: Segmenter(checkpoints / arch, device="auto").backend for arch in SERVED},
+                   "demo_measured": "through the demo's HTTP API (gradio_client), answers fetched"}
+        for key, choice in (("demo_click_to_result_unet_s", "unet"),
+                            ("demo_click_to_result_ensemble_s", "ensemble"),
+                            ("demo_click_to_result_all_three_s", "all three side by side")):
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                out = client.predict(handle_file(str(example)), handle_file(str(label)), choice, "header",
+                                     api_name="/segment")
+                times.append(time.perf_counter() - t0)
+            results[key] = round(statistics.median(times), 2)
+        # the axial, coronal and sagittal sliders, then the window's level and width: component updates, in the
+        # order of demo/app.py's outputs
+        sliders, level, width = out[-13:-10], out[-7]["value"], out[-6]["value"]
+        last = [int(s["maximum"]) for s in sliders]
+        results["demo_example_slices"] = last[0] + 1  # axial
+        lat = []  # one plane's slider moved: all three planes and models redrawn from the cached results
+        for z in range(0, last[0] + 1, 3):
+            for mode in ("overlay", "contour", "error map"):
+                t0 = time.perf_counter()
+                client.predict(z, min(z, last[1]), min(z, last[2]), mode, 0.45, level, width, api_name="/render")
+                lat.append((time.perf_counter() - t0) * 1000)
+        results["demo_plane_change_ms_median"] = round(statistics.median(lat), 2)
+        results["demo_plane_change_ms_max"] = round(max(lat), 2)
+        return results
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def cpu_name() -> str:
     try:
         return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
@@ -244,31 +305,8 @@ def main():
     results["cli_predict_unet_seconds_torch"] = cli_seconds(checkpoints / "unet", case.image, "torch", 3)
     print("cli", results["cli_predict_unet_seconds"], results["cli_predict_unet_seconds_torch"], flush=True)
 
-    import app  # the demo, as a user clicks it: models loaded at start (as app.main does), then timed
-
-    example = sorted((ROOT / "demo" / "examples").glob("*_image.nii.gz"))[0]
-    label = example.with_name(example.name.replace("_image", "_label"))
-    for arch in (*app.ARCHS, app.ENSEMBLE):
-        app.get_model(arch)
-    quiet = {"progress": lambda *a, **k: None}
-    results["demo_backend"] = {arch: app.get_model(arch).backend for arch in app.ARCHS}
-    for key, choice in (("demo_click_to_result_unet_s", "unet"), ("demo_click_to_result_ensemble_s", app.ENSEMBLE),
-                        ("demo_click_to_result_all_three_s", app.ALL)):
-        times = []
-        for _ in range(args.repeats):  # the whole answer: masks, metrics, three planes, 3D meshes, files
-            t0 = time.perf_counter()
-            state = app.segment(str(example), str(label), choice, **quiet)[0]
-            times.append(time.perf_counter() - t0)
-        results[key] = round(statistics.median(times), 2)
-    results["demo_example_slices"] = int(state["image"].shape[2])
-    lat = []  # one plane's slider moved: all three planes and models redrawn from the cached results
-    for z in range(0, state["image"].shape[2], 3):
-        for mode in ("overlay", "contour", "error map"):
-            t0 = time.perf_counter()
-            app.render(state, z, z, z, mode, 0.45, None, None)
-            lat.append((time.perf_counter() - t0) * 1000)
-    results["demo_plane_change_ms_median"] = round(statistics.median(lat), 2)
-    results["demo_plane_change_ms_max"] = round(max(lat), 2)
+    results.update(demo_latency(checkpoints, args.repeats))
+    print("demo", {k: v for k, v in results.items() if k.startswith("demo")}, flush=True)
     results["peak_rss_mb"] = round(peak_rss_mb(), 1)
     write_json(args.out, results)
     print(json.dumps(results, indent=2))

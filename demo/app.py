@@ -7,7 +7,6 @@ Hugging Face Space's app (see demo/build_space.py).
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -15,21 +14,19 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent if (HERE.parent / "lasegm").is_dir() else HERE  # repo checkout or assembled Space
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(HERE))
-
 from lasegm import LasegmError
 from lasegm.anatomy import TASK02_VOXEL_AXES, parse_axes, task02_header_warning
+from lasegm.checkpoint import ENSEMBLE_MEMBERS, SERVED
 from lasegm.data import load_volume
 from lasegm.metrics import case_metrics, error_counts
-from lasegm.models import ENSEMBLE_MEMBERS, SERVED
 from lasegm.postprocess import plausibility_warnings
 from lasegm.predict import Ensemble, Segmenter, write_mask
 from lasegm.utils import set_cpu_threads
+from lasegm.viewer import PLANES, display_of, plane_axis, render_plane, slice_direction, voxel_at
 from lasegm.viz import ERROR_LEGEND, MODES, TRUTH_RGBA, mesh_volume_ml, save_mesh, surface_mesh
-from viewer import PLANES, display_of, plane_axis, render_plane, slice_direction, voxel_at
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent if (HERE.parent / "checkpoints").is_dir() else HERE  # repo checkout or assembled Space
 
 ARCHS = SERVED
 ENSEMBLE = "ensemble"

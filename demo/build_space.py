@@ -7,13 +7,14 @@
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
-import sys
+import tomllib
 from pathlib import Path
 
+from lasegm.checkpoint import SERVED
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from lasegm.models import SERVED  # noqa: E402
 FRONT_MATTER = """---
 title: lasegm - left atrium segmentation
 emoji: 🫀
@@ -33,9 +34,30 @@ Left-atrium segmentation of cardiac MRI (Medical Segmentation Decathlon Task02_H
 PSPNet, FPN and U-Net checkpoints of [lasegm](https://github.com/). Upload a NIfTI scan or pick an
 example patient. Research demo, not for clinical use. Example data: CC-BY-SA 4.0, Antonelli et al. 2022.
 """
-RUNTIME_PREFIXES = ("torch", "torchvision", "segmentation-models-pytorch", "albumentations", "nibabel",
-                    "safetensors", "onnxruntime", "numpy", "scipy", "scikit-image", "matplotlib", "imageio", "tqdm",
-                    "pyyaml", "trimesh")
+# The Space runs the lasegm folder copied beside app.py, not an installed package: its requirements are lasegm's own
+# (pyproject.toml's dependencies), PyTorch for a GPU Space ([torch]) and the demo's ([demo]; gradio itself comes with
+# the Space's SDK), at the versions requirements.txt pins.
+SPACE_EXTRAS = ("torch", "demo")
+
+
+def space_requirements() -> list[str]:
+    pins = {}
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        name, _, version = line.split("#")[0].strip().partition("==")
+        if version:
+            pins[_normalise(name)] = f"{name}=={version}"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    specs = project["dependencies"] + [s for extra in SPACE_EXTRAS for s in project["optional-dependencies"][extra]]
+    needed = []
+    for spec in specs:
+        name = re.match(r"[A-Za-z0-9._-]+", spec).group(0)
+        if _normalise(name) not in ("lasegm", "gradio"):
+            needed.append(pins.get(_normalise(name), spec))
+    return sorted(set(needed), key=str.lower)
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def build(out: Path) -> Path:
@@ -45,15 +67,13 @@ def build(out: Path) -> Path:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    for module in ("app.py", "viewer.py"):
-        shutil.copy(ROOT / "demo" / module, out / module)
+    shutil.copy(ROOT / "demo" / "app.py", out / "app.py")
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(ROOT / "lasegm", out / "lasegm", ignore=ignore)
     shutil.copytree(ROOT / "checkpoints", out / "checkpoints", ignore=ignore)
     shutil.copytree(ROOT / "demo" / "examples", out / "examples", ignore=ignore)
+    (out / "requirements.txt").write_text("\n".join(space_requirements()) + "\n")
     reqs = [line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
-    keep = [r for r in reqs if r and r.lower().startswith(RUNTIME_PREFIXES)]
-    (out / "requirements.txt").write_text("\n".join(keep) + "\n")  # gradio comes with the Space's SDK
     gradio = next(r.split("==")[1] for r in reqs if r.startswith("gradio=="))
     (out / "README.md").write_text(FRONT_MATTER.format(gradio=gradio) + model_card())
     return out

@@ -8,13 +8,11 @@ the demo (which trusts a header by default) reads the examples' anatomy right.
 """
 
 import argparse
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lasegm.anatomy import axis_codes
 from lasegm.data import find_cases, load_case
 from lasegm.utils import atomic_path

@@ -6,15 +6,14 @@ cropped to the models' 200 mm field of view, every second slice (the full-size G
 """
 
 import argparse
-import sys
 from pathlib import Path
 
+from lasegm.data import find_cases, load_case
+from lasegm.predict import Segmenter
+from lasegm.preprocess import normalize_intensities
+from lasegm.viz import save_animation
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from lasegm.data import find_cases, load_case  # noqa: E402
-from lasegm.predict import Segmenter  # noqa: E402
-from lasegm.preprocess import normalize_intensities  # noqa: E402
-from lasegm.viz import save_animation  # noqa: E402
 
 p = argparse.ArgumentParser()
 p.add_argument("--data", required=True)

@@ -1,5 +1,6 @@
 """The Gradio demo, as users reach it: its HTTP API (gradio_client) and a real browser (Chromium)."""
 
+import importlib.util
 import json
 import os
 import shutil
@@ -15,12 +16,24 @@ import numpy as np
 import pytest
 from conftest import REPO, synthetic_volume, write_nifti
 
+from lasegm import viewer
 from lasegm.metrics import dice
 
 CHECKPOINTS = Path(os.environ.get("LASEGM_CHECKPOINTS", REPO / "checkpoints"))
 EXAMPLE = REPO / "demo" / "examples" / "la_003_image.nii.gz"
 EXAMPLE_LABEL = REPO / "demo" / "examples" / "la_003_label.nii.gz"
 ALL = "all three side by side"
+
+
+def demo_module(name: str):
+    """demo/<name>.py imported as Python runs it (the demo is a folder of scripts, not a package), once per session."""
+    key = f"demo_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, REPO / "demo" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        spec.loader.exec_module(module)
+    return sys.modules[key]
 
 
 def _free_port() -> int:
@@ -198,8 +211,7 @@ def test_missing_checkpoint_is_reported_and_others_still_serve(tmp_path):
 
 def test_slider_uses_cached_predictions(monkeypatch):
     """Moving any plane renders from the session's predictions; the models never run again."""
-    sys.path.insert(0, str(REPO / "demo"))
-    import app
+    app = demo_module("app")
 
     state = app.segment(str(EXAMPLE), str(EXAMPLE_LABEL), "unet", progress=lambda *a, **k: None)[0]
     monkeypatch.setattr(app.Segmenter, "segment", lambda *a, **k: pytest.fail("model ran during slider moves"))
@@ -298,13 +310,12 @@ def test_phone_width_layout_stacks_instead_of_squeezing(server):
 def test_space_folder_is_a_valid_gradio_space(tmp_path):
     import yaml
 
-    sys.path.insert(0, str(REPO / "demo"))
-    import build_space
+    build_space = demo_module("build_space")
 
     out = build_space.build(tmp_path / "space")
     front = yaml.safe_load((out / "README.md").read_text().split("---")[1])
     assert front["sdk"] == "gradio" and front["app_file"] == "app.py"
-    assert (out / "app.py").exists() and (out / "viewer.py").exists() and (out / "lasegm" / "predict.py").exists()
+    assert all((out / f).exists() for f in ("app.py", "lasegm/viewer.py", "lasegm/predict.py"))
     card = (out / "README.md").read_text()
     for needed in ("CC-BY-SA 4.0", "Intended use", "Not for clinical use", "Limitations", "cross-validation"):
         assert needed in card
@@ -315,7 +326,8 @@ def test_space_folder_is_a_valid_gradio_space(tmp_path):
         assert (out / "checkpoints" / arch / "model.safetensors").exists()
     assert list((out / "examples").glob("*_image.nii.gz"))
     reqs = (out / "requirements.txt").read_text()
-    assert "torch==" in reqs and "pytest" not in reqs and "-e ." not in reqs
+    assert "torch==" in reqs and "onnxruntime==" in reqs and "trimesh==" in reqs
+    assert "pytest" not in reqs and "-e ." not in reqs and "lasegm" not in reqs and "wandb" not in reqs
 
 
 def test_bundled_example_shows_the_same_dice_as_the_full_scan(client, real_data):
@@ -354,8 +366,7 @@ def test_upload_in_another_voxel_orientation_gets_the_same_answer_on_its_own_gri
 
 def test_implausible_result_is_flagged_not_refused(tmp_path):
     """A scan too small to hold an atrium (32 x 32 x 4 voxels = 8.8 mL in all): any mask is implausible."""
-    sys.path.insert(0, str(REPO / "demo"))
-    import app
+    app = demo_module("app")
 
     image, _ = synthetic_volume((32, 32, 4))
     scan = write_nifti(tmp_path / "tiny.nii.gz", image)
@@ -367,9 +378,6 @@ def test_implausible_result_is_flagged_not_refused(tmp_path):
 
 def test_a_click_on_any_panel_finds_the_voxel_under_it():
     """voxel_at inverts the drawing: caption bar, side-by-side panels, physical zoom, upside-down rows."""
-    sys.path.insert(0, str(REPO / "demo"))
-    import viewer
-
     shape, spacing = (40, 30, 12), (0.8, 1.1, 2.5)
     mask = np.zeros(shape, np.uint8)
     state = {"image": np.random.default_rng(0).normal(size=shape).astype(np.float32), "spacing": spacing,
@@ -396,9 +404,6 @@ def test_a_click_on_any_panel_finds_the_voxel_under_it():
 
 def test_slices_are_shown_at_their_physical_aspect():
     """Voxels of 1 x 2 mm are drawn twice as tall as wide (rows are the second voxel axis)."""
-    sys.path.insert(0, str(REPO / "demo"))
-    import viewer
-
     panel = np.zeros((50, 100, 3), np.uint8)  # 50 rows (y) x 100 columns (x)
     shown = viewer.physical_zoom(panel, 1.0, 2.0)  # x: 1 mm, y: 2 mm -> 100 mm x 100 mm
     assert shown.shape[0] == shown.shape[1] >= viewer.DISPLAY_PX
@@ -444,8 +449,7 @@ def test_3d_meshes_enclose_the_reported_atrium_volume(client):
 
 def test_constant_scan_previews_with_valid_window_sliders(tmp_path):
     """A blank volume (all voxels equal) still gets a preview; no slider ends up with minimum == maximum."""
-    sys.path.insert(0, str(REPO / "demo"))
-    import app
+    app = demo_module("app")
 
     scan = write_nifti(tmp_path / "blank.nii.gz", np.full((20, 20, 6), 7, np.int16))
     out = app.preview(str(scan), None)
@@ -457,11 +461,7 @@ def test_constant_scan_previews_with_valid_window_sliders(tmp_path):
 # ---------------------------------------------------------------- anatomy: planes by name, the axes choice
 
 def _demo():
-    sys.path.insert(0, str(REPO / "demo"))
-    import app
-    import viewer
-
-    return app, viewer
+    return demo_module("app"), viewer
 
 
 def _marked_scan() -> tuple[np.ndarray, np.ndarray, tuple]:
