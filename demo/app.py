@@ -208,12 +208,13 @@ def segment(image_file, label_file, model_choice: str, axes=FROM_HEADER, progres
             rows.append({"model": arch, "error": str(e)})
             continue
         t0 = time.perf_counter()
-        masks[arch] = model.segment(vol, progress=lambda done, total, i=i, arch=arch: progress(
+        probs = model.probabilities(vol, progress=lambda done, total, i=i, arch=arch: progress(
             (i + done / total) / len(archs), desc=f"{NAMES[arch]}: slice {done}/{total}"))
+        masks[arch] = model.post.binarize(probs)
         slices = model.pre.geometry(vol.affine, vol.image.shape).model_shape[2]  # along the model's slice axis
         row = {"model": arch, "seconds": round(time.perf_counter() - t0, 2), "slices": int(slices),
                "volume_ml": round(float(masks[arch].sum() * vol.voxel_ml), 1),
-               "warnings": plausibility_warnings(masks[arch], vol.voxel_ml)}
+               "warnings": plausibility_warnings(masks[arch], vol.voxel_ml, probs, model.post.threshold)}
         cv = model.config.get("cv")
         if cv:  # the model's accuracy estimate: its recipe's out-of-fold mean 3D Dice
             row["cv_dice_3d"] = round(cv["oof_dice_3d_mean"], 3)

@@ -44,6 +44,7 @@ class TrainConfig:
     augment: bool = True
     mirror: bool = False  # with augment: random left-right and up-down flips (nnU-Net style; pairs with --flip_tta)
     time_limit_min: float = 0.0  # stop after this many minutes of training (0 = no limit)
+    val_every: int = 1  # validate every this many epochs (and after the last): the curves' resolution
     seed: int = 0
     select: str = "best"  # checkpoint kept: best validation epoch, or the last (cross-validation and all_folds use last)
     # post-processing recorded in the checkpoint (lasegm.postprocess.Postprocessing) and used for selection

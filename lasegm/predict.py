@@ -246,12 +246,13 @@ def run_predict(checkpoint, input_path, output, label=None, overlay=None, animat
         bar.refresh()
 
     t0 = time.perf_counter()
-    mask = seg.segment(vol, progress)
+    probs = seg.probabilities(vol, progress)
+    mask = seg.post.binarize(probs)
     seconds = time.perf_counter() - t0
     bar.close()
     write_mask(mask, vol, output)
     result = {"output": str(output), "seconds": seconds, "backend": seg.backend,
-              "volume_ml": float(mask.sum() * vol.voxel_ml), "warnings": plausibility_warnings(mask, vol.voxel_ml)}
+              "volume_ml": float(mask.sum() * vol.voxel_ml), "warnings": plausibility_warnings(mask, vol.voxel_ml, probs, seg.post.threshold)}
     header_warning = None if axes else task02_header_warning(vol.affine)
     if header_warning:
         result["warnings"].insert(0, header_warning)

@@ -377,15 +377,19 @@ def train(cfg: TrainConfig, quiet: bool = False, should_stop: Callable[[list[dic
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
             row = {"epoch": epoch, **train_epoch(s, epoch, quiet)}
+            out_of_time = cfg.time_limit_min and time.perf_counter() - t_start > cfg.time_limit_min * 60
+            last = epoch == cfg.epochs or out_of_time
             t_val = time.perf_counter()
+            validating = bool(s.val_cases) and (epoch % cfg.val_every == 0 or last)
             val, val_rows, predictions = (validate(s.model, s.val_cases, s.pre, s.post, s.device,
                                                    s.cfg.channels_last, slab_depth(s.meta))
-                                          if s.val_cases else ({}, [], {}))
+                                          if validating else ({}, [], {}))
             # val_time_s (W&B val/time_s): an epoch's time beside training (half of it on a GPU: research_log)
             row.update(**val, lr=s.opt.param_groups[0]["lr"], val_time_s=time.perf_counter() - t_val,
                        epoch_s=time.perf_counter() - t0)
             history.append(row)
-            keep = cfg.select == "last" or row["val_dice_3d"] > kept.get("val_dice_3d", -1.0)
+            keep = (validating or (last and not s.val_cases)) and (
+                cfg.select == "last" or row["val_dice_3d"] > kept.get("val_dice_3d", -1.0))
             if keep:
                 kept = {**row, "per_patient": val_rows}
                 save_checkpoint(s.run_dir / "checkpoint", s.model, {
@@ -394,18 +398,19 @@ def train(cfg: TrainConfig, quiet: bool = False, should_stop: Callable[[list[dic
                     "training_time_s": time.perf_counter() - t_start}, half=cfg.fp16_checkpoint)
             tracker.log_epoch(row, [(f"{s.val_cases[i].case_id} slice {z}", s.val_cases[i].image[z],
                                      s.val_cases[i].label[z], predictions[s.val_cases[i].case_id][z])
-                                    for i, z in picks])
+                                    for i, z in picks] if validating else [])
             write_csv(s.run_dir / "history.csv", history)
             write_json(s.run_dir / "history.json", history)
             # one line per epoch even with --quiet (which only hides progress bars)
             scores = (f"val loss {row['val_loss']:.4f}  val 3D Dice {row['val_dice_3d']:.4f}  slice Dice "
-                      f"{row['val_dice_slice']:.4f}" if val else "no validation (all folds)")
+                      f"{row['val_dice_slice']:.4f}" if val else "not validated" if s.val_cases else
+                      "no validation (all folds)")
             print(f"epoch {epoch:3d}  loss {row['train_loss']:.4f}  {scores}  "
                   f"{row['epoch_s']:.1f}s{'  *kept' if keep else ''}", flush=True)
             if should_stop and should_stop(history):
                 print(f"stopped early after epoch {epoch} (the sweep's early_terminate)")
                 break
-            if cfg.time_limit_min and time.perf_counter() - t_start > cfg.time_limit_min * 60:
+            if out_of_time:
                 print(f"time limit of {cfg.time_limit_min} min reached after epoch {epoch}")
                 break
         from lasegm.viz import save_curves
@@ -413,7 +418,7 @@ def train(cfg: TrainConfig, quiet: bool = False, should_stop: Callable[[list[dic
         save_curves(history, s.run_dir / "curves.png", title=s.run_name)
         # without validation (all folds) there is no best epoch and the scores are None: the recipe's
         # cross-validation scores it
-        best = max(history, key=lambda h: h["val_dice_3d"]) if s.val_cases else {}
+        best = max((h for h in history if "val_dice_3d" in h), key=lambda h: h["val_dice_3d"], default={})
         summary = {"run_name": s.run_name, "run_dir": str(s.run_dir), "checkpoint": str(s.run_dir / "checkpoint"),
                    "selection": cfg.select, "checkpoint_epoch": kept["epoch"],
                    "checkpoint_val_dice_3d": kept.get("val_dice_3d"), "best_epoch": best.get("epoch"),

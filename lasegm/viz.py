@@ -96,15 +96,16 @@ def save_animation(image: np.ndarray, mask: np.ndarray, path: str | Path, truth:
 def save_curves(history: list[dict], path: str | Path, title: str = "") -> Path:
     epochs = [h["epoch"] for h in history]
     fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(10, 4))
-    validated = "val_loss" in history[0]  # a model trained on all folds has no validation
+    validated = [h for h in history if "val_loss" in h]  # every --val_every epochs; none when trained on all folds
+    val_epochs = [h["epoch"] for h in validated]
     ax_loss.plot(epochs, [h["train_loss"] for h in history], label="train")
     if validated:
-        ax_loss.plot(epochs, [h["val_loss"] for h in history], label="val")
+        ax_loss.plot(val_epochs, [h["val_loss"] for h in validated], label="val")
     ax_loss.set(xlabel="epoch", ylabel="loss (Dice + BCE)", title="loss")
     ax_dice.plot(epochs, [h["train_dice"] for h in history], label="train (slice Dice, batches)")
     if validated:
-        ax_dice.plot(epochs, [h["val_dice_slice"] for h in history], label="val slice Dice")
-        ax_dice.plot(epochs, [h["val_dice_3d"] for h in history], label="val 3D Dice (per patient)", lw=2)
+        ax_dice.plot(val_epochs, [h["val_dice_slice"] for h in validated], label="val slice Dice")
+        ax_dice.plot(val_epochs, [h["val_dice_3d"] for h in validated], label="val 3D Dice (per patient)", lw=2)
     ax_dice.set(xlabel="epoch", ylabel="Dice", ylim=(0, 1), title="Dice")
     for ax in (ax_loss, ax_dice):
         ax.grid(alpha=0.3)

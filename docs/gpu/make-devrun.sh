@@ -43,16 +43,22 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from lasegm.anatomy import declared_affine
 from lasegm.data import find_cases, load_case
-from lasegm.preprocess import Preprocessing, _center_overlap
+from lasegm.preprocess import PLANE_ORIENTATIONS, Preprocessing, _center_overlap
 
 src, dst = Path(sys.argv[1]), Path(sys.argv[2])
 shutil.copy(src / "dataset.json", dst / "dataset.json")
-recipes = [Preprocessing(image_size=size, fov_mm=200.0, context=1) for size in (160, 224)]
+# the stored (sagittal) grid's central 200 mm in-plane; every plane's model (field of view a 200 mm cube, version 3)
+# and the served sagittal ones (version 2) must see the same input from it as from the full scan
+sagittal = Preprocessing(image_size=160, fov_mm=200.0, context=1, orientation=PLANE_ORIENTATIONS["sagittal"])
+recipes = [sagittal, Preprocessing(image_size=224, fov_mm=200.0, context=1, orientation="ASR", version=2,
+                                   normalization="fov_clip_p0.5_p99.5_zscore", resize="fov_bilinear")]
+recipes += [Preprocessing(image_size=160, fov_mm=200.0, context=1, orientation=o) for o in PLANE_ORIENTATIONS.values()]
 for case in find_cases(src):
     for kind, path in (("imagesTr", case.image), ("labelsTr", case.label)):
         img = nib.load(str(path))
-        geo = recipes[0].geometry(img.affine, img.shape)  # the window the models take, and its centring rule
+        geo = sagittal.geometry(declared_affine(img.affine, case.axes), img.shape)  # the window, its centring rule
         assert geo.model_shape[:2] == img.shape[:2], f"{path}: in-plane axes are not the first two"
         box = [_center_overlap(n, k)[0] for n, k in zip(img.shape[:2], geo.window)]
         assert all(b.stop - b.start == k for b, k in zip(box, geo.window)), f"{path}: smaller than 200 mm in-plane"

@@ -1,0 +1,86 @@
+"""What tells a mask made from a scan read in the wrong orientation from a real one? Candidate features of the
+probability map, for each model: the development patients with correct headers (relabelled to their anatomy), and
+la_003 / la_019 read wrongly in two ways (the release header trusted: RAS claimed for ASR voxels; and a format-1
+model's view of a correct ASR header, i.e. the results the served models gave before lasegm read anatomy).
+
+    LASEGM_DATA=... python docs/experiments/qc_wrong_axes.py                       # the served models
+    LASEGM_DATA=... python docs/experiments/qc_wrong_axes.py --cv runs/cv/NAME ...  # each fold's model on its
+                                                                                   # held-out patients (out of fold)
+"""
+
+import argparse
+import csv
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from lasegm.anatomy import TASK02_HEADER_AXES
+from lasegm.data import default_data_dir, find_cases, load_case, load_volume
+from lasegm.models import SERVED
+from lasegm.predict import Segmenter
+from lasegm.split import read_split
+
+ROOT = Path(__file__).resolve().parents[2]
+WRONG = ("la_003", "la_019")
+
+
+def features(probs: np.ndarray, voxel_ml: float) -> dict:
+    fg = probs >= 0.5
+    labels, n = ndimage.label(fg, structure=np.ones((3, 3, 3)))
+    sizes = np.bincount(labels.ravel())[1:] if n else np.array([0])
+    largest = labels == (sizes.argmax() + 1) if n else fg
+    inside = probs[largest]
+    return {"volume_ml": round(float(largest.sum() * voxel_ml), 1),
+            "components": int(n), "largest_share": round(float(sizes.max() / max(fg.sum(), 1)), 3),
+            "mean_p_in_mask": round(float(inside.mean()) if inside.size else 0.0, 3),
+            "share_p_over_0.9": round(float((inside >= 0.9).mean()) if inside.size else 0.0, 3),
+            "uncertain_per_mask": round(float(((probs > 0.1) & (probs < 0.9)).sum() / max(largest.sum(), 1)), 3)}
+
+
+def rows_for(seg: Segmenter, model: str, cases: dict, case_ids, seen: bool) -> list[dict]:
+    old = dataclasses.replace(seg.pre, orientation=TASK02_HEADER_AXES)  # a format-1 model's frame
+    rows = []
+    for cid in case_ids:
+        case = cases[cid]
+        vol = load_case(case)  # relabelled: a correct header
+        base = {"model": model, "case": cid, "trained_on_it": seen}
+        rows.append({**base, "reading": "correct", **features(seg.probabilities(vol), vol.voxel_ml)})
+        if cid in WRONG:
+            release = load_volume(case.image)  # the release header trusted
+            rows.append({**base, "reading": "release header trusted",
+                         **features(seg.probabilities(release), vol.voxel_ml)})
+            if seg.pre.orientation == "ASR":  # the served (sagittal) models: what they did before
+                slices, geo = old.prepare(vol.image, vol.affine)
+                rows.append({**base, "reading": "format-1 model, correct header",
+                             **features(old.restore(seg.model_probabilities(slices), geo), vol.voxel_ml)})
+        print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--cv", nargs="*", default=[], help="cross-validation folders (runs/cv/NAME): out of fold")
+    p.add_argument("--split_file", default=str(ROOT / "splits" / "cv5.json"))
+    p.add_argument("--out", default=str(Path(__file__).with_suffix(".csv")))
+    args = p.parse_args()
+    cases = {c.case_id: c for c in find_cases(default_data_dir())}
+    rows = []
+    if not args.cv:
+        for arch in SERVED:
+            rows += rows_for(Segmenter(ROOT / "checkpoints" / arch, device="cpu"), arch, cases, cases, True)
+    for cv in map(Path, args.cv):
+        for f, held_out in enumerate(read_split(args.split_file)["folds"]):
+            seg = Segmenter(cv / f"fold-{f}" / "checkpoint")
+            rows += rows_for(seg, f"{cv.name}/fold-{f}", cases, held_out, False)
+    with open(args.out, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
