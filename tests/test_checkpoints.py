@@ -1,6 +1,6 @@
-"""The committed checkpoints: each loads, segments a real patient, reproduces its reported numbers and
-records the cross-validation result of its recipe; the legacy (preprocessing v1) checkpoint still
-reproduces the numbers it was reported with."""
+"""The committed checkpoints: each records what it was trained on and the cross-validation result of its recipe,
+and evaluate refuses to score it on its own training patients; the legacy (preprocessing v1) checkpoint still
+reproduces the numbers it was reported with. What the served models output: tests/test_golden.py."""
 
 import json
 
@@ -8,12 +8,9 @@ import numpy as np
 import pytest
 from conftest import REPO
 
+from lasegm.checkpoint import SERVED, checkpoint_recipe, read_checkpoint_config
 from lasegm.cli import main
-from lasegm.data import find_cases, load_case
-from lasegm.metrics import dice
-from lasegm.models import SERVED
-from lasegm.predict import Segmenter
-from lasegm.split import read_split, split_hash
+from lasegm.split import split_hash
 
 ARCHS = list(SERVED)
 CHECKPOINTS = REPO / "checkpoints"
@@ -37,21 +34,20 @@ def test_checkpoints_fit_the_size_budget():
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_checkpoint_segments_a_real_validation_patient(arch, real_data):
-    seg = Segmenter(CHECKPOINTS / arch, device="cpu", expected_arch=arch)
-    assert seg.pre.version == 2, "served checkpoints use the current preprocessing contract"
-    if final_model(CHECKPOINTS / arch):  # a loading check on a patient it saw, not an accuracy figure
-        cv = seg.config["cv"]
-        assert seg.config["split_sha256"] == split_hash(REPO / cv["folds_file"]) == cv["folds_sha256"]
-        assert sorted(seg.config["trained_on"]) == sorted(c.case_id for c in find_cases(real_data))
-        case_id, floor = seg.config["trained_on"][0], cv["oof_dice_3d_mean"] - 0.15
+def test_served_checkpoint_records_what_it_was_trained_on(arch):
+    """What a served model is: a recipe's final model trained on every patient of the folds file its recipe was
+    cross-validated on (that cross-validation is its accuracy estimate), or a model of the fixed split. What it
+    outputs is pinned by tests/test_golden.py."""
+    config = read_checkpoint_config(CHECKPOINTS / arch)
+    pre, _ = checkpoint_recipe(config, CHECKPOINTS / arch)
+    assert pre.version == 2, "served checkpoints use the current preprocessing contract"
+    if final_model(CHECKPOINTS / arch):
+        cv = config["cv"]
+        assert config["split_sha256"] == split_hash(REPO / cv["folds_file"]) == cv["folds_sha256"]
+        folds = json.loads((REPO / cv["folds_file"]).read_text())["folds"]
+        assert sorted(config["trained_on"]) == sorted(c for fold in folds for c in fold)
     else:
-        assert seg.config["split_sha256"] == split_hash(SPLIT), "checkpoint was trained on another split"
-        case_id, floor = read_split(SPLIT)["val"][0], reported(CHECKPOINTS / arch)["summary"]["dice"]["mean"] - 0.15
-    vol = load_case(next(c for c in find_cases(real_data) if c.case_id == case_id))
-    mask = seg.segment(vol)
-    score = dice(mask, vol.label)
-    assert score > floor, f"{arch} on {case_id}: 3D Dice {score:.3f} below the floor {floor:.3f}"
+        assert config["split_sha256"] == split_hash(SPLIT), "checkpoint was trained on another split"
 
 
 @pytest.mark.parametrize("folder", [CHECKPOINTS / a for a in ARCHS] + [LEGACY], ids=ARCHS + ["legacy-v1"])
