@@ -202,6 +202,13 @@ def training_orientation(cases: list[Case]) -> str:
                    for c in cases).most_common(1)[0][0]
 
 
+def recipe_preprocessing(cfg: TrainConfig, train_cases: list[Case]) -> Preprocessing:
+    """The preprocessing a training of this recipe records: the field of view, context, and the plane it slices in
+    (native: the orientation most of its training scans are stored in)."""
+    orientation = PLANE_ORIENTATIONS.get(cfg.plane) or training_orientation(train_cases)
+    return Preprocessing(image_size=cfg.image_size, fov_mm=cfg.fov_mm, context=cfg.context, orientation=orientation)
+
+
 @dataclass
 class Setup:
     """Everything one training run needs, built once by `setup`."""
@@ -230,19 +237,19 @@ def setup(cfg: TrainConfig, quiet: bool = False) -> Setup:
     torch.manual_seed(cfg.seed)
     set_cpu_threads(cfg.num_threads)
     device = resolve_device(cfg.device)
-    pre = Preprocessing(image_size=cfg.image_size, fov_mm=cfg.fov_mm, context=cfg.context)
     post = cfg.postprocessing()
-    kwargs = model_kwargs(cfg.arch, cfg.encoder, pre.channels, cfg.decoder_width, cfg.encoder_depth,
+    channels = Preprocessing(image_size=cfg.image_size, fov_mm=cfg.fov_mm, context=cfg.context).channels  # checked
+    kwargs = model_kwargs(cfg.arch, cfg.encoder, channels, cfg.decoder_width, cfg.encoder_depth,
                           cfg.decoder_attention, cfg.slab_depth, cfg.deep_supervision)  # fail before reading data
     fold = cfg.fold if cfg.fold >= 0 else None
     parts = split_cases(cfg.split_file, find_cases(cfg.data or default_data_dir(), cfg.data_axes), fold=fold,
                         all_folds=cfg.all_folds)
     if not parts["val"] and not cfg.all_folds:
         raise LasegmError(f"{cfg.split_file}: the validation part is empty")
-    orientation = PLANE_ORIENTATIONS.get(cfg.plane) or training_orientation(parts["train"])
-    pre = dataclasses.replace(pre, orientation=orientation)
+    pre = recipe_preprocessing(cfg, parts["train"])
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None
-    train_cases, val_cases = (load_all_cached(parts[p], pre, cache_dir, progress=not quiet) for p in ("train", "val"))
+    train_cases, val_cases = (load_all_cached(parts[p], pre, cache_dir, progress=not quiet, threads=cfg.num_threads)
+                              for p in ("train", "val"))
 
     run_name = cfg.run_name or f"{cfg.arch}-{cfg.encoder}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(cfg.out_dir) / run_name

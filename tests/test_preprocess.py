@@ -271,6 +271,23 @@ def test_implausible_results_are_warned_about(tmp_path, capsys):
     assert (tmp_path / "m.nii.gz").exists()
 
 
+def test_a_mask_the_model_is_unsure_of_is_flagged():
+    """The model's own confidence: a confident blob passes; the same blob with a wide unsure rim (a scan read in the
+    wrong orientation gives such maps) or split into pieces is flagged, whatever its volume."""
+    x, y, z = np.meshgrid(*[np.arange(40)] * 3, indexing="ij")
+    r = np.sqrt((x - 20) ** 2 + (y - 20) ** 2 + (z - 20) ** 2)
+    confident = np.clip(8.5 - r, 0, 1).astype(np.float32)  # 1 inside r < 7.5, a one-voxel rim
+    mask = (confident >= 0.5).astype(np.uint8)
+    voxel_ml = 60 / mask.sum()  # a 60-mL atrium
+    assert plausibility_warnings(mask, voxel_ml, confident) == []
+    unsure = confident.copy()
+    unsure[(r >= 8.5) & (r < 13)] = 0.3  # below the threshold: the mask is the same
+    assert "the model is unsure of this mask" in plausibility_warnings(mask, voxel_ml, unsure)[0]
+    pieces = confident.copy()
+    pieces[1:9, 1:9, 1:9] = 0.95  # a second piece: dropped by the largest component, but the model segmented it
+    assert "in one piece" in plausibility_warnings(mask, voxel_ml, pieces)[0]
+
+
 def test_other_slice_thickness_is_accepted(original):
     """Every second slice kept (2.74 mm thickness): each slice is still segmented at the training in-plane grid."""
     work, img, lab, ref, ref_score = original

@@ -12,7 +12,7 @@ fi
 export PYTHONPATH=${PYTHONPATH:-}:$PWD
 if [ ! -d "${LASEGM_DATA:-/nonexistent}" ]; then mkdir -p /tmp/data && tar xJf .devrun/data.tar.xz -C /tmp/data && export LASEGM_DATA=/tmp/data/Task02_Heart; fi
 export LASEGM_CACHE=${LASEGM_CACHE:-/tmp/cache} WANDB_MODE=disabled PYTHONUNBUFFERED=1
-RUNS=${RUNS:-/tmp/runs}; rm -rf "$RUNS"; mkdir -p "$RUNS"
+RUNS=${RUNS:-/tmp/runs}; [ "${KEEP_RUNS:-0}" = 1 ] || rm -rf "$RUNS"; mkdir -p "$RUNS"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null; nproc
 # GPU utilisation (%) and memory (MiB) every SECONDS, appended to FILE with the script's clock; stop it with
 # `kill $MON`
