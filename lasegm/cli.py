@@ -1,4 +1,4 @@
-"""`lasegm <command>`: download, analyze, split, train, evaluate, predict, export, export-onnx, sweep.
+"""`lasegm <command>`: download, analyze, split, train, cv, evaluate, predict, export, export-onnx, compare, sweep.
 
 Imports stay inside the commands: `lasegm predict` on the ONNX backend never loads torch, W&B or Gradio."""
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from pathlib import Path
 
 from lasegm import LasegmError, __version__
 from lasegm.config import add_config_flags, config_from_args, str2bool
@@ -119,6 +120,13 @@ def build_parser(arch_choices: bool = True) -> argparse.ArgumentParser:
 
     o = sub.add_parser("export-onnx", help="write model.onnx into checkpoint folders (fast CPU inference)")
     o.add_argument("--checkpoint", required=True, nargs="+", metavar="FOLDER")
+
+    q = sub.add_parser("compare", help="paired per-patient comparison of an out-of-fold table with a reference")
+    q.add_argument("table", help="a lasegm out-of-fold table (runs/cv/NAME/oof.json or .csv, checkpoints/ARCH/cv-oof.json)")
+    q.add_argument("--reference", required=True, help="a CSV with a 'case' column, e.g. nnU-Net's out-of-fold Dice")
+    q.add_argument("--reference_column", "--reference-column", default=None,
+                   help="its column to compare with (default: its first numeric column)")
+    q.add_argument("--out", help="also write the comparison as JSON")
 
     w = sub.add_parser("sweep", help="run a W&B sweep YAML locally, without a W&B server")
     w.add_argument("sweep_yaml")
@@ -264,6 +272,17 @@ def _dispatch(args) -> int:
             path, difference = export_onnx(folder)
             print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB; ONNX Runtime vs PyTorch: max logit "
                   f"difference {difference:.1e})")
+    elif args.command == "compare":
+        from lasegm.compare import format_report, paired, read_scores
+        from lasegm.utils import write_json
+
+        scores, column = read_scores(args.table)
+        reference, ref_column = read_scores(args.reference, args.reference_column)
+        result = paired(scores, reference)
+        print(format_report(result, f"{Path(args.table).name} {column}", ref_column))
+        if args.out:
+            write_json(args.out, {"table": args.table, "reference": args.reference, "reference_column": ref_column,
+                                  **result})
     elif args.command == "sweep":
         from lasegm.sweep import run_local_sweep
 
