@@ -99,7 +99,7 @@ def build_parser(arch_choices: bool = True) -> argparse.ArgumentParser:
     r.add_argument("--checkpoint", required=True, nargs="+", metavar="FOLDER",
                    help="checkpoint folder; several = the ensemble (mean probability) of them, run in the "
                         "order given: only the last skips slices, so name the slowest last")
-    r.add_argument("--input", required=True, help="scan (.nii or .nii.gz)")
+    r.add_argument("--input", required=True, help="scan: a .nii / .nii.gz file, or a folder holding one DICOM series")
     r.add_argument("--output", required=True, help="mask to write (.nii.gz)")
     r.add_argument("--label", help="ground truth, for metrics and the overlay's contour")
     r.add_argument("--axes", default=None, metavar="CODES",

@@ -140,25 +140,32 @@ def _read_nifti(path: Path) -> nib.Nifti1Image:
 
 
 def load_volume(image_path: str | Path, label_path: str | Path | None = None, axes: str | None = None) -> Volume:
-    """Read and validate a scan (and optionally its label) exactly as every command needs it. axes: the true
-    directions of the voxel axes when the header's are wrong (e.g. 'ASR'; lasegm.anatomy)."""
+    """Read and validate a scan (and optionally its label) exactly as every command needs it: a NIfTI file, or a
+    folder holding one DICOM series (lasegm.dicom). axes: the true directions of the voxel axes when the header's
+    are wrong (e.g. 'ASR'; lasegm.anatomy)."""
     image_path = Path(image_path)
-    img = _read_nifti(image_path)
-    image = np.asarray(img._lasegm_data, dtype=np.float32)
-    if not np.isfinite(image).all():
-        raise LasegmError(f"{image_path}: image contains NaN or infinite values")
-    spacing = tuple(float(s) for s in img.header.get_zooms()[:3])
-    if any(s <= 0 for s in spacing):
-        raise LasegmError(f"{image_path}: invalid voxel spacing {spacing}")
-    vol = Volume(image=image, affine=declared_affine(img.affine, axes), header=img.header, spacing=spacing,
-                 axes=axes)
+    if image_path.is_dir():
+        from lasegm.dicom import load_dicom_folder
+
+        vol = load_dicom_folder(image_path)
+        stored_affine, image = vol.affine, vol.image
+    else:
+        img = _read_nifti(image_path)
+        stored_affine, image = img.affine, np.asarray(img._lasegm_data, dtype=np.float32)
+        if not np.isfinite(image).all():
+            raise LasegmError(f"{image_path}: image contains NaN or infinite values")
+        spacing = tuple(float(s) for s in img.header.get_zooms()[:3])
+        if any(s <= 0 for s in spacing):
+            raise LasegmError(f"{image_path}: invalid voxel spacing {spacing}")
+        vol = Volume(image=image, affine=stored_affine, header=img.header, spacing=spacing)
+    vol.affine, vol.axes = declared_affine(stored_affine, axes), axes
     if label_path is not None:
         label_path = Path(label_path)
         lab = _read_nifti(label_path)
         data = np.asarray(lab._lasegm_data)
         if data.shape != image.shape:
             raise LasegmError(f"{label_path}: label shape {data.shape} differs from image shape {image.shape}")
-        if not np.allclose(lab.affine, img.affine, atol=1e-3):
+        if not np.allclose(lab.affine, stored_affine, atol=1e-3):
             raise LasegmError(f"{label_path}: label affine differs from the image's ({image_path.name})")
         values = np.unique(data)
         if not np.isin(values, (0, 1)).all():
