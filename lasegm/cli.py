@@ -99,8 +99,13 @@ def build_parser(arch_choices: bool = True) -> argparse.ArgumentParser:
     r.add_argument("--checkpoint", required=True, nargs="+", metavar="FOLDER",
                    help="checkpoint folder; several = the ensemble (mean probability) of them, run in the "
                         "order given: only the last skips slices, so name the slowest last")
-    r.add_argument("--input", required=True, help="scan: a .nii / .nii.gz file, or a folder holding one DICOM series")
-    r.add_argument("--output", required=True, help="mask to write (.nii.gz)")
+    r.add_argument("--input", required=True,
+                   help="a scan (.nii / .nii.gz, or a folder holding one DICOM series); with an --output folder: a "
+                        "folder or .zip of many (NIfTI files and DICOM series, found below it)")
+    r.add_argument("--output", required=True,
+                   help="the mask to write (.nii.gz), or a folder: one mask per scan (<name>.nii.gz) and summary.csv")
+    r.add_argument("--skip_existing", "--skip-existing", action="store_true",
+                   help="with an --output folder: skip scans whose mask is already there (a rerun after an interruption)")
     r.add_argument("--label", help="ground truth, for metrics and the overlay's contour")
     r.add_argument("--axes", default=None, metavar="CODES",
                    help="the true directions of the scan's voxel axes when its header is wrong, e.g. ASR (axis 0 "
@@ -245,6 +250,21 @@ def _dispatch(args) -> int:
         d = result["summary"]["dice"]
         print(f"{result['arch']} on {args.split} ({d['n']} patients): 3D Dice {d['mean']:.4f} ± {d['std']:.4f}; "
               f"wrote {result['out_dir']}/evaluation.json and .csv")
+    elif args.command == "predict" and not args.output.endswith((".nii", ".nii.gz")):
+        from lasegm.anatomy import parse_axes
+        from lasegm.batch import run_batch
+        from lasegm.predict import load_segmenter
+
+        if args.label or args.overlay or args.animation:
+            raise LasegmError("--label, --overlay and --animation are for one scan (--output FILE.nii.gz)")
+        axes = None if args.axes is None else parse_axes(args.axes)
+        seg = load_segmenter(args.checkpoint, device=args.device, largest_component=args.largest_component,
+                             flip_tta=args.flip_tta, backend=args.backend)
+        res = run_batch(seg, args.input, args.output, axes=axes, skip_existing=args.skip_existing, quiet=quiet)
+        ok = sum(r["status"] == "ok" for r in res["rows"])
+        print(f"{ok} of {len(res['rows'])} scans segmented, {res['failed']} failed, {res['flagged']} flagged; "
+              f"wrote {res['summary']}")
+        return 1 if res["failed"] else 0
     elif args.command == "predict":
         from lasegm.predict import run_predict
 

@@ -79,26 +79,32 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return kept
 
 
-def plausibility_warnings(mask: np.ndarray, voxel_ml: float, probs: np.ndarray | None = None,
-                          threshold: float = 0.5) -> list[str]:
-    """Warnings (not errors) for a result that looks implausible for a left atrium: its volume, and with the
-    probability map the mask came from, the model's own confidence in it."""
+def quality_flags(mask: np.ndarray, voxel_ml: float, probs: np.ndarray | None = None,
+                  threshold: float = 0.5) -> list[tuple[str, str]]:
+    """(code, message) for each way a result looks implausible for a left atrium: `empty`, `volume` (outside
+    PLAUSIBLE_ML), and with the probability map the mask came from, `unsure` (the model's own confidence)."""
     voxels = int(np.count_nonzero(mask))
     volume = voxels * voxel_ml
     lo, hi = PLAUSIBLE_ML
     if volume == 0:
-        return ["no atrium found: the mask is empty (is this a cardiac MRI with the left atrium in view?)"]
-    warnings = []
+        return [("empty", "no atrium found: the mask is empty (is this a cardiac MRI with the left atrium in view?)")]
+    flags = []
     if volume < lo or volume > hi:
-        warnings.append(f"implausible atrium volume {volume:.1f} mL (expected {lo:.0f}-{hi:.0f} mL): check the scan "
-                        "and the result before using it")
+        flags.append(("volume", f"implausible atrium volume {volume:.1f} mL (expected {lo:.0f}-{hi:.0f} mL): check "
+                                "the scan and the result before using it"))
     if probs is not None:
         unsure = np.count_nonzero((probs > UNSURE_P[0]) & (probs < UNSURE_P[1])) / voxels
         share = voxels / max(np.count_nonzero(probs >= threshold), 1)
         if unsure > MAX_UNSURE_PER_MASK_VOXEL or share < MIN_LARGEST_SHARE:
-            warnings.append(f"the model is unsure of this mask ({unsure:.2f} unsure voxels per mask voxel, "
-                            f"{share:.0%} of its segmentation in one piece; correctly read scans: <= "
-                            f"{MAX_UNSURE_PER_MASK_VOXEL}, >= {MIN_LARGEST_SHARE:.0%}): is the scan stored with a "
-                            "header that says its anatomy (else declare its axes: --axes), and is it a cardiac MRI "
-                            "like the training data?")
-    return warnings
+            flags.append(("unsure", f"the model is unsure of this mask ({unsure:.2f} unsure voxels per mask voxel, "
+                                    f"{share:.0%} of its segmentation in one piece; correctly read scans: <= "
+                                    f"{MAX_UNSURE_PER_MASK_VOXEL}, >= {MIN_LARGEST_SHARE:.0%}): is the scan stored "
+                                    "with a header that says its anatomy (else declare its axes: --axes), and is it "
+                                    "a cardiac MRI like the training data?"))
+    return flags
+
+
+def plausibility_warnings(mask: np.ndarray, voxel_ml: float, probs: np.ndarray | None = None,
+                          threshold: float = 0.5) -> list[str]:
+    """The messages of quality_flags."""
+    return [message for _, message in quality_flags(mask, voxel_ml, probs, threshold)]

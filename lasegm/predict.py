@@ -13,7 +13,7 @@ import numpy as np
 
 from lasegm.checkpoint import CONFIG_FILE, check_arch, checkpoint_recipe, read_checkpoint_config, slab_depth
 from lasegm.data import Volume, load_volume
-from lasegm.postprocess import Postprocessing, plausibility_warnings
+from lasegm.postprocess import Postprocessing, quality_flags
 from lasegm.preprocess import stack_context
 from lasegm.runtime import open_runner
 from lasegm.utils import atomic_path
@@ -220,6 +220,23 @@ def write_mask(mask: np.ndarray, like: Volume, path: str | Path) -> Path:
     return path
 
 
+def segment_scan(seg, vol: Volume, progress=None) -> tuple[np.ndarray, dict]:
+    """The mask of one scan, and what predict reports of it: seconds, backend, volume, and its quality flags
+    (codes and messages: the header that looks like the Task02 release's, then lasegm.postprocess.quality_flags)."""
+    from lasegm.anatomy import task02_header_warning
+
+    t0 = time.perf_counter()
+    probs = seg.probabilities(vol, progress)
+    mask = seg.post.binarize(probs)
+    seconds = time.perf_counter() - t0
+    flags = quality_flags(mask, vol.voxel_ml, probs, seg.post.threshold)
+    header_warning = None if vol.axes else task02_header_warning(vol.affine)
+    if header_warning:
+        flags.insert(0, ("task02_header", header_warning))
+    return mask, {"seconds": seconds, "backend": seg.backend, "volume_ml": float(mask.sum() * vol.voxel_ml),
+                  "flags": [code for code, _ in flags], "warnings": [message for _, message in flags]}
+
+
 def run_predict(checkpoint, input_path, output, label=None, overlay=None, animation=None,
                 device="auto", quiet=False, largest_component=None, flip_tta=None, backend="auto",
                 axes: str | None = None) -> dict:
@@ -227,7 +244,7 @@ def run_predict(checkpoint, input_path, output, label=None, overlay=None, animat
     from tqdm import tqdm
 
     from lasegm import LasegmError
-    from lasegm.anatomy import parse_axes, task02_header_warning
+    from lasegm.anatomy import parse_axes
 
     if not str(output).endswith((".nii", ".nii.gz")):
         raise LasegmError(f"{output}: output must end in .nii or .nii.gz")
@@ -245,17 +262,10 @@ def run_predict(checkpoint, input_path, output, label=None, overlay=None, animat
         bar.n = done
         bar.refresh()
 
-    t0 = time.perf_counter()
-    probs = seg.probabilities(vol, progress)
-    mask = seg.post.binarize(probs)
-    seconds = time.perf_counter() - t0
+    mask, result = segment_scan(seg, vol, progress)
     bar.close()
     write_mask(mask, vol, output)
-    result = {"output": str(output), "seconds": seconds, "backend": seg.backend,
-              "volume_ml": float(mask.sum() * vol.voxel_ml), "warnings": plausibility_warnings(mask, vol.voxel_ml, probs, seg.post.threshold)}
-    header_warning = None if axes else task02_header_warning(vol.affine)
-    if header_warning:
-        result["warnings"].insert(0, header_warning)
+    result["output"] = str(output)
     if vol.label is not None:
         from lasegm.metrics import case_metrics
 
