@@ -21,6 +21,7 @@ from lasegm import LasegmError
 from lasegm.anatomy import AUTO, declared_affine, folder_axes
 from lasegm.preprocess import Geometry, Preprocessing
 from lasegm.utils import atomic_path, available_cores
+from lasegm.volume import Volume
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 CACHE_VERSION = 3  # 3: resampling in numpy (equal to the torch version to ~1e-6, but not bit for bit)
@@ -103,20 +104,6 @@ def find_cases(data_dir: str | Path | None, data_axes: str = AUTO) -> list[Case]
             raise LasegmError(f"{p}: label has no image in {images_dir}")
     axes = folder_axes(data_dir, data_axes)
     return [Case(cid, images[cid], labels[cid], axes) for cid in sorted(images)]
-
-
-@dataclass
-class Volume:
-    image: np.ndarray  # float32 (X, Y, Z), raw intensities
-    affine: np.ndarray  # the anatomy: the header's affine, or relabelled with declared axes
-    header: nib.Nifti1Header  # as stored: a mask written with it lies over the input in any viewer
-    spacing: tuple[float, float, float]
-    label: np.ndarray | None = None  # uint8 (X, Y, Z), values {0, 1}
-    axes: str | None = None  # the declared voxel axes (None: the header was trusted)
-
-    @property
-    def voxel_ml(self) -> float:
-        return float(np.prod(self.spacing)) / 1000.0
 
 
 def _read_nifti(path: Path) -> nib.Nifti1Image:

@@ -42,7 +42,7 @@ def read_series(files: list[Path], name: str):
     import nibabel as nib
     import pydicom
 
-    from lasegm.data import Volume
+    from lasegm.volume import Volume
 
     try:
         slices = [pydicom.dcmread(f) for f in files]
