@@ -2,6 +2,7 @@
 nothing outside the package reaches into the checkout's layout with sys.path."""
 
 import ast
+import re
 from pathlib import Path
 
 from conftest import REPO
@@ -47,3 +48,27 @@ def test_scripts_import_the_installed_package_not_the_checkout():
                  for p in (REPO / folder).rglob("*.py")
                  if "sys.path" in p.read_text() and "experiments" not in p.relative_to(REPO).parts]
     assert not offenders, offenders
+
+
+def test_every_third_party_import_of_the_package_is_declared():
+    """pip install . (with the extra a module belongs to) gives every package lasegm imports."""
+    import sys
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    def normal(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    specs = project["dependencies"] + [s for extra in project["optional-dependencies"].values() for s in extra]
+    declared = {normal(re.match(r"[A-Za-z0-9._-]+", s).group(0)) for s in specs}
+    dists = packages_distributions()
+    imported = set()
+    for path in PACKAGE.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+            imported |= {n.split(".")[0] for n in names}
+    third_party = imported - set(sys.stdlib_module_names) - {"lasegm"}
+    missing = {m: dists.get(m, [m]) for m in third_party if not {normal(d) for d in dists.get(m, [m])} & declared}
+    assert not missing, f"imported by lasegm but not declared in pyproject.toml: {missing}"
