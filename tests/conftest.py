@@ -75,10 +75,14 @@ def dataset(tmp_path) -> Path:
     return make_dataset(tmp_path / "Task02_Synthetic", duplicate=True)
 
 
+# Tests that use these fixtures are slow: the real data (the quick tier runs without a data folder), or the demo
+# served in a process of its own (tests/test_demo.py: its HTTP API and a browser)
+SLOW_FIXTURES = {"real_data", "server"}
+
+
 def pytest_collection_modifyitems(items):
-    """Every test of the real data is in the slow tier (the quick tier runs without a data folder)."""
     for item in items:
-        if "real_data" in getattr(item, "fixturenames", ()):
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
 
 

@@ -91,6 +91,7 @@ def test_a_format1_checkpoint_is_read_in_anatomy_or_refused(tmp_path, capsys):
         read_checkpoint_config(_format1(tmp_path, ["case_1"]))
 
 
+@pytest.mark.slow
 def test_models_slicing_different_planes_average_on_the_scans_grid(tmp_path):
     """A view ensemble (members slicing along different axes, with different slice windows) gives the exact mean
     of its members, gated or not."""

@@ -79,6 +79,7 @@ def trained(dataset, tmp_path_factory):
     return work, split
 
 
+@pytest.mark.slow
 def test_train_evaluate_predict_through_the_cli(dataset, trained, tmp_path, monkeypatch, capsys):
     work, split = trained
     monkeypatch.chdir(work)
@@ -141,6 +142,7 @@ def test_train_evaluate_predict_through_the_cli(dataset, trained, tmp_path, monk
     assert not leftovers(tmp_path) and not leftovers(work)
 
 
+@pytest.mark.slow
 def test_training_learns_the_synthetic_atrium(dataset, trained, monkeypatch):
     """A pipeline bug (misaligned masks, wrong resize) would keep Dice near zero."""
     from lasegm.config import TrainConfig

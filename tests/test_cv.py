@@ -44,6 +44,7 @@ def test_folds_file_is_reused_never_silently_remade(tmp_path, dataset):
         read_split(path)
 
 
+@pytest.mark.slow
 def test_two_fold_cv_through_the_cli_writes_the_out_of_fold_table(dataset, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["--quiet", "split", "--data", str(dataset), "--folds", "2", "--split_file", "cv2.json"]) == 0
@@ -106,6 +107,7 @@ def test_two_fold_cv_through_the_cli_writes_the_out_of_fold_table(dataset, tmp_p
     assert "not a folds file" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cv_final_trains_the_recipe_on_every_patient_and_records_its_out_of_fold_result(dataset, tmp_path,
                                                                                        monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
@@ -179,6 +181,7 @@ def test_cv_final_trains_the_recipe_on_every_patient_and_records_its_out_of_fold
     assert "without --fold" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_sweep_of_lasegm_cv_ranks_trials_by_out_of_fold_dice(dataset, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["--quiet", "split", "--data", str(dataset), "--folds", "2", "--split_file", "cv2.json"]) == 0

@@ -189,6 +189,7 @@ def test_bad_inputs_get_a_message_and_the_app_keeps_serving(case, message, clien
     assert metrics["models"][0]["model"] == "pspnet"
 
 
+@pytest.mark.slow
 def test_missing_checkpoint_is_reported_and_others_still_serve(tmp_path):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
@@ -209,6 +210,7 @@ def test_missing_checkpoint_is_reported_and_others_still_serve(tmp_path):
         proc.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_slider_uses_cached_predictions(monkeypatch):
     """Moving any plane renders from the session's predictions; the models never run again."""
     app = demo_module("app")
@@ -561,6 +563,7 @@ def _release_copy(path: Path, out: Path) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_release_file_with_the_axes_choice_gets_the_examples_mask_and_without_it_a_warning(tmp_path):
     app, _ = _demo()
     from lasegm.anatomy import has_task02_header

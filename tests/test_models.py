@@ -37,7 +37,8 @@ def _sweep_parameters(name: str) -> dict:
     return load_sweep(REPO / "sweeps" / name)["parameters"]
 
 
-@pytest.mark.parametrize("encoder", _sweep_parameters("encoder.yaml")["encoder"]["values"])
+@pytest.mark.parametrize("encoder", [e if e == "resnet18" else pytest.param(e, marks=pytest.mark.slow)
+                                     for e in _sweep_parameters("encoder.yaml")["encoder"]["values"]])
 @pytest.mark.parametrize("arch, depth", [("unet", 5), ("unet", 4), ("pspnet", 0)])
 def test_every_swept_encoder_trains_after_pruning_unused_stages(encoder, arch, depth):
     """The encoder sweep must not crash mid-sweep: build (which prunes unused stages), then train a step."""
@@ -48,6 +49,7 @@ def test_every_swept_encoder_trains_after_pruning_unused_stages(encoder, arch, d
     assert out.shape == (2, 1, 64, 64)
 
 
+@pytest.mark.slow
 def test_every_unet_modification_the_sweep_can_propose_builds_and_runs():
     """A crash in trial 7 of a sweep wastes hours: try every combination of the YAML's values."""
     import itertools
@@ -141,6 +143,7 @@ def test_unknown_architecture_and_encoder():
         model_kwargs("fpn", "resnet18", 1, decoder_attention="scse")
 
 
+@pytest.mark.slow
 def test_imagenet_weights_offline_fail_clearly(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
@@ -164,6 +167,7 @@ def test_export_publishes_a_loadable_copy_with_postprocessing(tmp_path):
     assert load_checkpoint(tmp_path / "pub")[1]["postprocessing"]["largest_component"] is True  # untouched
 
 
+@pytest.mark.slow
 def test_ensemble_averages_members_of_different_architectures_and_sizes(dataset, tmp_path, capsys):
     """`--checkpoint a b` = mean probability of the members, each with its own preprocessing."""
     import nibabel as nib

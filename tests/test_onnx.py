@@ -44,7 +44,7 @@ def test_numpy_resampling_reproduces_torch_interpolate(size_in, size_out, mode, 
     np.testing.assert_allclose(resize(x, size_out, mode), reference.numpy(), atol=1e-4)
 
 
-@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+@pytest.mark.parametrize("arch", [a if a == "unet" else pytest.param(a, marks=pytest.mark.slow) for a in ARCHITECTURES])
 def test_every_architecture_exports_and_onnx_runtime_gives_the_same_mask(arch, tmp_path):
     """PSPNet included: its 3x3 and 6x6 pooling bins do not divide the 8x8 feature map of a 64 px input."""
     folder = _checkpoint(tmp_path / arch, arch)
@@ -143,6 +143,7 @@ def test_model_onnx_reads_its_weights_from_the_safetensors_file(half, tmp_path):
     assert path.stat().st_size < 0.01 * (folder / "model.safetensors").stat().st_size and difference < 1e-3
 
 
+@pytest.mark.slow
 def test_publishing_a_checkpoint_writes_its_onnx_beside_it(tmp_path):
     src = _checkpoint(tmp_path / "run", "fpn")
     assert main(["export", "--checkpoint", str(src), "--out", str(tmp_path / "served")]) == 0

@@ -57,6 +57,7 @@ def test_broken_yaml_is_a_clear_error(tmp_path, capsys):
     assert "not valid YAML" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_local_sweep_runs_trials_and_ranks_them(dataset, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     split = tmp_path / "split.json"
@@ -97,6 +98,7 @@ def write_sweep(path, parameters: dict, method="grid"):
     return str(path)
 
 
+@pytest.mark.slow
 def test_grid_sweep_stops_when_exhausted(tiny_trials, tmp_path, capsys):
     sweep = write_sweep(tmp_path / "grid.yaml", {"arch": {"values": ["pspnet", "fpn"]}})
     assert main(["--quiet", "sweep", sweep, "--count", "5", "--out", "sw", *tiny_trials, "decoder_width=32"]) == 0
@@ -109,6 +111,7 @@ def test_set_rejects_unknown_flags(tmp_path, capsys):
     assert "learning_rate=1" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_set_overrides_fixed_values_but_not_searched_ones(tiny_trials, tmp_path, capsys):
     sweep = write_sweep(tmp_path / "s.yaml", {"arch": {"values": ["pspnet"]}, "epochs": {"value": 50}})
     assert main(["--quiet", "sweep", sweep, "--count", "1", "--out", "sw", *tiny_trials]) == 0

@@ -79,6 +79,7 @@ def test_deep_supervision_scores_lower_decoder_outputs_in_training_only():
     assert float(loss(three, y)) == pytest.approx(4 / 7 * float(loss(top, y)) + 3 / 7 * float(loss(lower, y)), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_unet3d_trains_exports_and_predicts_through_the_cli(dataset, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     split = tmp_path / "split.json"
