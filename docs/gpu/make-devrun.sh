@@ -9,7 +9,7 @@
 #                 (xz packs raw int16 far better than gzip'd): every model sees only that window (preprocessing
 #                 v2), so training and scores are unchanged. Checked here for every case: the same model input
 #                 and labels as from the full scan, and no label voxel in the removed border.
-# A call's tree must stay under 64 MiB: run `bash docs/gpu/slim-tree.sh out` before it (and `in` after).
+# A machine without internet gets them by carrying .devrun/ (see docs/gpu.md).
 # Usage: bash docs/gpu/make-devrun.sh   (the package registry must be reachable; ~2 min on 2 CPU cores)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
