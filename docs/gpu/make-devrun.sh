@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# Builds .devrun/ (git-ignored, so a fresh checkout lacks it): what the GPU scripts carry to a bare lent machine,
-# unpacked there by docs/gpu/setup.sh. The machine (Python 3.12, torch, timm, scipy, scikit-image, opencv, ...:
-# /work/.library/device/KINDS.md) lacks:
+# Builds .devrun/ (git-ignored, so a fresh checkout lacks it): what the GPU scripts carry to a CUDA machine without
+# internet access, unpacked there by docs/gpu/setup.sh. Such a machine (Python 3.12 with torch, timm, scipy,
+# scikit-image, opencv, ...) lacks:
 #   whl/          compiled wheels for its Python 3.12: pydantic-core, simsimd, stringzilla
 #   site.tar.xz   the pure-Python packages, installed into site/: smp, albumentations, albucore, monai, nibabel,
 #                 pydantic and its helpers (versions: this .venv's, i.e. requirements.txt's)
 #   data.tar.xz   the development cases cropped in-plane to the central 200 mm (160 px at 1.25 mm), stored as .nii
-#                 (xz packs raw int16 far better than gzip'd): every model sees only that window (preprocessing
-#                 v2), so training and scores are unchanged. Checked here for every case: the same model input
-#                 and labels as from the full scan, and no label voxel in the removed border.
-# A machine without internet gets them by carrying .devrun/ (see docs/gpu.md).
+#                 (xz packs raw int16 far better than gzip'd): the models see only that window (preprocessing v2; v3's
+#                 200-mm cube in every plane), so training and scores are unchanged. Checked here for every case and
+#                 plane: the same model input and labels as from the full scan, and no label voxel in the border.
+# Carry .devrun/ to the machine with the repository (docs/gpu.md).
 # Usage: bash docs/gpu/make-devrun.sh   (the package registry must be reachable; ~2 min on 2 CPU cores)
 set -euo pipefail
 cd "$(dirname "$0")/../.."

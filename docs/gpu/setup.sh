@@ -1,4 +1,4 @@
-# Sourced by the GPU scripts: python packages and data on a bare lent machine (torch is there; the rest
+# Sourced by the GPU scripts: python packages and data on a CUDA machine without internet (torch is there; the rest
 # comes in .devrun/, built by docs/gpu/make-devrun.sh), a slice cache, W&B off, a fresh
 # $RUNS, the script's clock (`elapsed`, seconds since it started) and `gpu_monitor SECONDS FILE`.
 T0=$(date +%s)
