@@ -72,9 +72,10 @@ def load_scan(scan: Scan, axes: str | None):
 
 
 def run_batch(seg, input_path, out_dir, axes: str | None = None, skip_existing: bool = False,
-              quiet: bool = False) -> dict:
-    """Segment every scan of `input_path` with the loaded segmenter `seg` (lasegm.predict.load_segmenter)."""
-    from lasegm.predict import segment_scan, write_mask
+              quiet: bool = False, output_format: str = "nifti") -> dict:
+    """Segment every scan of `input_path` with the loaded segmenter `seg` (lasegm.predict.load_segmenter).
+    output_format: nifti (<name>.nii.gz) or dicom-seg (<name>.dcm, a DICOM SEG over each DICOM series)."""
+    from lasegm.predict import save_mask, segment_scan
 
     input_path, out_dir = Path(input_path), Path(out_dir)
     with tempfile.TemporaryDirectory(prefix="lasegm-zip-") as unpacked:
@@ -95,7 +96,7 @@ def run_batch(seg, input_path, out_dir, axes: str | None = None, skip_existing: 
         out_dir.mkdir(parents=True, exist_ok=True)
         rows = []
         for scan in tqdm(scans, desc="scans", unit="scan", disable=quiet):
-            output = out_dir / f"{scan.name}.nii.gz"
+            output = out_dir / f"{scan.name}{'.dcm' if output_format == 'dicom-seg' else '.nii.gz'}"
             shown = scan.source if isinstance(scan.source, Path) else scan.source[0].parent
             row = {"input": str(shown if input_path.is_dir() else input_path / shown.relative_to(folder)),
                    "output": str(output), "status": "", "volume_ml": "", "flags": "", "series_uid": scan.series_uid,
@@ -107,7 +108,7 @@ def run_batch(seg, input_path, out_dir, axes: str | None = None, skip_existing: 
                 try:
                     vol = load_scan(scan, axes)
                     mask, result = segment_scan(seg, vol)
-                    write_mask(mask, vol, output)
+                    save_mask(mask, vol, output)
                 except Exception as e:  # noqa: BLE001 - one bad scan never stops the batch; LasegmError says why
                     message = str(e) if isinstance(e, LasegmError) else f"{type(e).__name__}: {e}"
                     row.update(status="failed", error=message)

@@ -104,6 +104,9 @@ def build_parser(arch_choices: bool = True) -> argparse.ArgumentParser:
                         "folder or .zip of many (NIfTI files and DICOM series, found below it)")
     r.add_argument("--output", required=True,
                    help="the mask to write (.nii.gz), or a folder: one mask per scan (<name>.nii.gz) and summary.csv")
+    r.add_argument("--output_format", "--output-format", default="nifti", choices=("nifti", "dicom-seg"),
+                   help="with an --output folder: NIfTI masks (default), or a DICOM SEG over each DICOM series "
+                        "(3D Slicer, OHIF; one scan: --output FILE.dcm)")
     r.add_argument("--skip_existing", "--skip-existing", action="store_true",
                    help="with an --output folder: skip scans whose mask is already there (a rerun after an interruption)")
     r.add_argument("--label", help="ground truth, for metrics and the overlay's contour")
@@ -250,7 +253,7 @@ def _dispatch(args) -> int:
         d = result["summary"]["dice"]
         print(f"{result['arch']} on {args.split} ({d['n']} patients): 3D Dice {d['mean']:.4f} ± {d['std']:.4f}; "
               f"wrote {result['out_dir']}/evaluation.json and .csv")
-    elif args.command == "predict" and not args.output.endswith((".nii", ".nii.gz")):
+    elif args.command == "predict" and not args.output.endswith((".nii", ".nii.gz", ".dcm")):
         from lasegm.anatomy import parse_axes
         from lasegm.batch import run_batch
         from lasegm.predict import load_segmenter
@@ -260,7 +263,8 @@ def _dispatch(args) -> int:
         axes = None if args.axes is None else parse_axes(args.axes)
         seg = load_segmenter(args.checkpoint, device=args.device, largest_component=args.largest_component,
                              flip_tta=args.flip_tta, backend=args.backend)
-        res = run_batch(seg, args.input, args.output, axes=axes, skip_existing=args.skip_existing, quiet=quiet)
+        res = run_batch(seg, args.input, args.output, axes=axes, skip_existing=args.skip_existing, quiet=quiet,
+                        output_format=args.output_format)
         ok = sum(r["status"] == "ok" for r in res["rows"])
         print(f"{ok} of {len(res['rows'])} scans segmented, {res['failed']} failed, {res['flagged']} flagged; "
               f"wrote {res['summary']}")

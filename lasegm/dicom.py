@@ -95,7 +95,8 @@ def read_series(files: list[Path], name: str):
     header = nib.Nifti1Image(np.zeros((1, 1, 1), np.int16), affine).header
     header.set_data_shape(image.shape)
     header.set_zooms(spacing)
-    return Volume(image=image, affine=affine, header=header, spacing=spacing)
+    return Volume(image=image, affine=affine, header=header, spacing=spacing,
+                  dicom_files=tuple(Path(s.filename) for s in slices))
 
 
 def load_dicom_folder(folder: str | Path):
@@ -107,3 +108,39 @@ def load_dicom_folder(folder: str | Path):
         raise LasegmError(f"{folder}: {len(series)} DICOM series ({', '.join(sorted(series))}); give one series' folder")
     (uid, files), = series.items()
     return read_series(files, f"{folder} (series {uid})")
+
+
+def write_seg(mask: np.ndarray, vol, path: str | Path) -> Path:
+    """A DICOM Segmentation object (binary, one segment: the left atrium, SNOMED CT 82471001) of a mask on a DICOM
+    series' grid, referring to the series' images (highdicom): viewers such as 3D Slicer or OHIF load it over the
+    series. Written atomically."""
+    try:
+        import highdicom as hd
+    except ImportError:
+        raise LasegmError("a DICOM SEG output needs highdicom: pip install 'lasegm[dicom-seg]'") from None
+    import pydicom
+    from pydicom.sr.codedict import codes
+
+    from lasegm import __version__
+    from lasegm.utils import atomic_path
+
+    if not vol.dicom_files:
+        raise LasegmError("a DICOM SEG refers to the images of a DICOM series, and this scan is not one")
+    sources = [pydicom.dcmread(f) for f in vol.dicom_files]
+    algorithm = hd.AlgorithmIdentificationSequence(name="lasegm", version=__version__,
+                                                   family=codes.cid7162.ArtificialIntelligence)
+    segment = hd.seg.SegmentDescription(
+        segment_number=1, segment_label="left atrium", segmented_property_category=codes.SCT.AnatomicalStructure,
+        segmented_property_type=codes.SCT.LeftAtrium, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algorithm)
+    frames = np.ascontiguousarray(np.moveaxis(np.asarray(mask, np.uint8), 2, 0).transpose(0, 2, 1))  # (Z, rows, cols)
+    seg = hd.seg.Segmentation(
+        source_images=sources, pixel_array=frames, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[segment], series_instance_uid=hd.UID(), series_number=9001,
+        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="lasegm", manufacturer_model_name="lasegm",
+        software_versions=__version__, device_serial_number="none", series_description="lasegm left atrium",
+        omit_empty_frames=False)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        seg.save_as(tmp)
+    return path

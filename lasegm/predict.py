@@ -207,6 +207,18 @@ def load_segmenter(checkpoints, device: str = "auto", largest_component: bool | 
                 flip_tta=flip_tta, backend=backend)
 
 
+MASK_SUFFIXES = (".nii", ".nii.gz", ".dcm")  # a NIfTI mask, or a DICOM SEG (of a DICOM series)
+
+
+def save_mask(mask: np.ndarray, like: Volume, path: str | Path) -> Path:
+    """The mask as NIfTI (write_mask), or as a DICOM SEG over the scan's series when the path ends in .dcm."""
+    if str(path).endswith(".dcm"):
+        from lasegm.dicom import write_seg
+
+        return write_seg(mask, like, path)
+    return write_mask(mask, like, path)
+
+
 def write_mask(mask: np.ndarray, like: Volume, path: str | Path) -> Path:
     """Save a uint8 mask with the reference scan's affine and header as stored, declared axes or not (it opens
     over the scan in any viewer)."""
@@ -246,8 +258,8 @@ def run_predict(checkpoint, input_path, output, label=None, overlay=None, animat
     from lasegm import LasegmError
     from lasegm.anatomy import parse_axes
 
-    if not str(output).endswith((".nii", ".nii.gz")):
-        raise LasegmError(f"{output}: output must end in .nii or .nii.gz")
+    if not str(output).endswith(MASK_SUFFIXES):
+        raise LasegmError(f"{output}: output must end in .nii or .nii.gz (a NIfTI mask) or .dcm (a DICOM SEG)")
     pool = ThreadPoolExecutor(1)  # read the scan while the model loads (both mostly outside the GIL)
     axes = None if axes is None else parse_axes(axes)
     reading = pool.submit(load_volume, input_path, label, axes)
@@ -264,7 +276,7 @@ def run_predict(checkpoint, input_path, output, label=None, overlay=None, animat
 
     mask, result = segment_scan(seg, vol, progress)
     bar.close()
-    write_mask(mask, vol, output)
+    save_mask(mask, vol, output)
     result["output"] = str(output)
     if vol.label is not None:
         from lasegm.metrics import case_metrics

@@ -17,6 +17,7 @@ class Volume:
     spacing: tuple[float, float, float]
     label: np.ndarray | None = None  # uint8 (X, Y, Z), values {0, 1}
     axes: str | None = None  # the declared voxel axes (None: the header was trusted)
+    dicom_files: tuple = ()  # a DICOM series' files in slice order (Z): a DICOM SEG output refers to their images
 
     @property
     def voxel_ml(self) -> float:
