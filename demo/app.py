@@ -126,7 +126,7 @@ def load_inputs(image_file, label_file, axes=FROM_HEADER):
 
 
 def view_state(vol, masks: dict | None = None) -> dict:
-    """What the viewer draws: the scan, label and masks on the display grid (viewer.DISPLAY_ORIENTATION, from
+    """What the viewer draws: the scan, label and masks on the display grid (lasegm.viewer.DISPLAY_ORIENTATION, from
     the scan's anatomical affine: the same picture however the scan is stored and whatever the models slice),
     the voxel size, the display grid's affine, and a default window (1-99th intensity percentiles)."""
     display = display_of(vol.affine, vol.image.shape)

@@ -66,9 +66,12 @@ def legacy_to_anatomy(config: dict, source) -> dict:
     scan). A format-1 checkpoint trained on other data cannot be placed, and is refused."""
     from lasegm.anatomy import task02_header_to_anatomy
 
-    trained_on = config.get("trained_on") or []
+    trained_on = config.get("trained_on")
     pre = config.get("preprocessing")
-    if not trained_on or not all(TASK02_CASE.fullmatch(str(c)) for c in trained_on) or not isinstance(pre, dict):
+    # lasegm's first checkpoints (preprocessing version 1) did not record their patients: all were Task02's
+    first = trained_on is None and isinstance(pre, dict) and pre.get("version", 1) == 1
+    task02 = bool(trained_on) and all(TASK02_CASE.fullmatch(str(c)) for c in trained_on)
+    if not (first or task02) or not isinstance(pre, dict):
         raise LasegmError(f"{source}: a checkpoint of format 1, written before lasegm read the anatomy of a scan, "
                           "and not trained on the Task02 release: its orientation cannot be placed; retrain it")
     legacy = pre.get("orientation", "RAS")  # format-1 records without it were trained on RAS-stored files

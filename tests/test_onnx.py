@@ -66,7 +66,7 @@ def test_served_checkpoints_agree_across_backends_on_a_real_patient(arch, real_d
     for backend in ("onnx", "torch"):
         out = tmp_path / f"{backend}.nii.gz"
         assert main(["--quiet", "predict", "--checkpoint", str(REPO / "checkpoints" / arch), "--input", str(scan),
-                     "--output", str(out), "--backend", backend]) == 0
+                     "--output", str(out), "--backend", backend, "--axes", "ASR"]) == 0  # a Task02 file
         masks[backend] = np.asarray(nib.load(str(out)).dataobj)
     assert dice(masks["onnx"], masks["torch"]) >= 0.999
     assert dice(masks["onnx"], np.asarray(nib.load(str(label)).dataobj)) > 0.85
@@ -80,7 +80,8 @@ def test_predict_on_onnx_needs_neither_torch_nor_wandb_gradio_matplotlib(real_da
         "    sys.modules[name] = None  # any import of these now raises ImportError\n"
         "from lasegm.cli import main\n"
         f"code = main(['--quiet', 'predict', '--checkpoint', {str(REPO / 'checkpoints' / 'unet')!r}, "
-        f"'--input', {str(real_data / 'imagesTr' / 'la_003.nii.gz')!r}, '--output', {str(tmp_path / 'm.nii.gz')!r}])\n"
+        f"'--input', {str(real_data / 'imagesTr' / 'la_003.nii.gz')!r}, '--axes', 'ASR', "
+        f"'--output', {str(tmp_path / 'm.nii.gz')!r}])\n"
         "sys.exit(code)\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert run.returncode == 0, run.stderr
@@ -191,7 +192,7 @@ def test_ensemble_skips_only_slices_it_cannot_change(real_data):
             calls[arch] = calls.get(arch, 0) + len(batch)
             return run(batch)
         m.runner = counted
-    vol = load_volume(real_data / "imagesTr" / "la_003.nii.gz")
+    vol = load_volume(real_data / "imagesTr" / "la_003.nii.gz", axes="ASR")  # a Task02 file: its true axes
     full = Ensemble(members, exhaustive=True).segment(vol)
     assert set(calls.values()) == {vol.image.shape[2]}
     calls.clear()

@@ -9,21 +9,19 @@ slice axis (its outer fifths, its middle, or slices with no reference atrium at 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
 
-from lasegm.data import default_data_dir, find_cases, load_case  # noqa: E402
-from lasegm.evaluate import refuse_trained_on  # noqa: E402
-from lasegm.metrics import _surface, dice  # noqa: E402
-from lasegm.predict import load_segmenter  # noqa: E402
-from lasegm.split import read_split  # noqa: E402
-from lasegm.utils import write_csv  # noqa: E402
+from lasegm.data import default_data_dir, find_cases, load_case
+from lasegm.evaluate import refuse_trained_on
+from lasegm.metrics import _surface, dice
+from lasegm.predict import load_segmenter
+from lasegm.split import read_split
+from lasegm.utils import write_csv
 
 BOUNDARY_MM = 2.0
 
