@@ -7,7 +7,6 @@ Writes docs/experiments/qc_ood.csv.
     LASEGM_DATA=... python docs/experiments/qc_ood.py
 """
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from lasegm.data import default_data_dir, find_cases, load_case
 from lasegm.models import SERVED
 from lasegm.postprocess import quality_flags
 from lasegm.predict import Segmenter
+from lasegm.utils import write_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = Path(__file__).with_suffix(".csv")
@@ -48,10 +48,7 @@ def main() -> None:
                 rows.append({"model": arch, "case": cid, "variant": name,
                              "volume_ml": round(float(mask.sum() * vol.voxel_ml), 1), "flags": " ".join(flags)})
                 print(rows[-1], flush=True)
-    with open(OUT, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(OUT, rows)
     print(f"wrote {OUT}; flagged {sum(bool(r['flags']) for r in rows)} of {len(rows)}")
 
 

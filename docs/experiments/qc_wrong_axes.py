@@ -9,7 +9,6 @@ model's view of a correct ASR header, i.e. the results the served models gave be
 """
 
 import argparse
-import csv
 import dataclasses
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from lasegm.anatomy import TASK02_HEADER_AXES
 from lasegm.data import default_data_dir, find_cases, load_case, load_volume
 from lasegm.models import SERVED
 from lasegm.predict import Segmenter
+from lasegm.utils import write_csv
 from lasegm.split import read_split
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,10 +75,7 @@ def main() -> None:
         for f, held_out in enumerate(read_split(args.split_file)["folds"]):
             seg = Segmenter(cv / f"fold-{f}" / "checkpoint")
             rows += rows_for(seg, f"{cv.name}/fold-{f}", cases, held_out, False)
-    with open(args.out, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(args.out, rows)
     print(f"wrote {args.out}")
 
 
