@@ -139,8 +139,8 @@ def test_correct_header_and_declared_axes_give_the_same_mask_and_the_recorded_di
     for path in (image, label):  # what a scanner or a converter would write: the same voxels, a true header
         stored = nib.load(str(path))
         nib.save(nib.Nifti1Image(np.asanyarray(stored.dataobj), relabel_affine(stored.affine, "ASR"), stored.header),
-                 str(tmp_path / path.parent.name))
-    runs = {"correct header": [str(tmp_path / "imagesTr"), str(tmp_path / "labelsTr")],
+                 str(tmp_path / f"{path.parent.name}.nii.gz"))
+    runs = {"correct header": [str(tmp_path / "imagesTr.nii.gz"), str(tmp_path / "labelsTr.nii.gz")],
             "declared": [str(image), str(label), "--axes", "ASR"],
             "release header": [str(image), str(label)]}
     masks, said = {}, {}
