@@ -27,6 +27,7 @@ TASK02_DATASET_NAME = "LeftAtrium"  # dataset.json "name" of the Decathlon's Tas
 HEADER, AUTO = "header", "auto"  # --data_axes: trust the headers / recognise a Task02 release folder
 
 _OPPOSITE = {"R": "L", "L": "R", "A": "P", "P": "A", "S": "I", "I": "S"}
+_announced: set[str] = set()  # the data folders whose relabelling this process has already said
 
 
 def axis_codes(affine: np.ndarray) -> str:
@@ -115,8 +116,6 @@ def folder_axes(data_dir: str | Path, data_axes: str = AUTO) -> str | None:
               "trusts the headers)", file=sys.stderr)
     return TASK02_VOXEL_AXES
 
-
-_announced: set[str] = set()
 
 
 def declared_affine(affine: np.ndarray, axes: str | None) -> np.ndarray:
