@@ -20,7 +20,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from lasegm import LasegmError
-from lasegm.data import case_id_of, is_nifti, load_volume
+from lasegm.data import case_id_of, declare_axes, is_nifti, load_volume
 from lasegm.utils import write_csv
 
 SUMMARY = "summary.csv"
@@ -63,12 +63,9 @@ def _common_parts(files) -> tuple[str, ...]:
 def load_scan(scan: Scan, axes: str | None):
     if isinstance(scan.source, Path):
         return load_volume(scan.source, None, axes)
-    from lasegm.anatomy import declared_affine
     from lasegm.dicom import read_series
 
-    vol = read_series(list(scan.source), f"{scan.name} (series {scan.series_uid})")
-    vol.affine, vol.axes = declared_affine(vol.affine, axes), axes
-    return vol
+    return declare_axes(read_series(list(scan.source), f"{scan.name} (series {scan.series_uid})"), axes)
 
 
 def run_batch(seg, input_path, out_dir, axes: str | None = None, skip_existing: bool = False,
@@ -89,7 +86,7 @@ def run_batch(seg, input_path, out_dir, axes: str | None = None, skip_existing: 
         elif input_path.is_dir():
             folder = input_path
         else:
-            raise LasegmError(f"{input_path}: for a batch, give a folder or a .zip (one NIfTI file: --output FILE.nii.gz)")
+            raise LasegmError(f"{input_path}: for a batch, give a folder or a .zip (one scan: --output FILE.nii.gz)")
         scans = discover(folder)
         if not scans:
             raise LasegmError(f"{input_path}: no NIfTI files or DICOM series found")

@@ -108,7 +108,8 @@ def build_parser(arch_choices: bool = True) -> argparse.ArgumentParser:
                    help="with an --output folder: NIfTI masks (default), or a DICOM SEG over each DICOM series "
                         "(3D Slicer, OHIF; one scan: --output FILE.dcm)")
     r.add_argument("--skip_existing", "--skip-existing", action="store_true",
-                   help="with an --output folder: skip scans whose mask is already there (a rerun after an interruption)")
+                   help="with an --output folder: skip scans whose mask is already there (a rerun after an "
+                        "interruption)")
     r.add_argument("--label", help="ground truth, for metrics and the overlay's contour")
     r.add_argument("--axes", default=None, metavar="CODES",
                    help="the true directions of the scan's voxel axes when its header is wrong, e.g. ASR (axis 0 "
@@ -130,7 +131,8 @@ def build_parser(arch_choices: bool = True) -> argparse.ArgumentParser:
     o.add_argument("--checkpoint", required=True, nargs="+", metavar="FOLDER")
 
     q = sub.add_parser("compare", help="paired per-patient comparison of an out-of-fold table with a reference")
-    q.add_argument("table", help="a lasegm out-of-fold table (runs/cv/NAME/oof.json or .csv, checkpoints/ARCH/cv-oof.json)")
+    q.add_argument("table", help="a lasegm out-of-fold table (runs/cv/NAME/oof.json or .csv, "
+                                  "checkpoints/ARCH/cv-oof.json)")
     q.add_argument("--reference", required=True, help="a CSV with a 'case' column, e.g. nnU-Net's out-of-fold Dice")
     q.add_argument("--reference_column", "--reference-column", default=None,
                    help="its column to compare with (default: its first numeric column)")
@@ -253,7 +255,7 @@ def _dispatch(args) -> int:
         d = result["summary"]["dice"]
         print(f"{result['arch']} on {args.split} ({d['n']} patients): 3D Dice {d['mean']:.4f} ± {d['std']:.4f}; "
               f"wrote {result['out_dir']}/evaluation.json and .csv")
-    elif args.command == "predict" and not args.output.endswith((".nii", ".nii.gz", ".dcm")):
+    elif args.command == "predict" and not args.output.endswith(_mask_suffixes()):
         from lasegm.anatomy import parse_axes
         from lasegm.batch import run_batch
         from lasegm.predict import load_segmenter
@@ -273,7 +275,8 @@ def _dispatch(args) -> int:
         from lasegm.predict import run_predict
 
         res = run_predict(args.checkpoint, args.input, args.output, label=args.label, overlay=args.overlay,
-                          animation=args.animation, device=args.device, quiet=quiet, backend=args.backend, axes=args.axes,
+                          animation=args.animation, device=args.device, quiet=quiet, backend=args.backend,
+                          axes=args.axes,
                           largest_component=args.largest_component, flip_tta=args.flip_tta)
         for warning in res["warnings"]:
             print(f"warning: {warning}", file=sys.stderr)
@@ -313,6 +316,13 @@ def _dispatch(args) -> int:
         run_local_sweep(args.sweep_yaml, count=args.count, fixed=args.set, out_dir=args.out, quiet=quiet,
                         jobs=args.jobs)
     return 0
+
+
+def _mask_suffixes() -> tuple[str, ...]:
+    """An --output ending in one of these is one scan's mask; anything else is a batch's folder."""
+    from lasegm.predict import MASK_SUFFIXES
+
+    return MASK_SUFFIXES
 
 
 def _env_data():

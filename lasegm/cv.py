@@ -40,8 +40,8 @@ FINAL = "final"  # runs/cv/NAME/final: the recipe trained on all folds
 # config fields that say where and how fast a training ran, not what it learned: the folds and the final model of
 # one recipe may differ in these (and in which patients they train on). A time limit is one of them: one that
 # stopped a training early shows as another epoch, which record_cv refuses on its own.
-RUN_FIELDS = {"fold", "all_folds", "select", "run_name", "out_dir", "data", "data_axes", "cache_dir", "device", "num_threads",
-              "workers", "wandb_mode", "wandb_project", "wandb_group", "time_limit_min", "val_every",
+RUN_FIELDS = {"fold", "all_folds", "select", "run_name", "out_dir", "data", "data_axes", "cache_dir", "device",
+              "num_threads", "workers", "wandb_mode", "wandb_project", "wandb_group", "time_limit_min", "val_every",
               "cudnn_benchmark", "cuda_graph"}
 
 

@@ -145,7 +145,7 @@ def load_volume(image_path: str | Path, label_path: str | Path | None = None, ax
         if any(s <= 0 for s in spacing):
             raise LasegmError(f"{image_path}: invalid voxel spacing {spacing}")
         vol = Volume(image=image, affine=stored_affine, header=img.header, spacing=spacing)
-    vol.affine, vol.axes = declared_affine(stored_affine, axes), axes
+    declare_axes(vol, axes)
     if label_path is not None:
         label_path = Path(label_path)
         lab = _read_nifti(label_path)
@@ -159,6 +159,12 @@ def load_volume(image_path: str | Path, label_path: str | Path | None = None, ax
             shown = ", ".join(str(v) for v in values[:8])
             raise LasegmError(f"{label_path}: label must be binary (0/1), found values {shown}")
         vol.label = data.astype(np.uint8)
+    return vol
+
+
+def declare_axes(vol: Volume, axes: str | None) -> Volume:
+    """The volume read in anatomy: its stored affine, or relabelled with the declared axes (lasegm.anatomy)."""
+    vol.affine, vol.axes = declared_affine(vol.affine, axes), axes
     return vol
 
 

@@ -105,7 +105,8 @@ def load_dicom_folder(folder: str | Path):
     if not series:
         raise LasegmError(f"{folder}: no DICOM files found")
     if len(series) > 1:
-        raise LasegmError(f"{folder}: {len(series)} DICOM series ({', '.join(sorted(series))}); give one series' folder")
+        raise LasegmError(f"{folder}: {len(series)} DICOM series ({', '.join(sorted(series))}); give one series' "
+                          "folder")
     (uid, files), = series.items()
     return read_series(files, f"{folder} (series {uid})")
 

@@ -42,7 +42,6 @@ RECIPES = {
 # The anatomical plane a model slices in -> its grid's axis codes (slices along the third). A Decathlon Task02 scan
 # is stored sagittally (lasegm.anatomy), so its native plane is sagittal, with the same arrays as "ASR".
 PLANE_ORIENTATIONS = {"sagittal": "ASR", "coronal": "RSA", "axial": "RAS"}
-_PLANE_OF = {"R": "sagittal", "L": "sagittal", "A": "coronal", "P": "coronal", "S": "axial", "I": "axial"}
 CLIP_PERCENTILES = (0.5, 99.5)
 
 
@@ -130,11 +129,6 @@ class Preprocessing:
     @property
     def channels(self) -> int:
         return 2 * self.context + 1
-
-    @property
-    def plane(self) -> str:
-        """The anatomical plane of the model's slices (axial, coronal or sagittal)."""
-        return _PLANE_OF[self.orientation[2]]
 
     def to_dict(self) -> dict:
         return asdict(self)
