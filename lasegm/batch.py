@@ -33,6 +33,24 @@ class Scan:
     series_uid: str = ""
 
 
+def is_zip(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() == ".zip"
+
+
+def unzip(archive_path: Path, folder: str | Path, max_mb: float | None = None) -> Path:
+    """Unpack a .zip into `folder` (extract() drops absolute paths and '..'). An unreadable archive, or one that
+    would unpack to more than max_mb, is a one-line LasegmError naming the archive."""
+    archive_path = Path(archive_path)
+    try:
+        with zipfile.ZipFile(archive_path) as archive:
+            if max_mb is not None and sum(i.file_size for i in archive.infolist()) > max_mb * 1e6:
+                raise LasegmError(f"{archive_path}: unpacks to more than {max_mb:.0f} MB")
+            archive.extractall(folder)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise LasegmError(f"{archive_path}: unreadable .zip ({e})") from None
+    return Path(folder)
+
+
 def discover(folder: Path) -> list[Scan]:
     """The scans below a folder: NIfTI files, and DICOM series; names unique."""
     from lasegm.dicom import find_series
@@ -76,13 +94,8 @@ def run_batch(seg, input_path, out_dir, axes: str | None = None, skip_existing: 
 
     input_path, out_dir = Path(input_path), Path(out_dir)
     with tempfile.TemporaryDirectory(prefix="lasegm-zip-") as unpacked:
-        if input_path.is_file() and input_path.suffix.lower() == ".zip":
-            try:
-                with zipfile.ZipFile(input_path) as archive:  # extract() drops absolute paths and '..'
-                    archive.extractall(unpacked)
-            except (zipfile.BadZipFile, OSError) as e:
-                raise LasegmError(f"{input_path}: unreadable .zip ({e})") from None
-            folder = Path(unpacked)
+        if is_zip(input_path):
+            folder = unzip(input_path, unpacked)
         elif input_path.is_dir():
             folder = input_path
         else:
