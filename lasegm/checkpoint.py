@@ -5,6 +5,11 @@ needed to rebuild the model and its preprocessing, plus provenance and metrics),
 `model.onnx` (the same weights for ONNX Runtime, made by `lasegm export-onnx`) and `cv-oof.json` (the
 out-of-fold table of its recipe's cross-validation, scored with its post-processing: `lasegm cv --final`
 writes it). Building the PyTorch model lives in lasegm.models; running either file lives in lasegm.runtime.
+
+A multi-view checkpoint (view aggregation, as FastSurfer's) is a folder whose config.json lists `views`: models of
+one architecture slicing along different anatomical planes, each a checkpoint of its own in the subfolder named
+by its plane (`sagittal/`, `axial/`, `coronal/`), served as the mean of their probabilities on the scan's grid with
+the post-processing and out-of-fold table the folder records (`lasegm export --checkpoint A B C` writes it).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from pathlib import Path
 
 from lasegm import LasegmError
 from lasegm.postprocess import Postprocessing
-from lasegm.preprocess import Preprocessing
+from lasegm.preprocess import PLANE_ORIENTATIONS, Preprocessing, plane_of
 from lasegm.utils import read_format_json
 
 # 2: the preprocessing's orientation names anatomy. Format 1 checkpoints were trained on the Task02 release's
@@ -33,6 +38,16 @@ SERVED = ("pspnet", "fpn", "unet")
 ENSEMBLE_MEMBERS = ("pspnet", "unet", "fpn")
 
 
+def cv_block(result: dict, trained_on: int) -> dict:
+    """config.json's summary of the out-of-fold table (CV_TABLE_FILE) a served checkpoint carries."""
+    d = result["summary"]["dice"]
+    return {"name": result["cv"], "folds_file": result["folds_file"], "folds_sha256": result["folds_sha256"],
+            "oof_dice_3d_mean": d["mean"], "oof_dice_3d_std": d["std"], "oof_dice_3d_min": d["min"],
+            "oof_hd95_mm_mean": result["summary"]["hd95_mm"]["mean"], "table": CV_TABLE_FILE,
+            "note": f"out-of-fold result of this checkpoint's recipe and post-processing ({len(result['folds'])} "
+                    f"folds, last epoch); this checkpoint was trained on all {trained_on} patients"}
+
+
 def read_checkpoint_config(ckpt_dir: str | Path, weights: bool = True) -> dict:
     """The validated config.json. weights=False: the folder need not hold the weights (a record of what a
     training did, e.g. a cross-validation fold whose weights stayed on the machine that trained it)."""
@@ -40,10 +55,16 @@ def read_checkpoint_config(ckpt_dir: str | Path, weights: bool = True) -> dict:
     cfg_path = ckpt_dir / CONFIG_FILE
     if not ckpt_dir.is_dir():
         raise LasegmError(f"{ckpt_dir}: checkpoint folder not found")
-    for p in (cfg_path, ckpt_dir / WEIGHTS_FILE)[: 2 if weights else 1]:
-        if not p.is_file():
-            raise LasegmError(f"{p}: missing; a checkpoint holds {WEIGHTS_FILE} and {CONFIG_FILE}")
+    missing = f"missing; a checkpoint holds {WEIGHTS_FILE} and {CONFIG_FILE}"
+    if not cfg_path.is_file():
+        raise LasegmError(f"{cfg_path}: {missing}")
     config = read_format_json(cfg_path, None, "checkpoint config")
+    if "views" in config:
+        views = config["views"] if isinstance(config["views"], list) else []
+        raise LasegmError(f"{ckpt_dir}: a multi-view checkpoint, not one model: its views are the checkpoints "
+                          f"{', '.join(str(ckpt_dir / str(v)) for v in views)}")
+    if weights and not (ckpt_dir / WEIGHTS_FILE).is_file():
+        raise LasegmError(f"{ckpt_dir / WEIGHTS_FILE}: {missing}")
     if config.get("format") == LEGACY_FORMAT:
         config = legacy_to_anatomy(config, cfg_path)
     elif config.get("format") != CHECKPOINT_FORMAT:
@@ -97,3 +118,37 @@ def check_arch(config: dict, ckpt_dir, expected_arch: str | None) -> None:
 def slab_depth(config: dict) -> int:
     """Consecutive slices the model sees at once: > 0 for a 3D model (lasegm.unet3d), 0 for a 2D one."""
     return int(config["model_kwargs"].get("slab_depth", 0))
+
+
+def read_views(ckpt_dir: str | Path) -> tuple[dict, list[Path]] | None:
+    """A multi-view checkpoint folder -> (its validated config.json, the view checkpoints' folders); None for any
+    other folder (read_checkpoint_config reports what is wrong with it). A missing or broken view is one line
+    naming it."""
+    ckpt_dir = Path(ckpt_dir)
+    cfg_path = ckpt_dir / CONFIG_FILE
+    if not cfg_path.is_file():
+        return None
+    config = read_format_json(cfg_path, None, "checkpoint config")
+    if "views" not in config:
+        return None
+    views = config["views"]
+    if config.get("format") != CHECKPOINT_FORMAT or "arch" not in config:
+        raise LasegmError(f"{cfg_path}: not a lasegm multi-view checkpoint (format {CHECKPOINT_FORMAT}, with arch)")
+    if not (isinstance(views, list) and views and len(set(views)) == len(views)
+            and all(v in PLANE_ORIENTATIONS for v in views)):
+        raise LasegmError(f"{cfg_path}: views must be distinct plane names ({', '.join(PLANE_ORIENTATIONS)}), "
+                          f"got {views!r}")
+    Postprocessing.from_dict(config.get("postprocessing"), str(cfg_path))  # the aggregate's, checked here
+    folders = []
+    for view in views:
+        folder = ckpt_dir / view
+        try:
+            member = read_checkpoint_config(folder)
+        except LasegmError as e:
+            raise LasegmError(f"{ckpt_dir}: view {view!r} cannot be read: {e}") from None
+        sliced = plane_of(checkpoint_recipe(member, folder / CONFIG_FILE)[0].orientation)
+        if sliced != view or member["arch"] != config["arch"]:
+            raise LasegmError(f"{folder}: a {member['arch']} model slicing {sliced}ly, but {cfg_path} lists it as "
+                              f"its {config['arch']} {view} view")
+        folders.append(folder)
+    return config, folders

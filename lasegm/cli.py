@@ -121,8 +121,13 @@ def build_parser(arch_choices: bool = True) -> argparse.ArgumentParser:
     _postprocess_flags(r)
 
     x = sub.add_parser("export", help="publish a run's checkpoint (e.g. to checkpoints/unet)")
-    x.add_argument("--checkpoint", required=True, help="source checkpoint folder")
+    x.add_argument("--checkpoint", required=True, nargs="+", metavar="FOLDER",
+                   help="source checkpoint folder; several: models of one architecture slicing along different "
+                        "planes, published as one multi-view checkpoint (the mean of their probabilities)")
     x.add_argument("--out", required=True, help="destination folder (replaced atomically)")
+    x.add_argument("--cv_table", "--cv-table", default=None, metavar="OOF_JSON",
+                   help="with several checkpoints: their views' out-of-fold table (runs/cv/NAME/oof.json of "
+                        "`lasegm cv --ensemble`), carried as the folder's cv-oof.json")
     x.add_argument("--onnx", type=str2bool, nargs="?", const=True, default=True, metavar="BOOL",
                    help="also write model.onnx for ONNX Runtime (default: true)")
     _postprocess_flags(x)
@@ -287,15 +292,19 @@ def _dispatch(args) -> int:
                 msg += f", HD95 {res['hd95_mm']:.2f} mm"
         print(msg)
     elif args.command == "export":
-        from lasegm.export import export_checkpoint
+        from lasegm.export import export_checkpoint, export_views
 
-        dest = export_checkpoint(args.checkpoint, args.out, {"largest_component": args.largest_component,
-                                                             "flip_tta": args.flip_tta}, onnx=args.onnx)
-        print(f"exported {args.checkpoint} to {dest}")
+        post = {"largest_component": args.largest_component, "flip_tta": args.flip_tta}
+        if len(args.checkpoint) > 1 or args.cv_table:
+            dest = export_views(args.checkpoint, args.out, post, args.cv_table, onnx=args.onnx)
+        else:
+            dest = export_checkpoint(args.checkpoint[0], args.out, post, onnx=args.onnx)
+        print(f"exported {' '.join(args.checkpoint)} to {dest}")
     elif args.command == "export-onnx":
+        from lasegm.checkpoint import read_views
         from lasegm.onnx_export import export_onnx
 
-        for folder in args.checkpoint:
+        for folder in [f for c in args.checkpoint for f in (read_views(c) or (None, [c]))[1]]:  # views: each
             path, difference = export_onnx(folder)
             print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB; ONNX Runtime vs PyTorch: max logit "
                   f"difference {difference:.1e})")

@@ -58,6 +58,23 @@ def export_onnx(ckpt_dir: str | Path, opset: int = OPSET) -> tuple[Path, float]:
     return ckpt_dir / ONNX_FILE, difference
 
 
+def onnx_matches(ckpt_dir: str | Path, config: dict) -> bool:
+    """Whether ckpt_dir's model.onnx was exported from this config's weights and preprocessing (then a copy of
+    the checkpoint may copy it instead of exporting again)."""
+    import onnx
+
+    path = Path(ckpt_dir) / ONNX_FILE
+    if not path.is_file():
+        return False
+    try:
+        made = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    except Exception:  # unreadable: export again
+        return False
+    sha = config.get("weights_sha256")
+    return bool(sha) and made.get("weights_sha256") == sha and \
+        made.get("preprocessing") == json.dumps(config["preprocessing"], sort_keys=True)
+
+
 class PoolByMatmul(torch.nn.Module):
     """Adaptive average pooling for one fixed input size, as two matrix products. The legacy ONNX
     exporter refuses adaptive pooling to a size that does not divide the input (PSPNet's 3x3 and 6x6 bins

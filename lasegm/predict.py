@@ -11,7 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from lasegm.checkpoint import CONFIG_FILE, check_arch, checkpoint_recipe, read_checkpoint_config, slab_depth
+from lasegm.checkpoint import CONFIG_FILE, check_arch, checkpoint_recipe, read_checkpoint_config, read_views, slab_depth
 from lasegm.data import Volume, load_volume
 from lasegm.postprocess import Postprocessing, quality_flags
 from lasegm.preprocess import stack_context
@@ -115,7 +115,10 @@ class _Thresholded:
     @property
     def trained_on(self) -> set[str]:
         """The patients the model (every member of an ensemble) trained on: no score there is accuracy."""
-        return {c for m in getattr(self, "members", [self]) for c in m.config.get("trained_on", [])}
+        members = getattr(self, "members", None)
+        if members is None:
+            return set(self.config.get("trained_on", []))
+        return set().union(*(m.trained_on for m in members))
 
 
 class Segmenter(_Thresholded):
@@ -145,40 +148,45 @@ class Segmenter(_Thresholded):
 
 class Ensemble(_Thresholded):
     """Mean foreground probability of several checkpoints, each run with its own preprocessing and
-    mapped back to the scan's grid, so models of different input sizes and windows combine.
+    mapped back to the scan's grid, so models of different input sizes, windows and slicing planes combine.
 
     Members with the same preprocessing share one `prepare`, and are averaged on the model grid before
-    one `restore` (restore is linear, so this equals restoring each and averaging)."""
+    one `restore` (restore is linear, so this equals restoring each and averaging). A member may itself be an
+    ensemble (a multi-view checkpoint): it counts as one member."""
 
     def __init__(self, checkpoints, device: str = "auto", largest_component: bool | None = None,
-                 flip_tta: bool | None = None, backend: str = "auto", exhaustive: bool = False):
-        """checkpoints: folders, or Segmenters already loaded (a server shares them with its single models)."""
+                 flip_tta: bool | None = None, backend: str = "auto", exhaustive: bool = False,
+                 post: Postprocessing | None = None, config: dict | None = None):
+        """checkpoints: folders (a multi-view one too), or segmenters already loaded (a server shares them with
+        its single models). post / config: the record of a multi-view checkpoint (its members are its views)."""
         self.exhaustive = exhaustive
         # members return raw probabilities; post-processing runs once, on the averaged map
-        self.members = [c if isinstance(c, Segmenter) else
-                        Segmenter(c, device=device, flip_tta=flip_tta, backend=backend) for c in checkpoints]
+        self.members = [c if isinstance(c, _Thresholded) else
+                        load_segmenter(c, device=device, flip_tta=flip_tta, backend=backend) for c in checkpoints]
         self.device = self.members[0].device
         self.backend = "+".join(sorted({m.backend for m in self.members}))
         self.source = [m.source for m in self.members]
-        self.post = Postprocessing(
+        self.post = post or Postprocessing(
             largest_component=all(m.post.largest_component for m in self.members),
-            flip_tta=all(m.post.flip_tta for m in self.members)).override(largest_component=largest_component)
+            flip_tta=all(m.post.flip_tta for m in self.members))
+        self.post = self.post.override(largest_component=largest_component, flip_tta=flip_tta)
         self.pre = self.members[0].pre  # for display: the first member's orientation
         splits = {m.config.get("split_sha256", "") for m in self.members}
-        self.config = {"arch": "+".join(m.arch for m in self.members),
-                       "split_sha256": splits.pop() if len(splits) == 1 else "members differ"}
+        self.config = config or {"arch": "+".join(m.arch for m in self.members),
+                                 "split_sha256": splits.pop() if len(splits) == 1 else "members differ"}
 
     def probabilities(self, vol: Volume, progress=None) -> np.ndarray:
         """The members' mean probability. A member is not run on slices where the mean can no longer reach the
         threshold, whatever it says (the members so far sum to < threshold x M - the members left, at every
         pixel); it counts as 0 there. The mask is exactly the full mean's; exhaustive=True runs every member on
-        every slice (for a faithful probability map)."""
+        every slice (for a faithful probability map). Ensemble members run last, on every slice."""
         groups: dict = {}
         for m in self.members:
-            groups.setdefault(m.pre, []).append(m)
+            if isinstance(m, Segmenter):
+                groups.setdefault(m.pre, []).append(m)
         need = self.post.threshold * len(self.members)
         left, bound, stack = len(self.members), None, None  # bound: per slice, >= the summed probability so far
-        total = None
+        total = np.zeros(vol.image.shape, np.float32)
         for pre, members in groups.items():
             slices, geometry = pre.prepare(vol.image, vol.affine)
             # slice z is the same scan slice as in the stacks before only with the same slicing; else all that is
@@ -193,18 +201,34 @@ class Ensemble(_Thresholded):
                 left -= 1
                 # restore interpolates with convex weights: never above a slice's maximum on the model grid
                 bound = before + summed.reshape(len(summed), -1).max(axis=1)
-            restored = pre.restore(summed, geometry)
-            total = restored if total is None else total + restored
+            total += pre.restore(summed, geometry)
+        for m in self.members:
+            if not isinstance(m, Segmenter):
+                total += m.probabilities(vol, progress)
         return total / len(self.members)
 
 
 def load_segmenter(checkpoints, device: str = "auto", largest_component: bool | None = None,
-                   flip_tta: bool | None = None, backend: str = "auto") -> Segmenter | Ensemble:
-    """One checkpoint folder (or a list of one) -> Segmenter; several -> their Ensemble."""
+                   flip_tta: bool | None = None, backend: str = "auto",
+                   expected_arch: str | None = None) -> Segmenter | Ensemble:
+    """One checkpoint folder (or a list of one) -> Segmenter, or the Ensemble of a multi-view checkpoint's views
+    with its recorded post-processing (lasegm.checkpoint); several folders -> their Ensemble."""
     paths = [checkpoints] if isinstance(checkpoints, (str, Path)) else list(checkpoints)
-    kind = Segmenter if len(paths) == 1 else Ensemble
-    return kind(paths[0] if len(paths) == 1 else paths, device=device, largest_component=largest_component,
-                flip_tta=flip_tta, backend=backend)
+    overrides = dict(device=device, largest_component=largest_component, flip_tta=flip_tta, backend=backend)
+    if len(paths) > 1:
+        return Ensemble(paths, **overrides)
+    views = read_views(paths[0])
+    if views is None:
+        return Segmenter(paths[0], expected_arch=expected_arch, **overrides)
+    config, folders = views
+    check_arch(config, paths[0], expected_arch)
+    post = Postprocessing.from_dict(config.get("postprocessing"), str(Path(paths[0]) / CONFIG_FILE))
+    post = post.override(largest_component=largest_component, flip_tta=flip_tta)
+    # the views run with the folder's mirroring choice; their masks are never used, only their probabilities
+    views = [Segmenter(f, device=device, flip_tta=post.flip_tta, backend=backend) for f in folders]
+    seg = Ensemble(views, post=post, config=config)
+    seg.source = str(paths[0])
+    return seg
 
 
 MASK_SUFFIXES = (".nii", ".nii.gz", ".dcm")  # a NIfTI mask, or a DICOM SEG (of a DICOM series)

@@ -1,0 +1,143 @@
+"""Multi-view checkpoints (view aggregation): models of one architecture slicing along different anatomical planes,
+published as one folder and served from it by predict, evaluate and ONNX, the mean of their probabilities on the
+scan's own grid."""
+
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import REPO, affine_for, synthetic_volume, write_nifti
+
+from lasegm import LasegmError
+from lasegm.checkpoint import read_checkpoint_config, read_views
+from lasegm.cli import main
+from lasegm.data import find_cases, load_volume
+from lasegm.models import build_model, model_kwargs, save_checkpoint
+from lasegm.predict import Ensemble, Segmenter, load_segmenter
+from lasegm.preprocess import PLANE_ORIENTATIONS, Preprocessing, plane_of, zscore_clipped
+
+
+def test_each_plane_and_their_mean_give_back_the_scans_grid_exactly():
+    """Slice a known volume along each plane and restore it (a 1-mm scan, the field of view covering it, no
+    resampling): each view, and their mean, is the normalised scan on its own grid, voxel for voxel."""
+    image, _ = synthetic_volume((48, 40, 56))
+    affine = affine_for(spacing=(1.0, 1.0, 1.0))
+    lo, hi, mean, std = zscore_clipped(image.astype(np.float32))
+    expected = (np.clip(image.astype(np.float32), lo, hi) - mean) / std
+    restored = []
+    for plane, orientation in PLANE_ORIENTATIONS.items():
+        pre = Preprocessing(image_size=64, fov_mm=64.0, context=0, orientation=orientation)
+        slices, geometry = pre.prepare(image, affine)
+        assert plane_of(orientation) == plane and slices.shape[1:] == (64, 64)
+        assert len(slices) == image.shape["RAS".index(orientation[2])]  # one slice per voxel along its axis
+        back = pre.restore(slices, geometry)
+        assert back.shape == image.shape
+        np.testing.assert_allclose(back, expected, atol=1e-5, err_msg=plane)
+        restored.append(back)
+    np.testing.assert_allclose(np.mean(restored, axis=0), expected, atol=1e-5)
+
+
+def _view(folder, orientation, seed):
+    kw = model_kwargs("unet", "resnet18", 1, decoder_width=16)
+    pre = {"image_size": 32, "fov_mm": 60.0, "context": 0, "orientation": orientation, "version": 3}
+    build = build_model("unet", kw)
+    for i, p in enumerate(build.parameters()):  # distinct, non-trivial outputs per view
+        p.data.normal_(0, 0.05, generator=__import__("torch").Generator().manual_seed(seed + i))
+    return save_checkpoint(folder, build, {"arch": "unet", "encoder": "resnet18", "model_kwargs": kw,
+                                           "preprocessing": pre, "trained_on": [f"case_{seed}"]})
+
+
+@pytest.fixture
+def views(tmp_path):
+    members = [_view(tmp_path / name, orientation, seed)
+               for seed, (name, orientation) in enumerate((("a", "RAS"), ("c", "RSA"), ("s", "ASR")))]
+    image, _ = synthetic_volume((40, 36, 44))
+    write_nifti(tmp_path / "scan.nii.gz", image)
+    return members, tmp_path / "scan.nii.gz"
+
+
+def test_multi_view_checkpoint_round_trips_and_serves_the_views_mean(views, tmp_path, monkeypatch):
+    members, scan = views
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "checkpoints" / "unet"
+    assert main(["export", "--checkpoint", *map(str, members), "--out", str(out), "--largest_component=false",
+                 "--onnx=false"]) == 0
+    assert main(["export-onnx", "--checkpoint", str(out)]) == 0  # view by view
+    config, folders = read_views(out)
+    assert config["views"] == ["axial", "coronal", "sagittal"] and config["arch"] == "unet"
+    assert [f.name for f in folders] == config["views"] and all((f / "model.onnx").is_file() for f in folders)
+    assert config["trained_on"] == ["case_0", "case_1", "case_2"]
+    vol = load_volume(scan)
+    seg = load_segmenter(out, expected_arch="unet")
+    assert seg.backend == "onnx" and seg.trained_on == {"case_0", "case_1", "case_2"} and seg.arch == "unet"
+    direct = Ensemble(members, device="cpu", backend="torch", exhaustive=True).probabilities(vol)
+    served = seg.probabilities(vol)
+    assert served.shape == vol.image.shape
+    np.testing.assert_allclose(served, direct, atol=2e-3)  # ONNX Runtime vs PyTorch
+    torch_seg = load_segmenter(out, backend="torch")
+    assert np.array_equal(torch_seg.segment(vol), seg.post.binarize(direct))  # gated == every slice, same mask
+
+    # predict, from the folder, unchanged; a views folder is also a member of an ensemble, counted once
+    assert main(["--quiet", "predict", "--checkpoint", str(out), "--input", str(scan), "--output", "m.nii.gz"]) == 0
+    assert nib.load("m.nii.gz").shape == vol.image.shape
+    both = load_segmenter([out, members[0]], backend="torch")
+    np.testing.assert_allclose(both.probabilities(vol), (direct + Segmenter(members[0], backend="torch")
+                                                          .probabilities(vol)) / 2, atol=1e-5)
+    # re-published as it is
+    assert main(["export", "--checkpoint", str(out), "--out", str(tmp_path / "again"), "--onnx=false"]) == 0
+    again = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert again == json.loads((out / "config.json").read_text())
+
+
+def test_a_missing_or_mislabelled_view_is_one_line_naming_it(views, tmp_path, capsys):
+    members, scan = views
+    out = tmp_path / "unet"
+    assert main(["export", "--checkpoint", *map(str, members[:2]), "--out", str(out), "--onnx=false"]) == 0
+    (out / "coronal" / "model.safetensors").unlink()
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(out), "--input", str(scan), "--output", str(tmp_path / "m.nii")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "coronal" in err and "model.safetensors" in err and "Traceback" not in err
+    assert not (tmp_path / "m.nii").exists()
+    shutil.rmtree(out / "coronal")
+    with pytest.raises(LasegmError, match="view 'coronal'"):
+        read_views(out)
+    # a view folder that slices along another plane than its name says
+    shutil.copytree(out / "axial", out / "coronal")
+    with pytest.raises(LasegmError, match="slicing axially"):
+        read_views(out)
+    with pytest.raises(LasegmError, match="multi-view checkpoint"):
+        read_checkpoint_config(out)  # one model's reader points at the views
+    # two views of one plane, or of two architectures, are refused before anything is written
+    capsys.readouterr()
+    assert main(["export", "--checkpoint", str(members[0]), str(members[0]), "--out", str(tmp_path / "x")]) == 2
+    assert "distinct planes" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_a_multi_view_checkpoint_of_real_models_segments_a_real_patient(real_data, tmp_path, monkeypatch):
+    """The served sagittal U-Net with an axial view that says 0.5 everywhere (every weight zero): their mean reaches
+    the threshold exactly where the U-Net's probability does, so the multi-view checkpoint must give the U-Net's own
+    mask on a real patient's grid, through export, ONNX Runtime and the CLI."""
+    monkeypatch.chdir(tmp_path)
+    kw = model_kwargs("unet", "resnet18", 3, decoder_width=16)
+    neutral = build_model("unet", kw)
+    for p in neutral.parameters():
+        p.data.zero_()
+    axial = save_checkpoint(tmp_path / "axial", neutral, {
+        "arch": "unet", "encoder": "resnet18", "model_kwargs": kw,
+        "preprocessing": {"image_size": 64, "fov_mm": 200.0, "context": 1, "orientation": "RAS", "version": 3}})
+    served = REPO / "checkpoints" / "unet"
+    assert main(["export", "--checkpoint", str(served), str(axial), "--out", "views"]) == 0
+    assert read_views("views")[0]["views"] == ["sagittal", "axial"]
+    case = next(c for c in find_cases(real_data) if c.case_id == "la_003")
+    for checkpoint, out in ((served, "unet.nii.gz"), ("views", "views.nii.gz")):
+        assert main(["--quiet", "predict", "--checkpoint", str(checkpoint), "--input", str(case.image),
+                     "--axes", case.axes, "--output", out]) == 0
+    views, unet, stored = nib.load("views.nii.gz"), nib.load("unet.nii.gz"), nib.load(str(case.image))
+    assert views.shape == stored.shape
+    np.testing.assert_allclose(views.affine, stored.affine)
+    got, expected = np.asarray(views.dataobj), np.asarray(unet.dataobj)
+    assert expected.sum() > 10_000 and np.array_equal(got, expected)
