@@ -31,8 +31,9 @@ short_description: PSPNet, FPN and U-Net segment the left atrium in cardiac MRI
 # lasegm demo
 
 Left-atrium segmentation of cardiac MRI (Medical Segmentation Decathlon Task02_Heart) with the best
-PSPNet, FPN and U-Net checkpoints of [lasegm](https://github.com/). Upload a NIfTI scan or pick an
-example patient. Research demo, not for clinical use. Example data: CC-BY-SA 4.0, Antonelli et al. 2022.
+PSPNet, FPN and U-Net checkpoints of [lasegm](https://github.com/). Upload a NIfTI scan or a .zip of one DICOM
+series, or pick an example patient. Research demo, not for clinical use. Example data: CC-BY-SA 4.0, Antonelli
+et al. 2022.
 """
 # The Space runs the lasegm folder copied beside app.py, not an installed package: its requirements are lasegm's own
 # (pyproject.toml's dependencies), PyTorch for a GPU Space ([torch]) and the demo's ([demo]; gradio itself comes with

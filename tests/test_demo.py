@@ -273,6 +273,9 @@ def test_real_browser_three_planes_3d_view_sliders_and_honest_state(server, tmp_
         page.wait_for_function("() => document.querySelector('#results').innerText.includes('press Segment')",
                                timeout=60_000)
         assert "3D Dice" not in page.locator("#results").inner_text()
+        page.wait_for_timeout(500)  # a toast still on its way
+        # scan, label and axes change in one event: never a preview of the new scan with the old label
+        assert not any("label shape" in t for t in page.locator(".toast-body").all_inner_texts())
         # a broken upload: a message, and no image of the scan before it
         bad = tmp_path / "broken.nii.gz"
         bad.write_bytes(b"\x1f\x8b not a scan")
@@ -373,8 +376,10 @@ def test_implausible_result_is_flagged_not_refused(tmp_path):
     image, _ = synthetic_volume((32, 32, 4))
     scan = write_nifti(tmp_path / "tiny.nii.gz", image)
     *_, table, metrics, files = app.segment(str(scan), None, "pspnet", progress=lambda *a, **k: None)
-    warning = metrics["models"][0]["warnings"][0]
-    assert warning.startswith(("no atrium found", "implausible atrium volume")) and warning in table
+    row = metrics["models"][0]
+    assert any(w.startswith(("no atrium found", "implausible atrium volume")) for w in row["warnings"])
+    assert {"empty", "volume"} & set(row["flags"]) and len(row["flags"]) == len(row["warnings"])
+    assert all(w in table for w in row["warnings"]) and f"<td>{', '.join(row['flags'])}</td>" in table  # beside it
     assert len([f for f in files if f.endswith(".nii.gz")]) == 1  # the result is still there to inspect
 
 
@@ -618,3 +623,202 @@ def test_the_axes_choice_takes_any_valid_code_and_its_labels():
     assert app.declared_axes("lps") == "LPS" and app.declared_axes(" ASR ") == "ASR"
     assert app.declared_axes("ASR (Decathlon Task02 file)") == "ASR"
     assert app.declared_axes("header") is app.declared_axes("from the header") is app.declared_axes(None) is None
+
+
+# ---------------------------------------------------------------- a DICOM series in; a result only beside its input
+
+def _zip_series(folder: Path, archive: Path) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(archive, "w") as z:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                z.write(f, f.relative_to(folder))
+    return archive
+
+
+def _example_as_dicom_zip(tmp_path: Path) -> Path:
+    """The example patient (stored with its true anatomy) as a scanner-like series (LPS, random file names, nested
+    folders, a stray text file), zipped as a user would."""
+    from test_dicom import write_series
+
+    img = nib.load(str(EXAMPLE))
+    write_series(np.asarray(img.dataobj).astype(np.float32), img.affine, tmp_path / "series" / "la_003_dicom")
+    return _zip_series(tmp_path / "series", tmp_path / "la_003_dicom.zip")
+
+
+def test_a_zipped_dicom_series_gets_the_mask_of_its_nifti(client, tmp_path):
+    from gradio_client import handle_file
+
+    archive = _example_as_dicom_zip(tmp_path)
+    *_, table, metrics, files = client.predict(handle_file(str(archive)), None, "unet", api_name="/segment")
+    *_, ref, ref_files = client.predict(handle_file(str(EXAMPLE)), None, "unet", api_name="/segment")
+    mask, expected = nib.load(files[0]), nib.load(ref_files[0])
+    assert Path(files[0]).name == "la_003_dicom_unet_mask.nii.gz"
+    np.testing.assert_array_equal(np.asarray(mask.dataobj), np.asarray(expected.dataobj))
+    np.testing.assert_allclose(mask.affine, expected.affine, atol=1e-3)  # the series' own geometry
+    row = metrics["models"][0]
+    assert row["volume_ml"] == ref["models"][0]["volume_ml"] > 0 and row["flags"] == []
+    assert metrics["input"] == "la_003_dicom.zip"
+    assert "QC flags" in table and "<td>none</td>" in table  # the quality checks beside the result
+
+
+@pytest.mark.parametrize("case, message", [
+    ("two series", "bad.zip: 2 DICOM series"),
+    ("no dicom", "bad.zip: no DICOM files found"),
+    ("not a zip", "bad.zip: unreadable .zip"),
+])
+def test_a_zip_that_is_not_one_series_gets_one_line(case, message, tmp_path):
+    import gradio as gr
+
+    app = demo_module("app")
+
+    image, _ = synthetic_volume((16, 16, 6))
+    from test_dicom import write_series
+
+    folder = tmp_path / "content"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not a scan")
+    if case == "two series":
+        for name in ("a", "b"):
+            write_series(image.astype(np.float32), np.diag([1.0, 1.0, 2.0, 1.0]), folder / name)
+    archive = tmp_path / "bad.zip"
+    if case == "not a zip":
+        archive.write_bytes(b"PK not really")
+    else:
+        _zip_series(folder, archive)
+    with pytest.raises(gr.Error, match=message) as error:
+        app.load_inputs(str(archive), None)
+    text = str(error.value)
+    assert "\n" not in text and str(tmp_path) not in text and "lasegm-demo-zip" not in text
+    if case == "two series":
+        assert "upload a .zip of one series" in text
+    with pytest.warns(UserWarning, match=message):  # the preview: a toast, and the same line where results go
+        shown = app.preview(str(archive), None)
+    assert shown[0] is None and "Cannot show this scan" in shown[-3]
+
+
+def test_a_rejected_upload_leaves_nothing_of_the_scan_before_it(tmp_path):
+    """Every slider its own update (gradio consumes an update's value: one dict shared by three sliders left two
+    with the old scan's positions), the 3D views and their titles cleared, the window sliders off."""
+    import warnings
+
+    app = demo_module("app")
+
+    bad = tmp_path / "broken.nii.gz"
+    bad.write_bytes(b"\x1f\x8b not a scan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = app.preview(str(bad), None)
+    sliders, meshes = out[4:7], out[12:14]
+    assert len({id(s) for s in sliders}) == 3
+    assert all(s["value"] == 0 and s["maximum"] == 1 and not s["interactive"] for s in sliders)
+    assert [m["label"] for m in meshes] == ["3D: predicted atrium", "3D: ground truth"]
+    assert all(m["value"] is None for m in meshes) and not out[10]["interactive"] and not out[11]["interactive"]
+    assert out[-1] is None and out[-2] is None and "Cannot show this scan" in out[-3]
+
+
+def test_a_run_whose_input_changed_shows_nothing_and_leaves_no_folder(tmp_path, monkeypatch):
+    """The input changes (another upload, an example) while the models run: the run stops and returns no change to
+    any output, with a message; a run left alone shows its result. Either way no temporary folder is left."""
+    import tempfile
+    from types import SimpleNamespace
+
+    import gradio as gr
+
+    app = demo_module("app")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    (tmp_path / "tmp").mkdir()
+    scan = write_nifti(tmp_path / "scan.nii.gz", synthetic_volume((48, 48, 10))[0])
+    tab = SimpleNamespace(session_hash="tab-1")
+    app.preview(str(scan), None, "header", request=tab)
+
+    def change_input(*args, **kwargs):  # what the page sends when the user picks an example mid-run
+        app.preview(str(EXAMPLE), str(EXAMPLE_LABEL), "header", request=tab)
+
+    with pytest.warns(UserWarning, match="The result for 'scan.nii.gz' was discarded: the input changed"):
+        out = app.segment(str(scan), None, "pspnet", "header", progress=change_input, request=tab)
+    assert len(out) == app.N_OUTPUTS and all(o == gr.skip() for o in out)
+    assert app.input_token(str(scan), None) != app.input_token(str(EXAMPLE), str(EXAMPLE_LABEL))
+    assert app.input_token(str(EXAMPLE), None, "header") != app.input_token(str(EXAMPLE), None, "ASR")
+
+    # another tab's input is its own: a run in this tab is shown
+    other_tab = SimpleNamespace(session_hash="tab-2")
+    out = app.segment(str(scan), None, "pspnet", "header", request=tab,
+                      progress=lambda *a, **k: app.preview(str(EXAMPLE), None, "header", request=other_tab))
+    assert out[0] is not None and out[-2]["input"] == "scan.nii.gz" and out[-1]
+    assert all(Path(f).is_file() and Path(f).is_relative_to(tmp_path / "gradio") for f in out[-1])
+    assert not list((tmp_path / "tmp").iterdir()), "a run left a temporary folder behind"
+
+
+WATCH_JS = """example => {
+  // from now on: whenever the scan shown is the example, nothing of a result may be beside it
+  window.__stale = [];
+  const check = () => {
+    if (!(document.querySelector('#scan-file')?.innerText || '').includes(example)) return;
+    const results = document.querySelector('#results')?.innerText || '';
+    const titles = [...document.querySelectorAll('#mesh-pred, #mesh-truth')].map(e => e.innerText).join(' ');
+    const downloads = document.querySelectorAll('#downloads a').length;
+    if (results.includes('3D Dice') || results.includes('Atrium volume') || titles.includes('mL') || downloads)
+      window.__stale.push({results: results.slice(0, 100), titles, downloads});
+  };
+  window.__watch = new MutationObserver(check);
+  window.__watch.observe(document.body, {subtree: true, childList: true, characterData: true, attributes: true});
+}"""
+
+
+def test_real_browser_a_result_never_shows_beside_another_input(server, tmp_path):
+    """Issue 29: "all three" started on an uploaded scan (a zipped DICOM series), an example picked while it runs:
+    the run's planes, 3D views, table and downloads never appear beside the example; the user is told the result
+    was discarded. Then a run on the example shows its own result, and a rejected upload after it leaves nothing of
+    it (3D titles, slider positions)."""
+    from playwright.sync_api import sync_playwright
+
+    archive = _example_as_dicom_zip(tmp_path)
+    with sync_playwright() as pw:
+        browser = _browser(pw)
+        page = browser.new_page()
+        page.goto(server, wait_until="domcontentloaded")
+        page.locator("#scan-file input[type=file]").set_input_files(str(archive))
+        page.wait_for_function("() => document.querySelector('#results').innerText.includes('press Segment')",
+                               timeout=60_000)
+        page.get_by_text("All three side by side").click()
+        page.get_by_role("button", name="Segment").click()
+        page.wait_for_function("() => /slice \\d+\\/\\d+/.test(document.body.innerText)", timeout=60_000)  # in flight
+        page.evaluate(WATCH_JS, "la_019")
+        page.get_by_text("la_019_image.nii.gz").first.click()
+        page.wait_for_function("() => document.querySelector('#results').innerText.includes('press Segment') "
+                               "&& document.querySelector('#scan-file').innerText.includes('la_019')", timeout=60_000)
+        page.locator(".toast-body", has_text="was discarded: the input changed").first.wait_for(timeout=120_000)
+        assert "la_003_dicom.zip" in page.locator(".toast-body").first.inner_text()
+        page.wait_for_timeout(1000)  # anything still on its way
+        stale = page.evaluate("() => { window.__watch.disconnect(); return window.__stale; }")
+        assert stale == [], f"the uploaded scan's result appeared beside the example: {stale[:3]}"
+        assert "press Segment" in page.locator("#results").inner_text()
+
+        # the example's own run: its result, beside it
+        page.get_by_text("U-Net", exact=True).click()
+        page.get_by_role("button", name="Segment").click()
+        page.wait_for_function("() => document.querySelector('#results').innerText.includes('3D Dice')",
+                               timeout=120_000)
+        assert "la_019_image_unet_mask" in page.locator("#downloads").inner_text()
+        assert "QC flags" in page.locator("#results").inner_text()
+        page.locator("#mesh-pred", has_text="mL").wait_for(timeout=30_000)
+        page.locator("#slider-sagittal input[type=range]").fill("70")
+        page.wait_for_timeout(500)
+
+        # a rejected upload: nothing of the example's result, no slider left at its old position
+        bad = tmp_path / "broken.nii.gz"
+        bad.write_bytes(b"\x1f\x8b not a scan")
+        page.locator("#scan-file button[aria-label=Clear]").click()
+        page.locator("#scan-file input[type=file]").set_input_files(str(bad))
+        page.wait_for_function("() => document.querySelector('#results').innerText.includes('Cannot show')",
+                               timeout=60_000)
+        for plane in ("axial", "coronal", "sagittal"):
+            slider = page.locator(f"#slider-{plane} input[type=range]")
+            assert (slider.input_value(), slider.get_attribute("max")) == ("0", "1"), plane
+        for view in ("#mesh-pred", "#mesh-truth"):
+            assert "mL" not in page.locator(view).inner_text()
+        assert not page.locator("#downloads a").count() and not _src(page, "axial")
+        browser.close()
