@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from lasegm import LasegmError
-from lasegm.config import TrainConfig
+from lasegm.config import Recipe, TrainConfig, recorded_recipe, recorded_run_options
 from lasegm.metrics import PATIENT_METRICS, summarize
 from lasegm.split import FOLDS_FORMAT, read_split, split_hash
 from lasegm.utils import available_cores, write_csv, write_json
@@ -37,12 +37,6 @@ AGENT_VARIABLES = ("WANDB_RUN_ID", "WANDB_SWEEP_ID", "WANDB_SWEEP_PARAM_PATH")
 
 
 FINAL = "final"  # runs/cv/NAME/final: the recipe trained on all folds
-# config fields that say where and how fast a training ran, not what it learned: the folds and the final model of
-# one recipe may differ in these (and in which patients they train on). A time limit is one of them: one that
-# stopped a training early shows as another epoch, which record_cv refuses on its own.
-RUN_FIELDS = {"fold", "all_folds", "select", "run_name", "out_dir", "data", "data_axes", "cache_dir", "device",
-              "num_threads", "workers", "wandb_mode", "wandb_project", "wandb_group", "time_limit_min", "val_every",
-              "cudnn_benchmark", "cuda_graph"}
 
 
 def fold_config(cfg: TrainConfig, name: str, fold: int) -> TrainConfig:
@@ -86,7 +80,8 @@ def run_cv(cfg: TrainConfig, name: str, folds: list[int] | None = None, jobs: in
     if final and not collect_only:  # the final model records the CV's result: every fold must exist by then,
         for f in sorted(set(range(k)) - set(folds)):  # trained with this recipe (checked before training)
             _fold_summary(cv_dir, f, split["folds"][f])
-            _same_recipe(final_config(cfg, name).recipe_dict(), cv_dir / f"fold-{f}" / "checkpoint", "this command")
+            fold_config_json = _same_recipe(cfg.recipe_dict(), cv_dir / f"fold-{f}" / "checkpoint", "this command")
+            _same_folds_file(fold_config_json, split_hash(cfg.split_file), cv_dir / f"fold-{f}", cfg.split_file)
     if not collect_only:
         configs = [fold_config(cfg, name, f) for f in folds] + ([final_config(cfg, name)] if final else [])
         t0 = time.perf_counter()
@@ -113,14 +108,15 @@ def run_cv(cfg: TrainConfig, name: str, folds: list[int] | None = None, jobs: in
 def record_cv(checkpoint: Path, cv_dir: Path, result: dict) -> dict:
     """Put the out-of-fold table into the final model's folder (CV_TABLE_FILE), summarised in its config.json,
     with the post-processing the table was scored with, after checking that the folds trained the same recipe
-    (the same flags but for RUN_FIELDS) on the same folds file."""
+    (the same Recipe, whatever their RunOptions) on the same folds file."""
     from lasegm.checkpoint import CONFIG_FILE, CV_TABLE_FILE, read_checkpoint_config
 
     config = read_checkpoint_config(checkpoint)
-    if not config.get("train_config", {}).get("all_folds"):
+    if not recorded_run_options(config).get("all_folds"):
         raise LasegmError(f"{checkpoint}: not trained on all folds (`lasegm cv --final`)")
     for f in range(len(result["folds"])):
-        fold_config_json = _same_recipe(config["train_config"], cv_dir / f"fold-{f}" / "checkpoint", str(checkpoint))
+        fold_config_json = _same_recipe(recorded_recipe(config), cv_dir / f"fold-{f}" / "checkpoint", str(checkpoint))
+        _same_folds_file(fold_config_json, result["folds_sha256"], cv_dir / f"fold-{f}", result["folds_file"])
         if fold_config_json.get("epoch") != config.get("epoch"):  # e.g. a time limit stopped one of them early
             raise LasegmError(f"{checkpoint} is epoch {config.get('epoch')}, fold {f}'s checkpoint epoch "
                               f"{fold_config_json.get('epoch')}: not the recipe the cross-validation scored")
@@ -196,7 +192,7 @@ def collect(cv_dir: Path, split: dict, cfg: TrainConfig) -> dict:
     returns those two); every patient must be validated exactly once."""
     from lasegm.checkpoint import checkpoint_recipe, read_checkpoint_config
 
-    rows, runs, post, recipe = [], [], {}, None
+    rows, runs, post, recipe, folds_sha256 = [], [], {}, None, split_hash(cfg.split_file)
     for f, fold_cases in enumerate(split["folds"]):
         s = _fold_summary(cv_dir, f, fold_cases)
         rows += [{**r, "fold": f} for r in s["per_patient_val"]]
@@ -206,8 +202,9 @@ def collect(cv_dir: Path, split: dict, cfg: TrainConfig) -> dict:
         checkpoint = cv_dir / f"fold-{f}" / "checkpoint"
         config = read_checkpoint_config(checkpoint, weights=False)
         post[f] = checkpoint_recipe(config, checkpoint)[1].to_dict()
+        _same_folds_file(config, folds_sha256, cv_dir / f"fold-{f}", cfg.split_file)
         if recipe is None:  # the table records what the folds trained, not this command's flags (--collect_only)
-            recipe = config.get("train_config", cfg.recipe_dict())
+            recipe = recorded_recipe(config) or cfg.recipe_dict()
         else:  # and one table describes one recipe
             _same_recipe(recipe, checkpoint, str(cv_dir / "fold-0" / "checkpoint"))
     if any(p != post[0] for p in post.values()):
@@ -224,7 +221,7 @@ def reevaluate_folds(cv_dir: Path, split: dict, cfg: TrainConfig, quiet: bool = 
     tag = f"lc-{str(seg.post.largest_component).lower()}-tta-{str(seg.post.flip_tta).lower()}"
     # the recipe is the folds' own (this command's training flags played no part)
     return _write_oof(cv_dir, f"oof-{tag}", rows, runs, cfg, postprocessing=seg.post.to_dict(),
-                      recipe=seg.config.get("train_config", cfg.recipe_dict()))
+                      recipe=recorded_recipe(seg.config) or cfg.recipe_dict())
 
 
 def ensemble_folds(cv_root: Path, name: str, members: list[str], split: dict, cfg: TrainConfig,
@@ -237,7 +234,7 @@ def ensemble_folds(cv_root: Path, name: str, members: list[str], split: dict, cf
     if len(members) < 2 or name in members:
         raise LasegmError(f"--ensemble needs two or more finished cross-validations other than --name {name!r}")
     rows, runs, seg = _score_folds([cv_root / m for m in members], split, cfg, quiet)
-    recipes = {m: member.config.get("train_config", {}) for m, member in zip(members, seg.members)}
+    recipes = {m: recorded_recipe(member.config) for m, member in zip(members, seg.members)}
     return _write_oof(cv_root / name, "oof", rows, runs, cfg, postprocessing=seg.post.to_dict(),
                       recipe={"ensemble": members, "members": recipes})
 
@@ -266,20 +263,29 @@ def _score_folds(cv_dirs: list[Path], split: dict, cfg: TrainConfig, quiet: bool
 
 
 def _same_recipe(recipe: dict, fold_checkpoint: Path, what: str) -> dict:
-    """A fold's out-of-fold score describes a model only if the fold trained the same recipe; returns the fold
-    checkpoint's config."""
+    """A fold's out-of-fold score describes a model only if the fold trained the same recipe (`recipe`: a recorded
+    one, or recipe_dict()); returns the fold checkpoint's config. Run options are no part of it (recorded_recipe
+    leaves out those that older records hold among the recipe), whatever the folds and the final model ran with."""
     from lasegm.checkpoint import read_checkpoint_config
 
     fold_config_json = read_checkpoint_config(fold_checkpoint, weights=False)  # what it trained, not its weights
-    fold_recipe = fold_config_json.get("train_config", {})
-    defaults = TrainConfig().recipe_dict()  # a field added since a run was trained: it ran with the default
-    differ = sorted(key for key in (set(recipe) | set(fold_recipe)) - RUN_FIELDS
+    fold_recipe = recorded_recipe(fold_config_json)
+    defaults = Recipe().recipe_dict()  # a field added since a run was trained: it ran with the default
+    differ = sorted(key for key in set(recipe) | set(fold_recipe)
                     if recipe.get(key, defaults.get(key)) != fold_recipe.get(key, defaults.get(key)))
     if differ:
         pairs = ", ".join(f"{key}: {recipe.get(key)!r} vs {fold_recipe.get(key)!r}" for key in differ)
         raise LasegmError(f"{what} and {fold_checkpoint} train different recipes ({pairs}); one out-of-fold "
                           "result describes one recipe")
     return fold_config_json
+
+
+def _same_folds_file(fold_config_json: dict, folds_sha256: str, fold_dir: Path, folds_file: str) -> None:
+    """The fold was trained with this folds file: the same content (its path, a run option, may differ)."""
+    recorded = fold_config_json.get("split_sha256")
+    if recorded is not None and recorded != folds_sha256:
+        raise LasegmError(f"{fold_dir} was trained with another folds file than {folds_file} (SHA-256 "
+                          f"{recorded[:12]} vs {folds_sha256[:12]})")
 
 
 def _fold_summary(cv_dir: Path, f: int, fold_cases: list[str]) -> dict:

@@ -25,6 +25,8 @@ with warnings.catch_warnings():  # sweeps 0.2 still uses pydantic-1 config names
 
     import sweeps
 
+FLAGS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # `lasegm train`'s flags and their defaults
+
 
 def load_sweep(path: str | Path) -> dict:
     """Parse and validate a sweep YAML against W&B's sweep schema and lasegm's train flags."""
@@ -46,9 +48,8 @@ def load_sweep(path: str | Path) -> dict:
             problems = [str(e)]
     if problems:
         raise LasegmError(f"{path}: invalid sweep: {'; '.join(dict.fromkeys(problems))}")
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
     for name in config.get("parameters", {}):
-        if name not in fields:
+        if name not in FLAGS:
             raise LasegmError(f"{path}: parameters.{name}: not a `lasegm train` flag")
     if "metric" not in config:
         raise LasegmError(f"{path}: metric: missing (e.g. name: val/dice_3d, goal: maximize)")
@@ -57,7 +58,7 @@ def load_sweep(path: str | Path) -> dict:
 
 def _coerce(name: str, value):
     """Values the engine proposes (numpy scalars, strings from YAML) -> the config field's type."""
-    kind = type(getattr(TrainConfig(), name))
+    kind = type(FLAGS[name])
     if kind is bool:
         return str2bool(str(value))
     return kind(value.item() if hasattr(value, "item") else value)
@@ -94,7 +95,7 @@ def run_local_sweep(sweep_yaml, count: int, fixed: list[str] = (), out_dir="runs
     fixed_params = {}
     for item in fixed:
         key, sep, value = item.partition("=")
-        if not sep or not hasattr(TrainConfig(), key):
+        if not sep or key not in FLAGS:
             raise LasegmError(f"--set {item}: expected KEY=VALUE with KEY a `lasegm train` flag")
         fixed_params[key] = _coerce(key, value)
         spec = config.get("parameters", {}).get(key)

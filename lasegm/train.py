@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from lasegm import LasegmError, __version__
 from lasegm.checkpoint import slab_depth
-from lasegm.config import TrainConfig
+from lasegm.config import Recipe, TrainConfig
 from lasegm.data import CachedCase, Case, default_data_dir, find_cases, load_all_cached
 from lasegm.metrics import patient_row, summarize
 from lasegm.models import build_model, model_kwargs, save_checkpoint
@@ -202,7 +202,7 @@ def training_orientation(cases: list[Case]) -> str:
                    for c in cases).most_common(1)[0][0]
 
 
-def recipe_preprocessing(cfg: TrainConfig, train_cases: list[Case]) -> Preprocessing:
+def recipe_preprocessing(cfg: Recipe, train_cases: list[Case]) -> Preprocessing:
     """The preprocessing a training of this recipe records: the field of view, context, and the plane it slices in
     (native: the orientation most of its training scans are stored in)."""
     orientation = PLANE_ORIENTATIONS.get(cfg.plane) or training_orientation(train_cases)
@@ -266,7 +266,8 @@ def setup(cfg: TrainConfig, quiet: bool = False) -> Setup:
         "preprocessing": pre.to_dict(), "postprocessing": post.to_dict(),
         "split_file": Path(cfg.split_file).name, "split_sha256": split_hash(cfg.split_file),
         "fold": fold, "trained_on": ids["train"], "validated_on": ids["val"],
-        "train_config": cfg.recipe_dict(), "parameters": sum(p.numel() for p in model.parameters()),
+        "train_config": cfg.recipe_dict(), "run_options": cfg.run_options_dict(),
+        "parameters": sum(p.numel() for p in model.parameters()),
     }
     slab = slab_depth(meta)  # one reader of the slab depth, as in validation and prediction
     data = (SlabDataset(train_cases, pre.context, slab, cfg.augment, seed=cfg.seed, mirror=cfg.mirror) if slab else

@@ -10,6 +10,7 @@ from conftest import REPO
 
 from lasegm.checkpoint import SERVED, checkpoint_recipe, read_checkpoint_config
 from lasegm.cli import main
+from lasegm.config import recorded_run_options
 from lasegm.split import split_hash
 
 ARCHS = list(SERVED)
@@ -25,7 +26,7 @@ def reported(folder) -> dict:
 
 def final_model(folder) -> bool:
     """Trained on every patient of the folds file (`lasegm cv --final`): no test patient is left for it."""
-    return bool(json.loads((folder / "config.json").read_text())["train_config"].get("all_folds"))
+    return bool(recorded_run_options(json.loads((folder / "config.json").read_text())).get("all_folds"))
 
 
 def test_checkpoints_fit_the_size_budget():

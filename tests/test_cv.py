@@ -1,5 +1,6 @@
 """Cross-validation: a patient-level folds file, `lasegm cv` end to end, and a sweep scored by cross-validation."""
 
+import dataclasses
 import json
 
 import pytest
@@ -8,7 +9,7 @@ from conftest import REPO, SYNTHETIC_FLAGS
 
 from lasegm import LasegmError
 from lasegm.cli import main
-from lasegm.config import TrainConfig
+from lasegm.config import RUN_OPTION_NAMES, Recipe, RunOptions, TrainConfig, recorded_recipe, recorded_run_options
 from lasegm.data import find_cases
 from lasegm.split import make_folds, read_split, save_split, split_cases
 
@@ -42,6 +43,38 @@ def test_folds_file_is_reused_never_silently_remade(tmp_path, dataset):
     path.write_text(json.dumps(leaky))
     with pytest.raises(LasegmError, match="more than one fold"):
         read_split(path)
+
+
+def test_folds_and_final_model_compare_by_recipe_whatever_their_run_options_or_record_age(tmp_path):
+    """A checkpoint records its Recipe ("train_config") and its RunOptions ("run_options") apart; one written
+    before that holds both in "train_config" (the served ones). Old and new records compare by recipe alone."""
+    from lasegm.cv import _same_folds_file, _same_recipe
+
+    served = json.loads((REPO / "checkpoints" / "unet" / "config.json").read_text())
+    flat = {**recorded_recipe(served), **recorded_run_options(served), "all_folds": True, "device": "auto"}
+    old = {k: v for k, v in served.items() if k != "run_options"} | {"train_config": flat}  # as the served were
+    recipe, run = recorded_recipe(old), recorded_run_options(old)
+    assert run["all_folds"] and not set(recipe) & RUN_OPTION_NAMES and set(run) <= RUN_OPTION_NAMES
+    assert set(TrainConfig().to_dict()) == {f.name for cls in (Recipe, RunOptions) for f in dataclasses.fields(cls)}
+    assert set(TrainConfig().recipe_dict()) == {f.name for f in dataclasses.fields(Recipe)} - {
+        "largest_component", "flip_tta"}  # the post-processing is recorded in its own block
+    # a fold of the same recipe, recorded the new way, that ran differently (another folds-file path, device, ...)
+    fold = tmp_path / "fold-0" / "checkpoint"
+    fold.mkdir(parents=True)
+    options = {**run, "all_folds": False, "fold": 0, "device": "cuda", "split_file": "/elsewhere/cv5.json",
+               "channels_last": False, "fp16_checkpoint": False, "time_limit_min": 30.0, "cuda_graph": False}
+    new = {**old, "train_config": TrainConfig(**recipe).recipe_dict(), "run_options": options}
+    (fold / "config.json").write_text(json.dumps(new))
+    assert recorded_run_options(new) == options and recorded_recipe(new) == new["train_config"]
+    assert _same_recipe(recorded_recipe(old), fold, "the final model") == new
+    assert _same_recipe(TrainConfig(**recipe, device="cpu", workers=3).recipe_dict(), fold, "this command") == new
+    for field, value in (("lr", 0.01), ("seed", 1), ("mirror", True), ("plane", "axial")):
+        with pytest.raises(LasegmError, match=f"train different recipes \\({field}: "):
+            _same_recipe(TrainConfig(**{**recipe, field: value}).recipe_dict(), fold, "this command")
+    # the folds file is compared by content, not by its path (a run option)
+    _same_folds_file(new, old["split_sha256"], fold.parent, "splits/cv5.json")
+    with pytest.raises(LasegmError, match="another folds file"):
+        _same_folds_file(new, "0" * 64, fold.parent, "other.json")
 
 
 @pytest.mark.slow
@@ -119,6 +152,7 @@ def test_cv_final_trains_the_recipe_on_every_patient_and_records_its_out_of_fold
     everyone = sorted(c for f in read_split(tmp_path / "cv2.json")["folds"] for c in f)
     assert config["trained_on"] == everyone and config["validated_on"] == [] and config["selection"] == "last"
     assert config["epoch"] == 2 and config["metrics"] == {}  # nothing left to validate on
+    assert config["run_options"]["all_folds"] and not set(config["train_config"]) & RUN_OPTION_NAMES
     assert config["cv"]["oof_dice_3d_mean"] == oof["summary"]["dice"]["mean"]
     assert config["cv"]["oof_dice_3d_min"] == min(r["dice"] for r in oof["per_patient"])
     assert (cv_dir / "final" / "curves.png").exists()
