@@ -22,7 +22,7 @@ from lasegm.batch import is_zip, unzip
 from lasegm.checkpoint import ENSEMBLE_MEMBERS, SERVED
 from lasegm.data import load_volume
 from lasegm.metrics import case_metrics, error_counts
-from lasegm.predict import Ensemble, Segmenter, segment_scan, write_mask
+from lasegm.predict import Ensemble, load_segmenter, segment_scan, write_mask
 from lasegm.utils import set_cpu_threads
 from lasegm.viewer import PLANES, display_of, plane_axis, render_plane, slice_direction, voxel_at
 from lasegm.viz import ERROR_LEGEND, MODES, TRUTH_RGBA, mesh_volume_ml, save_mesh, surface_mesh
@@ -63,7 +63,8 @@ def get_model(arch: str):
         if arch == ENSEMBLE:
             _models[arch] = Ensemble([get_model(a) for a in ENSEMBLE_MEMBERS])  # the loaded single models, not copies
         else:
-            _models[arch] = Segmenter(CHECKPOINTS / arch, device="auto", expected_arch=arch)
+            # a multi-view checkpoint (its views averaged) is served the same way (lasegm.checkpoint)
+            _models[arch] = load_segmenter(CHECKPOINTS / arch, device="auto", expected_arch=arch)
     return _models[arch]
 
 

@@ -109,7 +109,7 @@ def record_cv(checkpoint: Path, cv_dir: Path, result: dict) -> dict:
     """Put the out-of-fold table into the final model's folder (CV_TABLE_FILE), summarised in its config.json,
     with the post-processing the table was scored with, after checking that the folds trained the same recipe
     (the same Recipe, whatever their RunOptions) on the same folds file."""
-    from lasegm.checkpoint import CONFIG_FILE, CV_TABLE_FILE, read_checkpoint_config
+    from lasegm.checkpoint import CONFIG_FILE, CV_TABLE_FILE, cv_block, read_checkpoint_config
 
     config = read_checkpoint_config(checkpoint)
     if not recorded_run_options(config).get("all_folds"):
@@ -127,12 +127,7 @@ def record_cv(checkpoint: Path, cv_dir: Path, result: dict) -> dict:
         raise LasegmError(f"{checkpoint} was trained on another folds file than {result['folds_file']}")
     d = result["summary"]["dice"]
     config["postprocessing"] = result["postprocessing"]
-    config["cv"] = {"name": result["cv"], "folds_file": result["folds_file"], "folds_sha256": result["folds_sha256"],
-                    "oof_dice_3d_mean": d["mean"], "oof_dice_3d_std": d["std"], "oof_dice_3d_min": d["min"],
-                    "oof_hd95_mm_mean": result["summary"]["hd95_mm"]["mean"], "table": CV_TABLE_FILE,
-                    "note": f"out-of-fold result of this checkpoint's recipe and post-processing ({len(result['folds'])}"
-                            f" folds, last epoch); this checkpoint was trained on all {len(config['trained_on'])} "
-                            "patients"}
+    config["cv"] = cv_block(result, len(config["trained_on"]))
     write_json(checkpoint / CV_TABLE_FILE, result)
     write_json(checkpoint / CONFIG_FILE, config)
     print(f"[cv {result['cv']}] {checkpoint} records its recipe's out-of-fold 3D Dice {d['mean']:.4f}", flush=True)

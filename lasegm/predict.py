@@ -140,10 +140,21 @@ class Segmenter(_Thresholded):
         return predict_slices(self.runner, slices, self.pre.context, tta=self.post.flip_tta, progress=progress,
                               only=only, slab=slab_depth(self.config))
 
-    def probabilities(self, vol: Volume, progress=None) -> np.ndarray:
-        """Foreground probability on the scan's own grid."""
+    def probabilities(self, vol: Volume, progress=None, report: dict | None = None) -> np.ndarray:
+        """Foreground probability on the scan's own grid. report: gets "input_flags", how the scan is unlike this
+        model's training scans (lasegm.ood)."""
         slices, geometry = self.pre.prepare(vol.image, vol.affine)
+        self.check_input(slices, vol, report)
         return self.pre.restore(self.model_probabilities(slices, progress), geometry)
+
+    def check_input(self, slices: np.ndarray, vol: Volume, report: dict | None) -> None:
+        """report["input_flags"] from the prepared slices, if this model records its training scans and no model
+        before it (in an ensemble) has said."""
+        reference = self.config.get("input_reference")
+        if report is not None and reference and "input_flags" not in report:
+            from lasegm.ood import input_flags
+
+            report["input_flags"] = input_flags(slices, vol.spacing, reference)
 
 
 class Ensemble(_Thresholded):
@@ -175,8 +186,8 @@ class Ensemble(_Thresholded):
         self.config = config or {"arch": "+".join(m.arch for m in self.members),
                                  "split_sha256": splits.pop() if len(splits) == 1 else "members differ"}
 
-    def probabilities(self, vol: Volume, progress=None) -> np.ndarray:
-        """The members' mean probability. A member is not run on slices where the mean can no longer reach the
+    def probabilities(self, vol: Volume, progress=None, report: dict | None = None) -> np.ndarray:
+        """The members' mean probability (report: see Segmenter.probabilities). A member is not run on slices where the mean can no longer reach the
         threshold, whatever it says (the members so far sum to < threshold x M - the members left, at every
         pixel); it counts as 0 there. The mask is exactly the full mean's; exhaustive=True runs every member on
         every slice (for a faithful probability map). Ensemble members run last, on every slice."""
@@ -196,6 +207,7 @@ class Ensemble(_Thresholded):
                                                                            np.float32)
             before, summed = bound, np.zeros(slices.shape, np.float32)
             for m in members:
+                m.check_input(slices, vol, report)
                 only = None if self.exhaustive else np.flatnonzero(bound + left >= need - 1e-3)  # 1e-3: rounding
                 summed += m.model_probabilities(slices, progress, only=only)
                 left -= 1
@@ -204,7 +216,7 @@ class Ensemble(_Thresholded):
             total += pre.restore(summed, geometry)
         for m in self.members:
             if not isinstance(m, Segmenter):
-                total += m.probabilities(vol, progress)
+                total += m.probabilities(vol, progress, report)
         return total / len(self.members)
 
 
@@ -258,14 +270,16 @@ def write_mask(mask: np.ndarray, like: Volume, path: str | Path) -> Path:
 
 def segment_scan(seg, vol: Volume, progress=None) -> tuple[np.ndarray, dict]:
     """The mask of one scan, and what predict reports of it: seconds, backend, volume, and its quality flags
-    (codes and messages: the header that looks like the Task02 release's, then lasegm.postprocess.quality_flags)."""
+    (codes and messages: the header that looks like the Task02 release's, the input unlike the training scans
+    (lasegm.ood), then the result's (lasegm.postprocess.quality_flags))."""
     from lasegm.anatomy import task02_header_warning
 
     t0 = time.perf_counter()
-    probs = seg.probabilities(vol, progress)
+    report: dict = {}
+    probs = seg.probabilities(vol, progress, report)
     mask = seg.post.binarize(probs)
     seconds = time.perf_counter() - t0
-    flags = quality_flags(mask, vol.voxel_ml, probs, seg.post.threshold)
+    flags = report.get("input_flags", []) + quality_flags(mask, vol.voxel_ml, probs, seg.post.threshold)
     header_warning = None if vol.axes else task02_header_warning(vol.affine)
     if header_warning:
         flags.insert(0, ("task02_header", header_warning))

@@ -29,6 +29,7 @@ from lasegm.config import Recipe, TrainConfig
 from lasegm.data import CachedCase, Case, default_data_dir, find_cases, load_all_cached
 from lasegm.metrics import patient_row, summarize
 from lasegm.models import build_model, model_kwargs, save_checkpoint
+from lasegm.ood import intensity_profile, make_reference
 from lasegm.postprocess import Postprocessing
 from lasegm.predict import predict_slices
 from lasegm.preprocess import PLANE_ORIENTATIONS, Preprocessing, stack_context
@@ -268,6 +269,9 @@ def setup(cfg: TrainConfig, quiet: bool = False) -> Setup:
         "fold": fold, "trained_on": ids["train"], "validated_on": ids["val"],
         "train_config": cfg.recipe_dict(), "run_options": cfg.run_options_dict(),
         "parameters": sum(p.numel() for p in model.parameters()),
+        # what its training scans look like, to tell a user's scan unlike them (lasegm.ood)
+        "input_reference": make_reference([intensity_profile(c.image) for c in train_cases],
+                                          [c.spacing for c in train_cases]),
     }
     slab = slab_depth(meta)  # one reader of the slab depth, as in validation and prediction
     data = (SlabDataset(train_cases, pre.context, slab, cfg.augment, seed=cfg.seed, mirror=cfg.mirror) if slab else
