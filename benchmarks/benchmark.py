@@ -142,14 +142,16 @@ def segmenter(ckpt: Path, backend: str, **kwargs) -> Segmenter:
     return seg
 
 
-def cli_seconds(ckpt: Path, scan: Path, backend: str, repeats: int) -> float:
-    """`lasegm predict` as a user runs it: a new process each time (imports, load, segment, write)."""
+def cli_seconds(ckpt: Path, case, backend: str, repeats: int) -> float:
+    """`lasegm predict` as a user runs it on a case's scan file (its voxel axes declared: a Task02 file's header is
+    wrong), a new process each time (imports, load, segment, write)."""
     times = []
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(repeats):
             t0 = time.perf_counter()
+            axes = ["--axes", case.axes] if case.axes else []
             subprocess.run([sys.executable, "-m", "lasegm", "--quiet", "predict", "--checkpoint", str(ckpt),
-                            "--input", str(scan), "--output", f"{tmp}/mask.nii.gz", "--backend", backend],
+                            "--input", str(case.image), *axes, "--output", f"{tmp}/mask.nii.gz", "--backend", backend],
                            check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
             times.append(time.perf_counter() - t0)
     return round(statistics.median(times), 2)
@@ -299,10 +301,10 @@ def main():
 
     # the whole `lasegm predict` process on every test patient (100-130 slices) on ONNX, once on PyTorch
     results["cli_predict_unet_seconds"] = {
-        f"{cid} ({load_case(cases[cid]).image.shape[2]} slices)": cli_seconds(checkpoints / "unet", cases[cid].image,
+        f"{cid} ({load_case(cases[cid]).image.shape[2]} slices)": cli_seconds(checkpoints / "unet", cases[cid],
                                                                                "onnx", args.repeats)
         for cid in test}
-    results["cli_predict_unet_seconds_torch"] = cli_seconds(checkpoints / "unet", case.image, "torch", 3)
+    results["cli_predict_unet_seconds_torch"] = cli_seconds(checkpoints / "unet", case, "torch", 3)
     print("cli", results["cli_predict_unet_seconds"], results["cli_predict_unet_seconds_torch"], flush=True)
 
     results.update(demo_latency(checkpoints, args.repeats))

@@ -187,9 +187,9 @@ class Ensemble(_Thresholded):
                                  "split_sha256": splits.pop() if len(splits) == 1 else "members differ"}
 
     def probabilities(self, vol: Volume, progress=None, report: dict | None = None) -> np.ndarray:
-        """The members' mean probability (report: see Segmenter.probabilities). A member is not run on slices where the mean can no longer reach the
-        threshold, whatever it says (the members so far sum to < threshold x M - the members left, at every
-        pixel); it counts as 0 there. The mask is exactly the full mean's; exhaustive=True runs every member on
+        """The members' mean probability (report: see Segmenter.probabilities). A member is not run on slices where
+        the mean can no longer reach the threshold, whatever it says (the members so far sum to < threshold x M -
+        the members left, at every pixel); it counts as 0 there. The mask is exactly the full mean's; exhaustive=True runs every member on
         every slice (for a faithful probability map). Ensemble members run last, on every slice."""
         groups: dict = {}
         for m in self.members:

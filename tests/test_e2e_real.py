@@ -15,9 +15,9 @@ from lasegm.models import SERVED
 from lasegm.split import read_split
 
 SPLIT = REPO / "splits" / "split.json"
-# Short CPU budget per architecture (96 px, 5 x 320 slices, validated once): 0.44-0.68 test 3D Dice on 2 AMD EPYC
-# cores, well above chance (~0.01 for a random mask) and 2.7x cheaper than 128 px x 6 x 480.
-SHORT_RUN = ["--image_size=96", "--epochs=5", "--samples_per_epoch=320", "--batch_size=16", "--lr=0.003",
+# Short CPU budget per architecture (64 px, 5 x 320 slices, validated once): 0.54-0.63 test 3D Dice on 2 AMD EPYC
+# cores, well above chance (~0.01 for a random mask); 2.3 min for the three, 3.3 min at 96 px (0.44-0.68).
+SHORT_RUN = ["--image_size=64", "--epochs=5", "--samples_per_epoch=320", "--batch_size=16", "--lr=0.003",
              "--val_every=5"]
 # Dice-only loss for the U-Net: with Dice + BCE it often predicts all-background for the first
 # short epochs (research_log.md, 2026-11-26), which a 5-epoch smoke run cannot afford.

@@ -81,7 +81,7 @@ def golden():
 # the quick tier checks every model on la_019 (100 slices); la_003 (130) runs with the slow tests
 @pytest.mark.parametrize("case", [c if c == "la_019" else pytest.param(c, marks=pytest.mark.slow) for c in CASES])
 @pytest.mark.parametrize("arch", _served())
-def test_served_model_reproduces_its_golden_mask(arch, case, golden, tmp_path):
+def test_served_model_reproduces_its_golden_mask(arch, case, golden, tmp_path, capsys):
     meta, masks = golden
     key = f"{arch}-{case}"
     recorded = meta["masks"][key]
@@ -89,7 +89,10 @@ def test_served_model_reproduces_its_golden_mask(arch, case, golden, tmp_path):
     changed = [k for k in now if now[k] != recorded[k]]
     assert not changed, (f"{key}: the golden mask was made with another {', '.join(changed)}; after a deliberate "
                          "model or example change, regenerate: python tests/test_golden.py")
+    capsys.readouterr()
     mask, expected = predict(arch, case, tmp_path), masks[key]
+    warnings = capsys.readouterr().err
+    assert "warning:" not in warnings, f"{key}: a development scan was flagged: {warnings}"  # no quality flag
     assert mask.shape == expected.shape
     differing = int((mask != expected).sum())
     allowed = int(TOLERANCE * expected.sum())

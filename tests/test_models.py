@@ -146,6 +146,9 @@ def test_unknown_architecture_and_encoder():
 @pytest.mark.slow
 def test_imagenet_weights_offline_fail_clearly(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads the variable once, at import (an earlier test may have imported it): without this it
+    # tries the network, 20 s of retries on a machine without internet
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True, raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     with pytest.raises(LasegmError, match="could not load 'imagenet' weights"):

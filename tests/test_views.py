@@ -116,6 +116,33 @@ def test_a_missing_or_mislabelled_view_is_one_line_naming_it(views, tmp_path, ca
     assert "distinct planes" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
+def test_a_multi_view_checkpoint_carries_its_views_out_of_fold_table(views, tmp_path, capsys):
+    members, _ = views
+    rows = [{"case": f"case_{i}", "dice": 0.9 + i / 100, "hd95_mm": 3.0, "fold": i} for i in range(3)]
+    table = {"format": "lasegm.oof/1", "cv": "unet-2views", "folds_file": "splits/cv5.json", "folds_sha256": "ab",
+             "patients": 3, "per_patient": rows, "folds": [{"fold": i} for i in range(3)],
+             "summary": {"dice": {"mean": 0.91, "std": 0.01, "min": 0.9}, "hd95_mm": {"mean": 3.0}},
+             "recipe": {"ensemble": ["unet-axial", "unet-coronal"]},
+             "postprocessing": {"threshold": 0.5, "largest_component": True, "flip_tta": False}}
+    (tmp_path / "oof.json").write_text(json.dumps(table))
+    out = tmp_path / "unet"
+    assert main(["export", "--checkpoint", *map(str, members[:2]), "--out", str(out), "--onnx=false",
+                 "--cv_table", str(tmp_path / "oof.json")]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["cv"]["name"] == "unet-2views" and config["cv"]["oof_dice_3d_mean"] == 0.91
+    assert config["postprocessing"] == table["postprocessing"] and (out / "cv-oof.json").is_file()
+    # post-processing the table was not scored with, or a table of three views for two, is refused
+    capsys.readouterr()
+    assert main(["export", "--checkpoint", *map(str, members[:2]), "--out", str(tmp_path / "x"), "--onnx=false",
+                 "--cv_table", str(tmp_path / "oof.json"), "--largest_component=false"]) == 2
+    assert "scored with post-processing" in capsys.readouterr().err
+    table["recipe"]["ensemble"].append("unet-sagittal")
+    (tmp_path / "oof.json").write_text(json.dumps(table))
+    assert main(["export", "--checkpoint", *map(str, members[:2]), "--out", str(tmp_path / "x"), "--onnx=false",
+                 "--cv_table", str(tmp_path / "oof.json")]) == 2
+    assert "not of these views" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
 @pytest.mark.slow
 def test_a_multi_view_checkpoint_of_real_models_segments_a_real_patient(real_data, tmp_path, monkeypatch):
     """The served sagittal U-Net with an axial view that says 0.5 everywhere (every weight zero): their mean reaches
