@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lasegm import LasegmError
 from lasegm.checkpoint import (CHECKPOINT_FORMAT, CONFIG_FILE, CV_TABLE_FILE, ONNX_FILE, WEIGHTS_FILE,
-                               checkpoint_recipe, cv_block, read_views)
+                               checkpoint_recipe, cv_block, read_checkpoint_config, read_views)
 from lasegm.models import load_checkpoint
 from lasegm.onnx_export import export_onnx, onnx_matches
 from lasegm.postprocess import Postprocessing
@@ -64,7 +64,9 @@ def export_views(checkpoints, dest: str | Path, postprocessing: dict | None = No
     probabilities. cv_table: the views' out-of-fold table (`lasegm cv --ensemble`), scored with the folder's
     post-processing (by default the table's). Written atomically."""
     dest, folders = Path(dest), [Path(c) for c in checkpoints]
-    configs = [load_checkpoint(f)[1] for f in folders]  # each loads, or nothing is written
+    # the records only: export_checkpoint loads each view below, inside the atomic folder (one that does not load
+    # leaves nothing written)
+    configs = [read_checkpoint_config(f) for f in folders]
     planes = [plane_of(checkpoint_recipe(c, f / CONFIG_FILE)[0].orientation) for c, f in zip(configs, folders)]
     if len(set(planes)) != len(planes) or len({c["arch"] for c in configs}) != 1:
         raise LasegmError("a multi-view checkpoint needs one architecture slicing along distinct planes, got "

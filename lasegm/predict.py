@@ -11,8 +11,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from lasegm.checkpoint import CONFIG_FILE, check_arch, checkpoint_recipe, read_checkpoint_config, read_views, slab_depth
+from lasegm.checkpoint import (CONFIG_FILE, check_arch, checkpoint_recipe, read_checkpoint_config, read_views,
+                               slab_depth)
 from lasegm.data import Volume, load_volume
+from lasegm.ood import input_flags
 from lasegm.postprocess import Postprocessing, quality_flags
 from lasegm.preprocess import stack_context
 from lasegm.runtime import open_runner
@@ -152,8 +154,6 @@ class Segmenter(_Thresholded):
         before it (in an ensemble) has said."""
         reference = self.config.get("input_reference")
         if report is not None and reference and "input_flags" not in report:
-            from lasegm.ood import input_flags
-
             report["input_flags"] = input_flags(slices, vol.spacing, reference)
 
 
@@ -189,8 +189,9 @@ class Ensemble(_Thresholded):
     def probabilities(self, vol: Volume, progress=None, report: dict | None = None) -> np.ndarray:
         """The members' mean probability (report: see Segmenter.probabilities). A member is not run on slices where
         the mean can no longer reach the threshold, whatever it says (the members so far sum to < threshold x M -
-        the members left, at every pixel); it counts as 0 there. The mask is exactly the full mean's; exhaustive=True runs every member on
-        every slice (for a faithful probability map). Ensemble members run last, on every slice."""
+        the members left, at every pixel); it counts as 0 there. The mask is exactly the full mean's;
+        exhaustive=True runs every member on every slice (for a faithful probability map). Ensemble members run
+        last, on every slice."""
         groups: dict = {}
         for m in self.members:
             if isinstance(m, Segmenter):

@@ -43,12 +43,12 @@ RECIPES = {
 # is stored sagittally (lasegm.anatomy), so its native plane is sagittal, with the same arrays as "ASR".
 PLANE_ORIENTATIONS = {"sagittal": "ASR", "coronal": "RSA", "axial": "RAS"}
 _SLICING = {"R": "sagittal", "L": "sagittal", "A": "coronal", "P": "coronal", "S": "axial", "I": "axial"}
+CLIP_PERCENTILES = (0.5, 99.5)
 
 
 def plane_of(orientation: str) -> str:
     """The anatomical plane of a model grid's slices: named by the axis it slices along (its third code)."""
     return _SLICING[orientation[2].upper()]
-CLIP_PERCENTILES = (0.5, 99.5)
 
 
 def zscore_clipped(values: np.ndarray) -> tuple[float, float, float, float]:
