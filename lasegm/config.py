@@ -50,13 +50,19 @@ class Recipe:
     samples_per_epoch: int = _opt(0, "0 = one pass over the training slices")
     fg_fraction: float = _opt(0.5, "share of samples drawn from slices that contain atrium")
     batch_size: int = _opt(16, "samples per step")
-    lr: float = _opt(1e-3, "AdamW learning rate")
-    weight_decay: float = _opt(1e-4, "AdamW weight decay")
-    scheduler: str = _opt("cosine", "learning-rate schedule", ("cosine", "constant"))
+    optimizer: str = _opt("adamw", "AdamW, or SGD with Nesterov momentum 0.99 and gradients clipped to norm 12 "
+                          "(nnU-Net's: with --lr=0.01 --weight_decay=3e-5 --scheduler=poly)", ("adamw", "sgd"))
+    lr: float = _opt(1e-3, "peak learning rate")
+    weight_decay: float = _opt(1e-4, "weight decay (AdamW's decoupled one; SGD's L2 term)")
+    scheduler: str = _opt("cosine", "learning-rate schedule over the steps; poly is nnU-Net's (1 - step/steps)^0.9",
+                          ("cosine", "constant", "poly"))
     loss: str = _opt("dice_bce", "training loss", ("dice_bce", "dice", "bce"))
     augment: bool = _opt(True, "affine, elastic, brightness/contrast and noise augmentation")
-    mirror: bool = _opt(False, "with augment: random left-right and up-down flips (nnU-Net style; pairs with "
-                        "--flip_tta)")
+    augment_3d: bool = _opt(False, "unet3d, with augment: nnU-Net's 3D augmentation of each whole slab on the "
+                            "training device (rotation about all three axes, scaling, elastic, gamma, brightness, "
+                            "contrast, noise) instead of the in-plane one (lasegm.augment)")
+    mirror: bool = _opt(False, "with augment: random flips, left-right and up-down (2D) or along every axis "
+                        "(--augment_3d) (nnU-Net style; pairs with --flip_tta)")
     seed: int = _opt(0, "seeds the weights, the sampling and the augmentation")
     # post-processing (lasegm.postprocess.Postprocessing): recorded in the checkpoint, used for epoch selection
     largest_component: bool = _opt(Postprocessing.largest_component, "keep only the largest connected component")

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import albumentations as A
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -24,6 +23,7 @@ from segmentation_models_pytorch.losses import DiceLoss
 from tqdm import tqdm
 
 from lasegm import LasegmError, __version__
+from lasegm.augment import VolumeAugmentation, augmentation, seed_loader_worker
 from lasegm.checkpoint import slab_depth
 from lasegm.config import Recipe, TrainConfig
 from lasegm.data import CachedCase, Case, default_data_dir, find_cases, load_all_cached
@@ -37,38 +37,6 @@ from lasegm.runtime import TorchRunner, memory_layout
 from lasegm.split import split_cases, split_hash
 from lasegm.tracking import Tracker
 from lasegm.utils import available_cores, resolve_device, set_cpu_threads, write_csv, write_json
-
-
-def augmentation(seed: int | None = None, mirror: bool = False) -> A.Compose:
-    # No flips by default: left/right and up/down are anatomically fixed in these scans. nnU-Net mirrors
-    # anyway (mirror=True), which is what makes its mirrored test-time augmentation help rather than hurt.
-    # No gamma: slices are z-scored (negative values), where a power transform gives NaN.
-    aug = A.Compose([
-        A.Affine(scale=(0.85, 1.15), rotate=(-15, 15), translate_percent=(-0.08, 0.08), p=0.7),
-        A.ElasticTransform(alpha=20, sigma=5, p=0.15),
-        A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
-        A.GaussNoise(std_range=(0.0, 0.05), p=0.2),
-        *([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)] if mirror else []),
-    ])
-    reseed(aug, seed)
-    return aug
-
-
-def reseed(aug: A.Compose, seed: int | None) -> None:
-    """One random stream shared by every transform of `aug`, so that their draws are independent.
-
-    albumentations 2.0's Compose(seed=s) seeds each transform with the same s: all transforms then draw the
-    same numbers (both flips always together, i.e. only 180-degree turns; elastic only with affine, noise and
-    brightness). An own RNG without a seed would make reruns of one command differ."""
-    aug.set_random_state(np.random.default_rng(seed), random.Random(seed))
-
-
-def seed_loader_worker(worker_id: int) -> None:
-    """DataLoader worker_init_fn: each worker process gets its own augmentation stream (a forked worker
-    would otherwise repeat the parent's, and every worker the same), derived from the loader's seed."""
-    info = torch.utils.data.get_worker_info()
-    if getattr(info.dataset, "transform", None) is not None:
-        reseed(info.dataset.transform, info.seed % 2**32)
 
 
 class SliceDataset(torch.utils.data.Dataset):
@@ -230,6 +198,8 @@ class Setup:
     meta: dict  # written into every checkpoint's config.json
     graphed: bool = False  # forward and backward replayed as CUDA graphs (graph_forward_backward)
     layout: torch.memory_format = torch.contiguous_format  # the model's and its batches' memory format
+    clip: float = 0.0  # gradient-norm clip (0 = none)
+    augment_batch: Callable | None = None  # a 3D batch's augmentation on the device (lasegm.augment)
 
 
 def setup(cfg: TrainConfig, quiet: bool = False) -> Setup:
@@ -242,6 +212,8 @@ def setup(cfg: TrainConfig, quiet: bool = False) -> Setup:
     channels = Preprocessing(image_size=cfg.image_size, fov_mm=cfg.fov_mm, context=cfg.context).channels  # checked
     kwargs = model_kwargs(cfg.arch, cfg.encoder, channels, cfg.decoder_width, cfg.encoder_depth,
                           cfg.decoder_attention, cfg.slab_depth, cfg.deep_supervision)  # fail before reading data
+    if cfg.augment_3d and "slab_depth" not in kwargs:
+        raise LasegmError(f"--augment_3d augments 3D slabs: it applies to unet3d, not {cfg.arch}")
     fold = cfg.fold if cfg.fold >= 0 else None
     parts = split_cases(cfg.split_file, find_cases(cfg.data or default_data_dir(), cfg.data_axes), fold=fold,
                         all_folds=cfg.all_folds)
@@ -274,7 +246,8 @@ def setup(cfg: TrainConfig, quiet: bool = False) -> Setup:
                                           [c.spacing for c in train_cases]),
     }
     slab = slab_depth(meta)  # one reader of the slab depth, as in validation and prediction
-    data = (SlabDataset(train_cases, pre.context, slab, cfg.augment, seed=cfg.seed, mirror=cfg.mirror) if slab else
+    in_loader = cfg.augment and not cfg.augment_3d  # --augment_3d: the batch is augmented on the device instead
+    data = (SlabDataset(train_cases, pre.context, slab, in_loader, seed=cfg.seed, mirror=cfg.mirror) if slab else
             SliceDataset(train_cases, pre.context, cfg.augment, seed=cfg.seed, mirror=cfg.mirror))
     n_samples = cfg.samples_per_epoch or len(data)
     sampler = torch.utils.data.WeightedRandomSampler(data.sample_weights(cfg.fg_fraction), n_samples,
@@ -290,15 +263,26 @@ def setup(cfg: TrainConfig, quiet: bool = False) -> Setup:
     batch_shape = (cfg.batch_size, pre.channels, cfg.image_size, cfg.image_size)  # drop_last: every batch's
     graphed = (cfg.cuda_graph and device.type == "cuda" and not slab
                and graph_forward_backward(model, batch_shape, layout))
-    # fused: one kernel for the whole update on a GPU instead of a few per parameter tensor
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                            fused=device.type == "cuda")
-    total_steps = cfg.epochs * len(loader)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, (lambda s: 0.5 * (1 + math.cos(math.pi * min(s / total_steps, 1.0))))
-        if cfg.scheduler == "cosine" else (lambda s: 1.0))
+    opt, sched, clip = optimisation(cfg, model, cfg.epochs * len(loader), device)
+    augment_batch = VolumeAugmentation(cfg.seed, cfg.mirror) if cfg.augment and cfg.augment_3d else None
     return Setup(cfg, device, pre, post, model, loader, opt, sched, loss_terms(cfg.loss), val_cases, ids,
-                 run_name, run_dir, meta, graphed, layout)
+                 run_name, run_dir, meta, graphed, layout, clip, augment_batch)
+
+
+def optimisation(cfg: Recipe, model: torch.nn.Module, total_steps: int, device: torch.device):
+    """The optimiser, its per-step schedule and the gradient-norm clip (0 = none) of a recipe. SGD is nnU-Net's:
+    Nesterov momentum 0.99, gradients clipped to norm 12 (at momentum 0.99 an unclipped spike compounds)."""
+    fused = device.type == "cuda"  # one kernel for the whole update on a GPU instead of a few per parameter tensor
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.99, nesterov=True,
+                              weight_decay=cfg.weight_decay, fused=fused)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+    schedules = {"cosine": lambda s: 0.5 * (1 + math.cos(math.pi * min(s / total_steps, 1.0))),
+                 "poly": lambda s: (1 - min(s / total_steps, 1.0)) ** 0.9,
+                 "constant": lambda s: 1.0}
+    clip = 12.0 if cfg.optimizer == "sgd" else 0.0
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedules[cfg.scheduler]), clip
 
 
 def graph_forward_backward(model: torch.nn.Module, batch_shape: tuple, memory_format) -> bool:
@@ -333,7 +317,7 @@ def loader_workers(requested: int, device: torch.device) -> int:
     return max(1, min(8, available_cores() - 1))
 
 
-def train_step(model, opt, loss_fn, x: torch.Tensor, y: torch.Tensor, graphed: bool = False):
+def train_step(model, opt, loss_fn, x: torch.Tensor, y: torch.Tensor, graphed: bool = False, clip: float = 0.0):
     """One optimisation step, bf16 autocast on a GPU (no effect on CPU); returns (logits, loss), left on the
     device. The benchmark times this same step."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda",
@@ -342,6 +326,8 @@ def train_step(model, opt, loss_fn, x: torch.Tensor, y: torch.Tensor, graphed: b
     loss = loss_fn(logits.float(), y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    if clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     opt.step()
     return logits, loss
 
@@ -355,7 +341,9 @@ def train_epoch(s: Setup, epoch: int, quiet: bool = False) -> dict:
     for step, (x, y) in enumerate(bar):
         x = x.to(s.device, non_blocking=True, memory_format=s.layout)
         y = y.to(s.device, non_blocking=True)
-        logits, loss = train_step(s.model, s.opt, s.loss_fn, x, y, s.graphed)
+        if s.augment_batch is not None:
+            x, y = s.augment_batch(x, y)
+        logits, loss = train_step(s.model, s.opt, s.loss_fn, x, y, s.graphed, s.clip)
         s.sched.step()
         losses.append(loss.detach())
         top = logits if logits.ndim == y.ndim else logits[:, 0]  # deep supervision: the output served

@@ -3,9 +3,13 @@
 from collections import Counter
 
 import numpy as np
+import pytest
 import torch
 
-from lasegm.train import augmentation, seed_loader_worker
+from lasegm.augment import VolumeAugmentation, augmentation, rotation_matrix, sampling_grid, seed_loader_worker
+from lasegm.cli import main
+from lasegm.config import Recipe
+from lasegm.train import optimisation
 
 # an asymmetric image: a bright block in the top-right corner (rows 5-14, columns 40-59 of 64 x 64)
 IMAGE = np.zeros((64, 64, 3), np.float32)
@@ -69,3 +73,101 @@ def test_loader_workers_draw_their_own_augmentations():
     np.testing.assert_array_equal(torch.stack(batches), torch.stack(loader_batches(0, worker_init_fn=seed_loader_worker)))
     without = loader_batches(0)  # what the loader did before: the workers repeat each other
     assert all(torch.equal(without[i], without[i + 1]) for i in range(0, 8, 2))
+
+
+# --- the 3D model's augmentation (nnU-Net's), on a batch of slabs -------------------------------------------------
+
+NONE = dict(p_rotate=0, p_scale=0, p_elastic=0, p_gamma=0, p_brightness=0, p_contrast=0, p_noise=0)
+
+
+def blob_batch(shape=(16, 32, 8), offset=(0, 0, 0), half=1):
+    """(1, 1, D, H, W) zeros with a small cube at `offset` voxels from the centre."""
+    x = torch.zeros((1, 1, *shape))
+    c = [s // 2 + o for s, o in zip(shape, offset)]
+    x[0, 0, c[0] - half : c[0] + half, c[1] - half : c[1] + half, c[2] - half : c[2] + half] = 1
+    return x
+
+
+def centroid_offset(x: torch.Tensor) -> np.ndarray:
+    idx = np.argwhere(x[0, 0].numpy() > 0.5)
+    return idx.mean(0) - (np.array(x.shape[2:]) / 2 - 0.5)
+
+
+def warp(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    grid = sampling_grid(matrix[None], tuple(x.shape[2:]))
+    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", align_corners=False)
+
+
+def test_volume_augmentation_with_nothing_drawn_returns_the_batch_exactly():
+    x, y = torch.randn(2, 1, 16, 32, 32), (torch.rand(2, 1, 16, 32, 32) > 0.7).float()
+    ax, ay = VolumeAugmentation(seed=0, **NONE)(x, y)
+    assert torch.equal(ax, x) and torch.equal(ay, y)
+
+
+def test_a_rotation_turns_voxels_not_normalised_coordinates_in_a_slab_deeper_or_shallower_than_wide():
+    """90 degrees in the depth-height plane of a 16 x 32 x 8 slab: a blob 6 voxels off centre along height lands
+    6 voxels off centre along depth (affine_grid's normalised coordinates would put it 3 voxels off: a shear)."""
+    x = blob_batch(offset=(0, 6, 0))
+    turned = warp(x, rotation_matrix(torch.tensor([0.0, 0.0, np.pi / 2])))  # about the width axis
+    off = centroid_offset(turned)
+    assert abs(abs(off[0]) - 6) < 0.5 and abs(off[1]) < 0.5 and abs(off[2]) < 0.5
+
+
+def test_a_zoom_scales_every_axis_alike():
+    x = blob_batch(shape=(16, 32, 24), half=2)  # a 4-voxel cube
+    zoomed = warp(x, torch.eye(3, dtype=torch.float64) / 2)  # output voxel -> input: half the offset = 2x zoom
+    extent = [int(np.ptp(np.flatnonzero((zoomed[0, 0] > 0.5).numpy().any(axis=tuple(a for a in range(3) if a != k))))
+                  + 1) for k in range(3)]
+    assert extent == [8, 8, 8]
+
+
+def test_image_and_mask_move_together_and_the_mask_stays_binary():
+    y = (torch.rand(4, 1, 16, 32, 32) > 0.5).float()
+    y = torch.nn.functional.avg_pool3d(y, 5, 1, 2).gt(0.5).float()  # blobs rather than noise
+    aug = VolumeAugmentation(seed=1, p_rotate=1, p_scale=1, p_elastic=1, p_gamma=0, p_brightness=0, p_contrast=0,
+                             p_noise=0)
+    ax, ay = aug(y.clone(), y.clone())
+    assert not torch.equal(ay, y)  # it moved
+    assert set(ay.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(ax >= 0.5, ay > 0)  # the same grid resampled both
+
+
+def test_gamma_on_z_scored_slabs_keeps_them_finite_with_their_mean_and_std():
+    x = torch.randn(3, 1, 8, 16, 16) * 2 - 1  # negative values, where a bare power gives NaN
+    aug = VolumeAugmentation(seed=0, **{**NONE, "p_gamma": 1})
+    ax, _ = aug(x, torch.zeros_like(x))
+    assert torch.isfinite(ax).all() and not torch.allclose(ax, x)
+    for a, b in zip(ax, x):
+        assert float(a.mean()) == pytest.approx(float(b.mean()), abs=1e-4)
+        assert float(a.std()) == pytest.approx(float(b.std()), rel=1e-4)
+
+
+def test_volume_augmentation_is_reproducible_per_seed():
+    x, y = torch.randn(4, 1, 16, 16, 16), (torch.rand(4, 1, 16, 16, 16) > 0.5).float()
+    runs = [VolumeAugmentation(seed=s, p_rotate=0.5, p_scale=0.5, p_elastic=0.5, p_noise=0.5)(x, y) for s in (3, 3, 4)]
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+    assert not torch.equal(runs[0][0], runs[2][0])
+
+
+def test_nnunet_optimisation_sgd_nesterov_poly_and_clipping():
+    model = torch.nn.Linear(2, 1)
+    cfg = Recipe(optimizer="sgd", lr=0.01, weight_decay=3e-5, scheduler="poly")
+    opt, sched, clip = optimisation(cfg, model, 100, torch.device("cpu"))
+    group = opt.param_groups[0]
+    assert isinstance(opt, torch.optim.SGD) and group["nesterov"] and group["momentum"] == 0.99 and clip == 12.0
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.01) and lrs[50] == pytest.approx(0.01 * 0.5 ** 0.9)
+    assert opt.param_groups[0]["lr"] == 0.0
+    adamw, _, no_clip = optimisation(Recipe(), model, 100, torch.device("cpu"))
+    assert isinstance(adamw, torch.optim.AdamW) and no_clip == 0.0
+
+
+def test_3d_augmentation_is_refused_for_a_2d_model_before_any_data_is_read(tmp_path, capsys):
+    assert main(["--quiet", "train", "--arch=unet", "--augment_3d", f"--data={tmp_path / 'none'}",
+                 "--wandb_mode=disabled"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--augment_3d" in err and "unet3d" in err

@@ -7,8 +7,10 @@ probability. CPU-sized: 96 px, 16-slice slabs, batch 2. Ran for research_log.md 
 
 2026-11-28: what shortens the ~600 steps before it commits? --deep_supervision K adds the K deep-supervision
 heads (nnU-Net's: every lower decoder output upsampled and scored, weights 1/2^i normalised; training only);
---sgd uses nnU-Net's optimiser (SGD, Nesterov momentum 0.99, lr 0.01) instead of AdamW at 3e-3. Defaults reproduce
-the 2026-11-27 run.
+--sgd uses nnU-Net's optimisation instead of AdamW at 3e-3: lasegm.train.optimisation with --optimizer=sgd --lr=0.01
+--weight_decay=3e-5 --scheduler=poly (Nesterov momentum 0.99, gradients clipped to norm 12, poly over --steps).
+2026-12-01: --augment3d adds nnU-Net's 3D augmentation (lasegm.augment.VolumeAugmentation, seed 0) to each batch.
+Defaults reproduce the 2026-11-27 run.
 """
 
 import argparse
@@ -17,18 +19,21 @@ import json
 import numpy as np
 import torch
 
+from lasegm.augment import VolumeAugmentation
+from lasegm.config import Recipe
 from lasegm.data import default_data_dir, find_cases, load_cached
 from lasegm.models import build_model, model_kwargs
 from lasegm.predict import predict_slices
 from lasegm.preprocess import Preprocessing
 from lasegm.runtime import TorchRunner
-from lasegm.train import SlabDataset, loss_terms
+from lasegm.train import SlabDataset, loss_terms, optimisation
 
 p = argparse.ArgumentParser()
 p.add_argument("--augment", action="store_true")
 p.add_argument("--steps", type=int, default=1500)
 p.add_argument("--deep_supervision", type=int, default=0)
 p.add_argument("--sgd", action="store_true")
+p.add_argument("--augment3d", action="store_true")
 p.add_argument("--threads", type=int, default=2)
 args = p.parse_args()
 torch.manual_seed(0)
@@ -45,18 +50,29 @@ model = build_model("unet3d", model_kwargs("unet3d", "", 1, slab_depth=16))
 if args.deep_supervision:  # the same network with the heads (lasegm.unet3d), initialised from seed 0 as on 2026-11-28
     torch.manual_seed(0)
     model = build_model("unet3d", model_kwargs("unet3d", "", 1, slab_depth=16, deep_supervision=args.deep_supervision))
-opt = (torch.optim.SGD(model.parameters(), 0.01, momentum=0.99, nesterov=True, weight_decay=3e-5) if args.sgd else
-       torch.optim.AdamW(model.parameters(), 3e-3))
+clip, sched = 0.0, None
+if args.sgd:
+    opt, sched, clip = optimisation(Recipe(optimizer="sgd", lr=0.01, weight_decay=3e-5, scheduler="poly"), model,
+                                    args.steps, torch.device("cpu"))
+else:
+    opt = torch.optim.AdamW(model.parameters(), 3e-3)
+augment3d = VolumeAugmentation(seed=0) if args.augment3d else None
 loss_fn = loss_terms("dice_bce")  # weighs deep-supervised outputs 1/2^i, normalised
 dice = lambda a, b: 2 * (a & b).sum() / max(1, a.sum() + b.sum())
 for step in range(1, args.steps + 1):
     picks = rng.choice(len(data), 2, p=weights / weights.sum())
     x, y = (torch.stack(t) for t in zip(*(data[k] for k in picks)))
+    if augment3d:
+        x, y = augment3d(x, y)
     model.train()
     loss = loss_fn(model(x), y)
     opt.zero_grad()
     loss.backward()
+    if clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     opt.step()
+    if sched:
+        sched.step()
     if step % 300 == 0:
         model.eval()
         scores = []
