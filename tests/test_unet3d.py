@@ -79,17 +79,22 @@ def test_deep_supervision_scores_lower_decoder_outputs_in_training_only():
     assert float(loss(three, y)) == pytest.approx(4 / 7 * float(loss(top, y)) + 3 / 7 * float(loss(lower, y)), rel=1e-5)
 
 
-@pytest.mark.slow
-def test_unet3d_trains_exports_and_predicts_through_the_cli(dataset, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def train_tiny_3d(dataset, tmp_path, name: str, *recipe: str):
+    """A small 3D U-Net trained through the CLI on the synthetic dataset (6 epochs of 24 steps); its run folder."""
     split = tmp_path / "split.json"
     assert main(["--quiet", "split", "--data", str(dataset), "--split_file", str(split),
                  "--val_fraction", "0.2", "--test_fraction", "0.2"]) == 0
     assert main(["--quiet", "train", "--arch=unet3d", "--decoder_width=64", "--encoder_depth=4", "--slab_depth=8",
-                 "--image_size=64", "--epochs=6", "--samples_per_epoch=48", "--batch_size=2", "--lr=0.003",
-                 *SYNTHETIC_FLAGS, f"--data={dataset}", f"--split_file={split}", "--run_name=tiny3d",
+                 "--image_size=64", "--epochs=6", "--samples_per_epoch=48", "--batch_size=2", *recipe,
+                 *SYNTHETIC_FLAGS, f"--data={dataset}", f"--split_file={split}", f"--run_name={name}",
                  "--out_dir=runs", "--wandb_mode=disabled"]) == 0
-    run = tmp_path / "runs" / "tiny3d"
+    return tmp_path / "runs" / name
+
+
+@pytest.mark.slow
+def test_unet3d_trains_exports_and_predicts_through_the_cli(dataset, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = train_tiny_3d(dataset, tmp_path, "tiny3d", "--lr=0.003")
     config = json.loads((run / "checkpoint" / "config.json").read_text())
     assert config["arch"] == "unet3d" and config["model_kwargs"]["slab_depth"] == 8
     assert config["model_kwargs"]["deep_supervision"] == 2  # the default: trained deep-supervised, served plain
@@ -117,15 +122,8 @@ def test_unet3d_trains_with_nnunets_optimiser_and_3d_augmentation(dataset, tmp_p
     """The 3D recipe nnU-Net trains with (SGD, poly, Dice + CE, its 3D augmentation) runs through the CLI, records
     itself, and learns the synthetic atrium."""
     monkeypatch.chdir(tmp_path)
-    split = tmp_path / "split.json"
-    assert main(["--quiet", "split", "--data", str(dataset), "--split_file", str(split),
-                 "--val_fraction", "0.2", "--test_fraction", "0.2"]) == 0
-    assert main(["--quiet", "train", "--arch=unet3d", "--decoder_width=64", "--encoder_depth=4", "--slab_depth=8",
-                 "--image_size=64", "--epochs=6", "--samples_per_epoch=48", "--batch_size=2", "--optimizer=sgd",
-                 "--lr=0.01", "--weight_decay=3e-5", "--scheduler=poly", "--loss=dice_bce", "--augment_3d",
-                 *SYNTHETIC_FLAGS, f"--data={dataset}", f"--split_file={split}", "--run_name=nnunet3d",
-                 "--out_dir=runs", "--wandb_mode=disabled"]) == 0
-    run = tmp_path / "runs" / "nnunet3d"
+    run = train_tiny_3d(dataset, tmp_path, "nnunet3d", "--optimizer=sgd", "--lr=0.01", "--weight_decay=3e-5",
+                        "--scheduler=poly", "--loss=dice_bce", "--augment_3d")
     recipe = json.loads((run / "checkpoint" / "config.json").read_text())["train_config"]
     assert (recipe["optimizer"], recipe["scheduler"], recipe["augment_3d"]) == ("sgd", "poly", True)
     history = json.loads((run / "history.json").read_text())
