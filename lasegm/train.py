@@ -28,7 +28,7 @@ from lasegm.checkpoint import slab_depth
 from lasegm.config import Recipe, TrainConfig
 from lasegm.data import CachedCase, Case, default_data_dir, find_cases, load_all_cached
 from lasegm.metrics import patient_row, summarize
-from lasegm.models import build_model, model_kwargs, save_checkpoint
+from lasegm.models import ARCHITECTURES, build_model, model_kwargs, save_checkpoint
 from lasegm.ood import intensity_profile, make_reference
 from lasegm.postprocess import Postprocessing
 from lasegm.predict import predict_slices
@@ -212,7 +212,7 @@ def setup(cfg: TrainConfig, quiet: bool = False) -> Setup:
     channels = Preprocessing(image_size=cfg.image_size, fov_mm=cfg.fov_mm, context=cfg.context).channels  # checked
     kwargs = model_kwargs(cfg.arch, cfg.encoder, channels, cfg.decoder_width, cfg.encoder_depth,
                           cfg.decoder_attention, cfg.slab_depth, cfg.deep_supervision)  # fail before reading data
-    if cfg.augment_3d and "slab_depth" not in kwargs:
+    if cfg.augment_3d and not getattr(ARCHITECTURES[cfg.arch], "volumetric", False):
         raise LasegmError(f"--augment_3d augments 3D slabs: it applies to unet3d, not {cfg.arch}")
     fold = cfg.fold if cfg.fold >= 0 else None
     parts = split_cases(cfg.split_file, find_cases(cfg.data or default_data_dir(), cfg.data_axes), fold=fold,

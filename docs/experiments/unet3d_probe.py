@@ -26,7 +26,7 @@ from lasegm.models import build_model, model_kwargs
 from lasegm.predict import predict_slices
 from lasegm.preprocess import Preprocessing
 from lasegm.runtime import TorchRunner
-from lasegm.train import SlabDataset, loss_terms, optimisation
+from lasegm.train import SlabDataset, loss_terms, optimisation, train_step
 
 p = argparse.ArgumentParser()
 p.add_argument("--augment", action="store_true")
@@ -65,12 +65,7 @@ for step in range(1, args.steps + 1):
     if augment3d:
         x, y = augment3d(x, y)
     model.train()
-    loss = loss_fn(model(x), y)
-    opt.zero_grad()
-    loss.backward()
-    if clip:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-    opt.step()
+    train_step(model, opt, loss_fn, x, y, clip=clip)  # lasegm's own step (no autocast on a CPU)
     if sched:
         sched.step()
     if step % 300 == 0:
