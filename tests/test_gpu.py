@@ -1,11 +1,15 @@
-"""Training on a GPU: CUDA-graph capture. The parity test needs a GPU (a GPU user's machine, a lent one; CI has
-none); the capture's bookkeeping is tested on CPU with a simulated capture."""
+"""Training on a GPU: CUDA-graph capture, and the jobs files the GPU scripts run. The parity test needs a GPU (a GPU
+user's machine, a lent one; CI has none); the capture's bookkeeping is tested on CPU with a simulated capture."""
 
 import pytest
 import torch
+from conftest import REPO
 
+from lasegm.cli import build_parser
+from lasegm.config import config_from_args
 from lasegm.models import build_model, model_kwargs
 from lasegm.predict import predict_slices
+from lasegm.preprocess import Preprocessing
 from lasegm.runtime import TorchRunner
 from lasegm.train import graph_forward_backward
 
@@ -87,3 +91,28 @@ def test_a_failed_capture_trains_eagerly_and_says_why(monkeypatch, capsys):
     assert not graph_forward_backward(model, (2, 3, 64, 64), torch.channels_last)
     assert "CUDA graph capture failed (RuntimeError: operation not permitted" in capsys.readouterr().out
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+JOBS_FILES = sorted((REPO / "docs" / "gpu").glob("*.jobs"))
+
+
+@pytest.mark.parametrize("path", JOBS_FILES, ids=lambda p: p.name)
+def test_jobs_file_lines_are_valid_lasegm_cv_recipes(path):
+    """A jobs file is run on a lent GPU with no second try: each `cv` line must parse as `lasegm cv` flags and
+    build its model, and each ensemble may only name CVs of the same file."""
+    cvs = []
+    for line in path.read_text().splitlines():
+        kind, *rest = line.split() or ["#"]
+        if kind.startswith("#"):
+            continue
+        assert kind in ("cv", "ensemble", "run"), line
+        if kind == "cv":
+            name, *flags = rest
+            cfg = config_from_args(build_parser().parse_args(["cv", f"--name={name}", *flags]))
+            channels = Preprocessing(image_size=cfg.image_size, fov_mm=cfg.fov_mm, context=cfg.context).channels
+            model_kwargs(cfg.arch, cfg.encoder, channels, cfg.decoder_width, cfg.encoder_depth,
+                         cfg.decoder_attention, cfg.slab_depth, cfg.deep_supervision)
+            cvs.append(name)
+        elif kind == "ensemble":
+            assert set(rest[1:]) <= set(cvs) and len(rest) >= 3, line
+    assert cvs, f"{path.name} cross-validates nothing"

@@ -54,7 +54,8 @@ shutil.copy(src / "dataset.json", dst / "dataset.json")
 sagittal = Preprocessing(image_size=160, fov_mm=200.0, context=1, orientation=PLANE_ORIENTATIONS["sagittal"])
 recipes = [sagittal, Preprocessing(image_size=224, fov_mm=200.0, context=1, orientation="ASR", version=2,
                                    normalization="fov_clip_p0.5_p99.5_zscore", resize="fov_bilinear")]
-recipes += [Preprocessing(image_size=160, fov_mm=200.0, context=1, orientation=o) for o in PLANE_ORIENTATIONS.values()]
+recipes += [Preprocessing(image_size=n, fov_mm=200.0, context=1, orientation=o)  # the views jobs: 160 px, PSPNet 224
+            for o in PLANE_ORIENTATIONS.values() for n in (160, 224)]
 for case in find_cases(src):
     for kind, path in (("imagesTr", case.image), ("labelsTr", case.label)):
         img = nib.load(str(path))
