@@ -140,8 +140,9 @@ def surface_mesh(mask: np.ndarray, spacing) -> tuple[np.ndarray, np.ndarray, np.
     sub = ndimage.gaussian_filter(sub, sigma=[1.0 / float(s) for s in spacing])
     verts, faces, normals, _ = measure.marching_cubes(sub, 0.5, spacing=tuple(float(s) for s in spacing))
     offset = np.array([s.start - pad for s in box], dtype=np.float32) * np.asarray(spacing, dtype=np.float32)
-    # marching cubes orients normals up the gradient, into the mask: viewers light the outward side
-    return (verts + offset).astype(np.float32), faces[:, ::-1].astype(np.int64), (-normals).astype(np.float32)
+    # skimage's normals already point out of the mask (down the gradient), but its faces wind inwards: viewers
+    # light and cull by the winding, so the faces are turned and the normals kept
+    return (verts + offset).astype(np.float32), faces[:, ::-1].astype(np.int64), normals.astype(np.float32)
 
 
 ATRIUM_RGBA = (220, 60, 50, 255)  # the overlays' prediction red

@@ -126,6 +126,10 @@ def test_surface_mesh_encloses_the_mask_volume_in_mm(tmp_path):
     verts, faces, normals = surface_mesh(ball, spacing)
     assert mesh_volume_ml(verts, faces) == pytest.approx(4 / 3 * np.pi * 25 ** 3 / 1000, rel=0.03)
     assert np.ptp(verts, axis=0) == pytest.approx([50, 50, 50], abs=3)  # mm, not voxels
+    outward = verts - verts.mean(axis=0)  # the ball's centre to each vertex: viewers light the outer side
+    assert ((outward * normals).sum(axis=1) > 0).all()
+    winding = np.cross(verts[faces[:, 1]] - verts[faces[:, 0]], verts[faces[:, 2]] - verts[faces[:, 0]])
+    assert ((verts[faces].mean(axis=1) - verts.mean(axis=0)) * winding).sum(axis=1).min() > 0
     glb = trimesh.load(save_mesh(verts, faces, normals, tmp_path / "ball.glb"), force="mesh")
     assert abs(glb.volume) / 1000 == pytest.approx(mesh_volume_ml(verts, faces), rel=1e-3)
     assert surface_mesh(np.zeros((4, 4, 4), np.uint8), spacing)[0].shape == (0, 3)
