@@ -117,7 +117,8 @@ def run_local_sweep(sweep_yaml, count: int, fixed: list[str] = (), out_dir="runs
         cfg = TrainConfig(**{**fixed_params, **params, "out_dir": str(out), "run_name": trial})
 
         def should_stop(history, trial=trial, params=params):
-            running = _sweep_run(trial, sweeps.RunState.running, params, [wandb_metrics(h) for h in history], metric, goal)
+            curves = [wandb_metrics(h) for h in history]
+            running = _sweep_run(trial, sweeps.RunState.running, params, curves, metric, goal)
             return trial in {r.name for r in sweeps.stop_runs(config, done + [running], validate=False)}
 
         t0 = time.perf_counter()
@@ -126,10 +127,11 @@ def run_local_sweep(sweep_yaml, count: int, fixed: list[str] = (), out_dir="runs
         try:
             if cross_validated:  # the trial's metric is the out-of-fold mean over every patient
                 oof = run_cv(cfg, name=f"{name}-{trial}", jobs=jobs, quiet=quiet)
-                state, history, epochs = sweeps.RunState.finished, [{CV_METRIC: oof["summary"]["dice"]["mean"]}], cfg.epochs
+                history, epochs = [{CV_METRIC: oof["summary"]["dice"]["mean"]}], cfg.epochs
             else:
                 summary = train(cfg, quiet=quiet, should_stop=should_stop if "early_terminate" in config else None)
-                state, history, epochs = sweeps.RunState.finished, [wandb_metrics(h) for h in summary["history"]], summary["epochs_run"]
+                history, epochs = [wandb_metrics(h) for h in summary["history"]], summary["epochs_run"]
+            state = sweeps.RunState.finished
             status = "stopped early" if epochs < cfg.epochs else "finished"
         except Exception as e:  # like `wandb agent`: a crashed trial is recorded, the sweep goes on
             error = f"{type(e).__name__}: {e}".splitlines()[0][:200]
