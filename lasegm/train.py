@@ -202,6 +202,17 @@ class Setup:
     augment_batch: Callable | None = None  # a 3D batch's augmentation on the device (lasegm.augment)
 
 
+def recipe_model_kwargs(cfg: Recipe) -> dict:
+    """The network a recipe builds (lasegm.models.model_kwargs), after checking its preprocessing and model options;
+    raises LasegmError for a recipe that cannot train, without reading any data."""
+    channels = Preprocessing(image_size=cfg.image_size, fov_mm=cfg.fov_mm, context=cfg.context).channels  # checked
+    kwargs = model_kwargs(cfg.arch, cfg.encoder, channels, cfg.decoder_width, cfg.encoder_depth,
+                          cfg.decoder_attention, cfg.slab_depth, cfg.deep_supervision)
+    if cfg.augment_3d and not getattr(ARCHITECTURES[cfg.arch], "volumetric", False):
+        raise LasegmError(f"--augment_3d augments 3D slabs: it applies to unet3d, not {cfg.arch}")
+    return kwargs
+
+
 def setup(cfg: TrainConfig, quiet: bool = False) -> Setup:
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -209,11 +220,7 @@ def setup(cfg: TrainConfig, quiet: bool = False) -> Setup:
     set_cpu_threads(cfg.num_threads)
     device = resolve_device(cfg.device)
     post = cfg.postprocessing()
-    channels = Preprocessing(image_size=cfg.image_size, fov_mm=cfg.fov_mm, context=cfg.context).channels  # checked
-    kwargs = model_kwargs(cfg.arch, cfg.encoder, channels, cfg.decoder_width, cfg.encoder_depth,
-                          cfg.decoder_attention, cfg.slab_depth, cfg.deep_supervision)  # fail before reading data
-    if cfg.augment_3d and not getattr(ARCHITECTURES[cfg.arch], "volumetric", False):
-        raise LasegmError(f"--augment_3d augments 3D slabs: it applies to unet3d, not {cfg.arch}")
+    kwargs = recipe_model_kwargs(cfg)  # fail before reading data
     fold = cfg.fold if cfg.fold >= 0 else None
     parts = split_cases(cfg.split_file, find_cases(cfg.data or default_data_dir(), cfg.data_axes), fold=fold,
                         all_folds=cfg.all_folds)

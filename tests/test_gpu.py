@@ -9,9 +9,8 @@ from lasegm.cli import build_parser
 from lasegm.config import config_from_args
 from lasegm.models import build_model, model_kwargs
 from lasegm.predict import predict_slices
-from lasegm.preprocess import Preprocessing
 from lasegm.runtime import TorchRunner
-from lasegm.train import graph_forward_backward
+from lasegm.train import graph_forward_backward, recipe_model_kwargs
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -108,10 +107,7 @@ def test_jobs_file_lines_are_valid_lasegm_cv_recipes(path):
         assert kind in ("cv", "ensemble", "run"), line
         if kind == "cv":
             name, *flags = rest
-            cfg = config_from_args(build_parser().parse_args(["cv", f"--name={name}", *flags]))
-            channels = Preprocessing(image_size=cfg.image_size, fov_mm=cfg.fov_mm, context=cfg.context).channels
-            model_kwargs(cfg.arch, cfg.encoder, channels, cfg.decoder_width, cfg.encoder_depth,
-                         cfg.decoder_attention, cfg.slab_depth, cfg.deep_supervision)
+            recipe_model_kwargs(config_from_args(build_parser().parse_args(["cv", f"--name={name}", *flags])))
             cvs.append(name)
         elif kind == "ensemble":
             assert set(rest[1:]) <= set(cvs) and len(rest) >= 3, line
