@@ -10,8 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
+from lasegm.compare import paired
 from lasegm.data import default_data_dir, find_cases
 from lasegm.evaluate import score_cases
 from lasegm.predict import load_segmenter
@@ -20,16 +19,17 @@ cvs = [Path(a) for a in sys.argv[1:]]
 folds = json.loads(Path("splits/cv5.json").read_text())["folds"]
 done = [f for f in range(len(folds)) if all((cv / f"fold-{f}" / "summary.json").exists() for cv in cvs)]
 cases = {c.case_id: c for c in find_cases(default_data_dir())}
-scores: dict[str, list[float]] = {}
+scores: dict[str, dict[str, float]] = {}  # name -> case -> 3D Dice
 for f in done:
     held_out = [cases[c] for c in folds[f]]
     for name, members in [(cv.name, [cv]) for cv in cvs] + [("mean of all", cvs)]:
         seg = load_segmenter([cv / f"fold-{f}" / "checkpoint" for cv in members], device="cpu", largest_component=True)
         for row in score_cases(seg, held_out):
-            scores.setdefault(name, []).append(row["dice"])
+            scores.setdefault(name, {})[row["case"]] = row["dice"]
             print(f"fold {f} {row['case']} {name}: {row['dice']:.4f}", flush=True)
-base = np.array(scores[cvs[0].name])
+base = scores[cvs[0].name]
 print(f"folds {done}, {len(base)} patients; paired differences against {cvs[0].name}:")
 for name, s in scores.items():
-    d = np.array(s) - base
-    print(f"  {name:14s} {np.mean(s):.4f}  {d.mean():+.4f} +- {d.std(ddof=1):.4f}  better on {(d > 0).sum()}")
+    r = paired(s, base)
+    print(f"  {name:14s} {r['mean']:.4f}  {r['difference_mean']:+.4f} +- {r['difference_std']:.4f}  "
+          f"better on {r['better']}")
