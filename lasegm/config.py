@@ -57,10 +57,15 @@ class Recipe:
     scheduler: str = _opt("cosine", "learning-rate schedule over the steps; poly is nnU-Net's (1 - step/steps)^0.9",
                           ("cosine", "constant", "poly"))
     loss: str = _opt("dice_bce", "training loss", ("dice_bce", "dice", "bce"))
-    augment: bool = _opt(True, "affine, elastic, brightness/contrast and noise augmentation")
+    augment: bool = _opt(True, "augment the training samples (lasegm.augment; the policy: --augment_2d, "
+                         "--augment_3d)")
+    augment_2d: str = _opt("lasegm", "2D models, with augment: lasegm's in-plane augmentation of each sample in the "
+                           "loader (affine +-15 deg, elastic, brightness/contrast, noise), or nnU-Net's 2D one of "
+                           "each batch on the training device (rotation +-180 deg, scaling, noise, blur, brightness, "
+                           "contrast, low resolution, gamma)", ("lasegm", "nnunet"))
     augment_3d: bool = _opt(False, "unet3d, with augment: nnU-Net's 3D augmentation of each whole slab on the "
-                            "training device (rotation about all three axes, scaling, elastic, gamma, brightness, "
-                            "contrast, noise) instead of the in-plane one (lasegm.augment)")
+                            "training device (rotation about all three axes, scaling, elastic, noise, blur, brightness, "
+                            "contrast, low resolution, gamma) instead of the in-plane one (lasegm.augment)")
     mirror: bool = _opt(False, "with augment: random flips, left-right and up-down (2D) or along every axis "
                         "(--augment_3d) (nnU-Net style; pairs with --flip_tta)")
     seed: int = _opt(0, "seeds the weights, the sampling and the augmentation")

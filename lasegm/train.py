@@ -23,7 +23,7 @@ from segmentation_models_pytorch.losses import DiceLoss
 from tqdm import tqdm
 
 from lasegm import LasegmError, __version__
-from lasegm.augment import VolumeAugmentation, augmentation, seed_loader_worker
+from lasegm.augment import NnUNetAugmentation, augmentation, seed_loader_worker
 from lasegm.checkpoint import slab_depth
 from lasegm.config import Recipe, TrainConfig
 from lasegm.data import CachedCase, Case, default_data_dir, find_cases, load_all_cached
@@ -199,7 +199,7 @@ class Setup:
     graphed: bool = False  # forward and backward replayed as CUDA graphs (graph_forward_backward)
     layout: torch.memory_format = torch.contiguous_format  # the model's and its batches' memory format
     clip: float = 0.0  # gradient-norm clip (0 = none)
-    augment_batch: Callable | None = None  # a 3D batch's augmentation on the device (lasegm.augment)
+    augment_batch: Callable | None = None  # a batch's augmentation on the device (lasegm.augment)
 
 
 def recipe_model_kwargs(cfg: Recipe) -> dict:
@@ -208,8 +208,12 @@ def recipe_model_kwargs(cfg: Recipe) -> dict:
     channels = Preprocessing(image_size=cfg.image_size, fov_mm=cfg.fov_mm, context=cfg.context).channels  # checked
     kwargs = model_kwargs(cfg.arch, cfg.encoder, channels, cfg.decoder_width, cfg.encoder_depth,
                           cfg.decoder_attention, cfg.slab_depth, cfg.deep_supervision)
-    if cfg.augment_3d and not getattr(ARCHITECTURES[cfg.arch], "volumetric", False):
+    volumetric = getattr(ARCHITECTURES[cfg.arch], "volumetric", False)
+    if cfg.augment_3d and not volumetric:
         raise LasegmError(f"--augment_3d augments 3D slabs: it applies to unet3d, not {cfg.arch}")
+    if cfg.augment_2d != "lasegm" and volumetric:
+        raise LasegmError(f"--augment_2d augments 2D slices: it applies to the 2D models, not {cfg.arch} "
+                          "(--augment_3d is its nnU-Net augmentation)")
     return kwargs
 
 
@@ -253,9 +257,10 @@ def setup(cfg: TrainConfig, quiet: bool = False) -> Setup:
                                           [c.spacing for c in train_cases]),
     }
     slab = slab_depth(meta)  # one reader of the slab depth, as in validation and prediction
-    in_loader = cfg.augment and not cfg.augment_3d  # --augment_3d: the batch is augmented on the device instead
+    on_device = cfg.augment and (cfg.augment_3d or cfg.augment_2d == "nnunet")  # nnU-Net's: the batch, on the device
+    in_loader = cfg.augment and not on_device
     data = (SlabDataset(train_cases, pre.context, slab, in_loader, seed=cfg.seed, mirror=cfg.mirror) if slab else
-            SliceDataset(train_cases, pre.context, cfg.augment, seed=cfg.seed, mirror=cfg.mirror))
+            SliceDataset(train_cases, pre.context, in_loader, seed=cfg.seed, mirror=cfg.mirror))
     n_samples = cfg.samples_per_epoch or len(data)
     sampler = torch.utils.data.WeightedRandomSampler(data.sample_weights(cfg.fg_fraction), n_samples,
                                                      generator=torch.Generator().manual_seed(cfg.seed))
@@ -271,7 +276,7 @@ def setup(cfg: TrainConfig, quiet: bool = False) -> Setup:
     graphed = (cfg.cuda_graph and device.type == "cuda" and not slab
                and graph_forward_backward(model, batch_shape, layout))
     opt, sched, clip = optimisation(cfg, model, cfg.epochs * len(loader), device)
-    augment_batch = VolumeAugmentation(cfg.seed, cfg.mirror) if cfg.augment and cfg.augment_3d else None
+    augment_batch = NnUNetAugmentation(cfg.seed, cfg.mirror, planar=not slab) if on_device else None
     return Setup(cfg, device, pre, post, model, loader, opt, sched, loss_terms(cfg.loss), val_cases, ids,
                  run_name, run_dir, meta, graphed, layout, clip, augment_batch)
 
@@ -350,6 +355,7 @@ def train_epoch(s: Setup, epoch: int, quiet: bool = False) -> dict:
         y = y.to(s.device, non_blocking=True)
         if s.augment_batch is not None:
             x, y = s.augment_batch(x, y)
+            x = x.contiguous(memory_format=s.layout)
         logits, loss = train_step(s.model, s.opt, s.loss_fn, x, y, s.graphed, s.clip)
         s.sched.step()
         losses.append(loss.detach())

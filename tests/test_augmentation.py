@@ -1,12 +1,14 @@
 """Training augmentation: independent draws per transform, per DataLoader worker, reproducible per seed."""
 
+import json
 from collections import Counter
 
 import numpy as np
 import pytest
 import torch
 
-from lasegm.augment import VolumeAugmentation, augmentation, rotation_matrix, sampling_grid, seed_loader_worker
+from conftest import SYNTHETIC_FLAGS
+from lasegm.augment import NnUNetAugmentation, augmentation, rotation_matrix, sampling_grid, seed_loader_worker
 from lasegm.cli import main
 from lasegm.config import Recipe
 from lasegm.train import optimisation
@@ -77,7 +79,8 @@ def test_loader_workers_draw_their_own_augmentations():
 
 # --- the 3D model's augmentation (nnU-Net's), on a batch of slabs -------------------------------------------------
 
-NONE = dict(p_rotate=0, p_scale=0, p_elastic=0, p_gamma=0, p_brightness=0, p_contrast=0, p_noise=0)
+NONE = dict(p_rotate=0, p_scale=0, p_elastic=0, p_noise=0, p_blur=0, p_brightness=0, p_contrast=0, p_lowres=0,
+            p_gamma_inverted=0, p_gamma=0)
 
 
 def blob_batch(shape=(16, 32, 8), offset=(0, 0, 0), half=1):
@@ -100,7 +103,7 @@ def warp(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
 
 def test_volume_augmentation_with_nothing_drawn_returns_the_batch_exactly():
     x, y = torch.randn(2, 1, 16, 32, 32), (torch.rand(2, 1, 16, 32, 32) > 0.7).float()
-    ax, ay = VolumeAugmentation(seed=0, **NONE)(x, y)
+    ax, ay = NnUNetAugmentation(seed=0, **NONE)(x, y)
     assert torch.equal(ax, x) and torch.equal(ay, y)
 
 
@@ -124,8 +127,7 @@ def test_a_zoom_scales_every_axis_alike():
 def test_image_and_mask_move_together_and_the_mask_stays_binary():
     y = (torch.rand(4, 1, 16, 32, 32) > 0.5).float()
     y = torch.nn.functional.avg_pool3d(y, 5, 1, 2).gt(0.5).float()  # blobs rather than noise
-    aug = VolumeAugmentation(seed=1, p_rotate=1, p_scale=1, p_elastic=1, p_gamma=0, p_brightness=0, p_contrast=0,
-                             p_noise=0)
+    aug = NnUNetAugmentation(seed=1, **{**NONE, "p_rotate": 1, "p_scale": 1, "p_elastic": 1})
     ax, ay = aug(y.clone(), y.clone())
     assert not torch.equal(ay, y)  # it moved
     assert set(ay.unique().tolist()) <= {0.0, 1.0}
@@ -134,7 +136,7 @@ def test_image_and_mask_move_together_and_the_mask_stays_binary():
 
 def test_gamma_on_z_scored_slabs_keeps_them_finite_with_their_mean_and_std():
     x = torch.randn(3, 1, 8, 16, 16) * 2 - 1  # negative values, where a bare power gives NaN
-    aug = VolumeAugmentation(seed=0, **{**NONE, "p_gamma": 1})
+    aug = NnUNetAugmentation(seed=0, **{**NONE, "p_gamma": 1})
     ax, _ = aug(x, torch.zeros_like(x))
     assert torch.isfinite(ax).all() and not torch.allclose(ax, x)
     for a, b in zip(ax, x):
@@ -142,9 +144,57 @@ def test_gamma_on_z_scored_slabs_keeps_them_finite_with_their_mean_and_std():
         assert float(a.std()) == pytest.approx(float(b.std()), rel=1e-4)
 
 
+def test_every_intensity_transform_keeps_a_batch_finite_and_its_shape():
+    """All of nnU-Net's intensity transforms at once, on 3D slabs and on 2.5D slices (3 channels)."""
+    always = {**NONE, "p_noise": 1, "p_blur": 1, "p_brightness": 1, "p_contrast": 1, "p_lowres": 1,
+              "p_gamma_inverted": 1, "p_gamma": 1}
+    for planar, shape in ((False, (2, 1, 8, 24, 20)), (True, (2, 3, 24, 20))):
+        x = torch.randn(shape) * 2 - 1
+        ax, ay = NnUNetAugmentation(seed=0, planar=planar, **always)(x, torch.zeros(shape[0], 1, *shape[2:]))
+        assert ax.shape == x.shape and ay.shape == (shape[0], 1, *shape[2:])
+        assert torch.isfinite(ax).all() and not torch.allclose(ax, x)
+
+
+def test_inverted_gamma_keeps_mean_and_std_and_differs_from_plain_gamma():
+    x = torch.randn(2, 1, 8, 16, 16)
+    inverted, _ = NnUNetAugmentation(seed=0, **{**NONE, "p_gamma_inverted": 1})(x, torch.zeros_like(x))
+    plain, _ = NnUNetAugmentation(seed=0, **{**NONE, "p_gamma": 1})(x, torch.zeros_like(x))
+    assert not torch.allclose(inverted, plain)
+    for a, b in zip(inverted, x):
+        assert float(a.mean()) == pytest.approx(float(b.mean()), abs=1e-4)
+        assert float(a.std()) == pytest.approx(float(b.std()), rel=1e-4)
+
+
+def test_blur_and_low_resolution_stay_within_a_slice_in_2d():
+    """A 2.5D sample's channels are neighbouring slices: blurring or resampling one must not leak into another."""
+    x = torch.zeros(1, 3, 32, 32)
+    x[0, 1, 12:20, 12:20] = 5.0  # only the centre slice holds anything
+    for p in ("p_blur", "p_lowres"):
+        ax, _ = NnUNetAugmentation(seed=0, planar=True, **{**NONE, p: 1})(x, torch.zeros(1, 1, 32, 32))
+        assert torch.equal(ax[0, [0, 2]], x[0, [0, 2]]) and not torch.equal(ax[0, 1], x[0, 1])
+
+
+def test_the_2d_policy_turns_slices_in_their_plane_by_up_to_180_degrees():
+    """nnU-Net's 2D rotation (+-180 deg, no scaling here): a blob 8 pixels off centre stays 8 pixels off centre, at
+    angles across the whole circle, and its mask goes with it."""
+    n, size = 64, 32
+    x = torch.zeros(n, 1, size, size)
+    x[:, 0, 15:17, 23:25] = 1.0  # 8 columns right of the centre (15.5)
+    aug = NnUNetAugmentation(seed=0, planar=True, **{**NONE, "p_rotate": 1})
+    ax, ay = aug(x.clone(), x.clone())
+    assert ax.shape == x.shape and torch.equal(ax >= 0.5, ay > 0)
+    angles = []
+    for blob in ay[:, 0]:
+        rows, cols = np.nonzero(blob.numpy())
+        dy, dx = rows.mean() - 15.5, cols.mean() - 15.5
+        assert np.hypot(dy, dx) == pytest.approx(8, abs=1.0)
+        angles.append(np.degrees(np.arctan2(dy, dx)))
+    assert max(np.abs(angles)) > 150 and np.ptp(angles) > 300
+
+
 def test_volume_augmentation_is_reproducible_per_seed():
     x, y = torch.randn(4, 1, 16, 16, 16), (torch.rand(4, 1, 16, 16, 16) > 0.5).float()
-    runs = [VolumeAugmentation(seed=s, p_rotate=0.5, p_scale=0.5, p_elastic=0.5, p_noise=0.5)(x, y) for s in (3, 3, 4)]
+    runs = [NnUNetAugmentation(seed=s, p_rotate=0.5, p_scale=0.5, p_elastic=0.5, p_noise=0.5)(x, y) for s in (3, 3, 4)]
     assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
     assert not torch.equal(runs[0][0], runs[2][0])
 
@@ -164,6 +214,31 @@ def test_nnunet_optimisation_sgd_nesterov_poly_and_clipping():
     assert opt.param_groups[0]["lr"] == 0.0
     adamw, _, no_clip = optimisation(Recipe(), model, 100, torch.device("cpu"))
     assert isinstance(adamw, torch.optim.AdamW) and no_clip == 0.0
+
+
+def test_2d_augmentation_is_refused_for_the_3d_model_before_any_data_is_read(tmp_path, capsys):
+    assert main(["--quiet", "train", "--arch=unet3d", "--context=0", "--augment_2d=nnunet",
+                 f"--data={tmp_path / 'none'}", "--wandb_mode=disabled"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--augment_2d" in err and "unet3d" in err
+
+
+@pytest.mark.slow
+def test_a_2d_model_trains_with_nnunets_2d_augmentation(dataset, tmp_path, monkeypatch):
+    """--augment_2d=nnunet through the CLI: the batch is augmented on the device, the recipe records it, and the
+    model still learns the synthetic atrium."""
+    monkeypatch.chdir(tmp_path)
+    split = tmp_path / "split.json"
+    assert main(["--quiet", "split", "--data", str(dataset), "--split_file", str(split), "--val_fraction", "0.2",
+                 "--test_fraction", "0.2"]) == 0
+    assert main(["--quiet", "train", "--arch=unet", "--decoder_width=32", "--image_size=64", "--epochs=4",
+                 "--samples_per_epoch=96", "--batch_size=8", "--lr=0.003", "--loss=dice", "--augment_2d=nnunet",
+                 *SYNTHETIC_FLAGS, f"--data={dataset}", f"--split_file={split}", "--run_name=nn2d", "--out_dir=runs",
+                 "--wandb_mode=disabled"]) == 0
+    run = tmp_path / "runs" / "nn2d"
+    assert json.loads((run / "checkpoint" / "config.json").read_text())["train_config"]["augment_2d"] == "nnunet"
+    history = json.loads((run / "history.json").read_text())
+    assert max(h["val_dice_3d"] for h in history) > 0.5
 
 
 def test_3d_augmentation_is_refused_for_a_2d_model_before_any_data_is_read(tmp_path, capsys):

@@ -9,7 +9,7 @@ probability. CPU-sized: 96 px, 16-slice slabs, batch 2. Ran for research_log.md 
 heads (nnU-Net's: every lower decoder output upsampled and scored, weights 1/2^i normalised; training only);
 --sgd uses nnU-Net's optimisation instead of AdamW at 3e-3: lasegm.train.optimisation with --optimizer=sgd --lr=0.01
 --weight_decay=3e-5 --scheduler=poly (Nesterov momentum 0.99, gradients clipped to norm 12, poly over --steps).
-2026-12-01: --augment3d adds nnU-Net's 3D augmentation (lasegm.augment.VolumeAugmentation, seed 0) to each batch.
+2026-12-01: --augment3d adds nnU-Net's 3D augmentation (lasegm.augment.NnUNetAugmentation, seed 0) to each batch.
 Defaults reproduce the 2026-11-27 run.
 """
 
@@ -19,7 +19,7 @@ import json
 import numpy as np
 import torch
 
-from lasegm.augment import VolumeAugmentation
+from lasegm.augment import NnUNetAugmentation
 from lasegm.config import Recipe
 from lasegm.data import default_data_dir, find_cases, load_cached
 from lasegm.models import build_model, model_kwargs
@@ -56,7 +56,7 @@ if args.sgd:
                                     args.steps, torch.device("cpu"))
 else:
     opt = torch.optim.AdamW(model.parameters(), 3e-3)
-augment3d = VolumeAugmentation(seed=0) if args.augment3d else None
+augment3d = NnUNetAugmentation(seed=0) if args.augment3d else None
 loss_fn = loss_terms("dice_bce")  # weighs deep-supervised outputs 1/2^i, normalised
 dice = lambda a, b: 2 * (a & b).sum() / max(1, a.sum() + b.sum())
 for step in range(1, args.steps + 1):

@@ -2,7 +2,7 @@
 ratio between sizes scales a GPU time measured at one size to another (research_log.md, 2026-12-01); on a GPU it is
 the number that sizes docs/gpu/unet3d.jobs. A step is lasegm.train.train_step with nnU-Net's optimisation (SGD,
 poly, clip 12) and deep supervision on two levels, on a random batch of two patches, 160 x 160 in-plane, with
---augment3d nnU-Net's 3D augmentation of the batch first (lasegm.augment.VolumeAugmentation, on the device).
+--augment3d nnU-Net's 3D augmentation of the batch first (lasegm.augment.NnUNetAugmentation, on the device).
 CPU: three steps each, no warm-up, each step's time printed. GPU (bf16 autocast, as training): 3 warm-up steps,
 then the mean of 20.
 
@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from lasegm.augment import VolumeAugmentation
+from lasegm.augment import NnUNetAugmentation
 from lasegm.config import Recipe
 from lasegm.models import build_model, model_kwargs
 from lasegm.utils import resolve_device
@@ -35,7 +35,7 @@ for depth, width in ((32, 128), (80, 128), (80, 256)):  # the 2026-11-28 CV's pa
                                                deep_supervision=2)).to(device).train()
     opt, _, clip = optimisation(Recipe(optimizer="sgd", lr=0.01, weight_decay=3e-5, scheduler="poly"), model, 3,
                                 device)
-    augment = VolumeAugmentation(0) if args.augment3d else None
+    augment = NnUNetAugmentation(0) if args.augment3d else None
     x = torch.randn(2, 1, depth, 160, 160, device=device)
     y = (torch.rand(2, 1, depth, 160, 160, device=device) > 0.9).float()
 
