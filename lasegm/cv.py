@@ -23,10 +23,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
 
 from lasegm import LasegmError
 from lasegm.config import Recipe, TrainConfig, recorded_recipe, recorded_run_options
 from lasegm.metrics import PATIENT_METRICS, summarize
+from lasegm.postprocess import Postprocessing
+from lasegm.probability_maps import FOLDER as MAPS_FOLDER
+from lasegm.probability_maps import load_probability_map, on_grid, saved_maps
 from lasegm.split import FOLDS_FORMAT, read_split, split_hash
 from lasegm.utils import available_cores, write_csv, write_json
 
@@ -212,7 +218,7 @@ def reevaluate_folds(cv_dir: Path, split: dict, cfg: TrainConfig, quiet: bool = 
     """The out-of-fold table again, each fold's checkpoint segmenting its own held-out patients from the
     scans with `cfg`'s post-processing (largest component, flip TTA): post-processing chosen on every
     patient without retraining (nnU-Net chooses its post-processing on out-of-fold predictions too)."""
-    rows, runs, seg = _score_folds([cv_dir], split, cfg, quiet)
+    rows, runs, seg, _ = _score_folds([cv_dir], split, cfg, quiet)
     tag = f"lc-{str(seg.post.largest_component).lower()}-tta-{str(seg.post.flip_tta).lower()}"
     # the recipe is the folds' own (this command's training flags played no part)
     return _write_oof(cv_dir, f"oof-{tag}", rows, runs, cfg, postprocessing=seg.post.to_dict(),
@@ -222,39 +228,78 @@ def reevaluate_folds(cv_dir: Path, split: dict, cfg: TrainConfig, quiet: bool = 
 def ensemble_folds(cv_root: Path, name: str, members: list[str], split: dict, cfg: TrainConfig,
                    quiet: bool = False) -> dict:
     """The out-of-fold table of an ensemble of recipes: for each fold, the mean probability of the member CVs'
-    fold checkpoints (lasegm.predict.Ensemble) on that fold's held-out patients, with `cfg`'s post-processing.
+    fold models on that fold's held-out patients, with `cfg`'s post-processing. The folds' saved probability maps
+    (lasegm.probability_maps) are averaged where every member has them with that post-processing's flip TTA, so
+    the fold weights need not be here; otherwise the fold checkpoints segment the scans (lasegm.predict.Ensemble).
     Every patient is still scored only by models that never saw it, so recipes and their ensembles are compared
-    on the same footing (nnU-Net chooses between configurations and their ensembles the same way). The
-    served ensemble is the members' final models."""
+    on the same footing (nnU-Net chooses between configurations and their ensembles the same way). The served
+    ensemble is the members' final models."""
     if len(members) < 2 or name in members:
         raise LasegmError(f"--ensemble needs two or more finished cross-validations other than --name {name!r}")
-    rows, runs, seg = _score_folds([cv_root / m for m in members], split, cfg, quiet)
-    recipes = {m: recorded_recipe(member.config) for m, member in zip(members, seg.members)}
-    return _write_oof(cv_root / name, "oof", rows, runs, cfg, postprocessing=seg.post.to_dict(),
+    rows, runs, _, post = _score_folds([cv_root / m for m in members], split, cfg, quiet)
+    recipes = {m: recorded_recipe(_fold_config(cv_root / m, 0)) for m in members}
+    return _write_oof(cv_root / name, "oof", rows, runs, cfg, postprocessing=post.to_dict(),
                       recipe={"ensemble": members, "members": recipes})
+
+
+def _fold_config(cv_dir: Path, f: int) -> dict:
+    from lasegm.checkpoint import read_checkpoint_config
+
+    return read_checkpoint_config(cv_dir / f"fold-{f}" / "checkpoint", weights=False)
 
 
 def _score_folds(cv_dirs: list[Path], split: dict, cfg: TrainConfig, quiet: bool):
     """Each fold's checkpoint(s) in `cv_dirs` (several: their ensemble) segment that fold's held-out patients
-    from the scans -> (rows, runs, the last fold's segmenter)."""
+    from the scans, or, for an ensemble, their saved probability maps are averaged -> (rows, runs, the last
+    fold's segmenter or None, the post-processing scored with)."""
     from lasegm.data import default_data_dir, find_cases
     from lasegm.evaluate import refuse_trained_on, score_cases
     from lasegm.predict import load_segmenter
 
     cases = {c.case_id: c for c in find_cases(cfg.data or default_data_dir(), cfg.data_axes)}
-    post = cfg.postprocessing()
-    rows, runs = [], []
+    wanted = cfg.postprocessing()
+    rows, runs, seg = [], [], None
     for f, fold_cases in enumerate(split["folds"]):
         for cv_dir in cv_dirs:
             _fold_summary(cv_dir, f, fold_cases)  # the fold exists and held these patients out
-        seg = load_segmenter([d / f"fold-{f}" / "checkpoint" for d in cv_dirs], device=cfg.device,
-                             largest_component=post.largest_component, flip_tta=post.flip_tta)
-        refuse_trained_on(seg, fold_cases, split.get("duplicate_groups", []))
-        rows += [{**row, "fold": f} for row in score_cases(seg, [cases[case_id] for case_id in fold_cases])]
-        runs.append({"fold": f, "checkpoint": seg.source, "backend": seg.backend})
+        # the members' post-processing with this command's choices, as the Ensemble of the checkpoints applies it
+        post = Postprocessing.from_dict(_fold_config(cv_dirs[0], f).get("postprocessing")).override(
+            largest_component=wanted.largest_component, flip_tta=wanted.flip_tta)
+        maps = [saved_maps(d / f"fold-{f}", fold_cases) for d in cv_dirs] if len(cv_dirs) > 1 else [None]
+        if all(m is not None and load_probability_map(m[0]).flip_tta == post.flip_tta for m in maps):
+            members = [SimpleNamespace(source=str(d / f"fold-{f}" / "checkpoint"),
+                                       trained_on=_fold_config(d, f).get("trained_on", [])) for d in cv_dirs]
+            refuse_trained_on(SimpleNamespace(members=members), fold_cases, split.get("duplicate_groups", []))
+            rows += [{**row, "fold": f} for row in score_saved_maps(
+                [[m[i] for m in maps] for i in range(len(fold_cases))], [cases[c] for c in fold_cases], post)]
+            runs.append({"fold": f, "probability_maps": [str(d / f"fold-{f}" / MAPS_FOLDER) for d in cv_dirs]})
+            how = "saved probability maps"
+        else:
+            seg = load_segmenter([d / f"fold-{f}" / "checkpoint" for d in cv_dirs], device=cfg.device,
+                                 largest_component=wanted.largest_component, flip_tta=wanted.flip_tta)
+            post = seg.post
+            refuse_trained_on(seg, fold_cases, split.get("duplicate_groups", []))
+            rows += [{**row, "fold": f} for row in score_cases(seg, [cases[case_id] for case_id in fold_cases])]
+            runs.append({"fold": f, "checkpoint": seg.source, "backend": seg.backend})
+            how = "segmented"
         if not quiet:
-            print(f"[cv] fold {f} scored ({' + '.join(d.name for d in cv_dirs)})", flush=True)
-    return rows, runs, seg
+            print(f"[cv] fold {f} scored ({' + '.join(d.name for d in cv_dirs)}; {how})", flush=True)
+    return rows, runs, seg, post
+
+
+def score_saved_maps(paths: list[list[Path]], cases: list, post) -> list[dict]:
+    """Each case scored from the mean of its saved probability maps (paths[i]: case i's maps, one per member)."""
+    from lasegm.data import load_case
+    from lasegm.metrics import patient_row
+
+    rows = []
+    for case, case_paths in zip(cases, paths):
+        vol = load_case(case)
+        t0 = time.perf_counter()
+        mean = np.mean([on_grid(load_probability_map(p), vol.label.shape, vol.affine, str(p)) for p in case_paths],
+                       axis=0)
+        rows.append(patient_row(case.case_id, post.binarize(mean), vol.label, vol.spacing, time.perf_counter() - t0))
+    return rows
 
 
 def _same_recipe(recipe: dict, fold_checkpoint: Path, what: str) -> dict:

@@ -13,7 +13,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,8 @@ from lasegm.ood import intensity_profile, make_reference
 from lasegm.postprocess import Postprocessing
 from lasegm.predict import predict_slices
 from lasegm.preprocess import PLANE_ORIENTATIONS, Preprocessing, stack_context
+from lasegm.probability_maps import FOLDER as MAPS_FOLDER
+from lasegm.probability_maps import save_probability_maps
 from lasegm.runtime import TorchRunner, memory_layout
 from lasegm.split import split_cases, split_hash
 from lasegm.tracking import Tracker
@@ -127,16 +129,18 @@ def batch_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def validate(model, cases: list[CachedCase], pre: Preprocessing, post: Postprocessing,
              device, channels_last: bool = False, slab: int = 0,
-             runner: Callable | None = None) -> tuple[dict, list[dict], dict]:
+             runner: Callable | None = None) -> tuple[dict, list[dict], dict, dict]:
     """Whole-patient validation on the scan's own grid, post-processed exactly as the checkpoint will be
-    served: 3D Dice per patient is the headline. `runner` stands in for the model (the benchmark replays
-    recorded outputs to time the rest)."""
-    rows, predictions, losses = [], {}, []
+    served: 3D Dice per patient is the headline. Returns the metrics, the per-patient rows, the thresholded
+    slices (for overlays) and each patient's probability map on the scan's grid (lasegm.probability_maps).
+    `runner` stands in for the model (the benchmark replays recorded outputs to time the rest)."""
+    rows, predictions, maps, losses = [], {}, {}, []
     runner = runner or TorchRunner(model, device, channels_last=channels_last)  # the training model, in its layout
     for c in cases:
         t0 = time.perf_counter()
         probs = predict_slices(runner, c.image, pre.context, tta=post.flip_tta, slab=slab)
-        mask = post.binarize(pre.restore(probs, c.geometry))
+        maps[c.case_id] = pre.restore(probs, c.geometry)
+        mask = post.binarize(maps[c.case_id])
         seconds = time.perf_counter() - t0
         target = c.label.astype(np.float32)
         p = np.clip(probs, 1e-6, 1 - 1e-6)
@@ -147,7 +151,7 @@ def validate(model, cases: list[CachedCase], pre: Preprocessing, post: Postproce
     s = summarize(rows, ["dice", "dice_slice", "hd95_mm", "seconds"])
     return ({"val_loss": float(np.mean(losses)), "val_dice_3d": s["dice"]["mean"],
              "val_dice_slice": s["dice_slice"]["mean"], "val_hd95_mm": s["hd95_mm"]["mean"],
-             "inference_s_per_volume": s["seconds"]["mean"]}, rows, predictions)
+             "inference_s_per_volume": s["seconds"]["mean"]}, rows, predictions, maps)
 
 
 def overlay_slices(cases: list[CachedCase], n: int = 4) -> list[tuple[int, int]]:
@@ -169,6 +173,15 @@ def training_orientation(cases: list[Case]) -> str:
 
     return Counter(axis_codes(declared_affine(nib.load(str(c.image)).affine, c.axes))
                    for c in cases).most_common(1)[0][0]
+
+
+def scan_affines(cases: list[Case]) -> dict[str, np.ndarray]:
+    """Each case's scan affine with its declared axes, from the header alone."""
+    import nibabel as nib
+
+    from lasegm.anatomy import declared_affine
+
+    return {c.case_id: declared_affine(nib.load(str(c.image)).affine, c.axes) for c in cases}
 
 
 def recipe_preprocessing(cfg: Recipe, train_cases: list[Case]) -> Preprocessing:
@@ -200,6 +213,7 @@ class Setup:
     layout: torch.memory_format = torch.contiguous_format  # the model's and its batches' memory format
     clip: float = 0.0  # gradient-norm clip (0 = none)
     augment_batch: Callable | None = None  # a batch's augmentation on the device (lasegm.augment)
+    val_affines: dict = field(default_factory=dict)  # case_id -> the scan's affine (its saved probability maps')
 
 
 def recipe_model_kwargs(cfg: Recipe) -> dict:
@@ -278,7 +292,7 @@ def setup(cfg: TrainConfig, quiet: bool = False) -> Setup:
     opt, sched, clip = optimisation(cfg, model, cfg.epochs * len(loader), device)
     augment_batch = NnUNetAugmentation(cfg.seed, cfg.mirror, planar=not slab) if on_device else None
     return Setup(cfg, device, pre, post, model, loader, opt, sched, loss_terms(cfg.loss), val_cases, ids,
-                 run_name, run_dir, meta, graphed, layout, clip, augment_batch)
+                 run_name, run_dir, meta, graphed, layout, clip, augment_batch, scan_affines(parts["val"]))
 
 
 def optimisation(cfg: Recipe, model: torch.nn.Module, total_steps: int, device: torch.device):
@@ -394,9 +408,9 @@ def train(cfg: TrainConfig, quiet: bool = False, should_stop: Callable[[list[dic
             last = epoch == cfg.epochs or out_of_time
             t_val = time.perf_counter()
             validating = bool(s.val_cases) and (epoch % cfg.val_every == 0 or last)
-            val, val_rows, predictions = (validate(s.model, s.val_cases, s.pre, s.post, s.device,
-                                                   s.cfg.channels_last, slab_depth(s.meta))
-                                          if validating else ({}, [], {}))
+            val, val_rows, predictions, maps = (validate(s.model, s.val_cases, s.pre, s.post, s.device,
+                                                         s.cfg.channels_last, slab_depth(s.meta))
+                                                if validating else ({}, [], {}, {}))
             # val_time_s (W&B val/time_s): an epoch's time beside training (half of it on a GPU: research_log)
             row.update(**val, lr=s.opt.param_groups[0]["lr"], val_time_s=time.perf_counter() - t_val,
                        epoch_s=time.perf_counter() - t0)
@@ -409,6 +423,9 @@ def train(cfg: TrainConfig, quiet: bool = False, should_stop: Callable[[list[dic
                     **s.meta, "epoch": epoch, "selection": cfg.select, "metrics": {k: row[k] for k in (
                         "val_dice_3d", "val_dice_slice", "val_hd95_mm", "val_loss") if k in row},
                     "training_time_s": time.perf_counter() - t_start}, half=cfg.fp16_checkpoint)
+                if maps:  # the kept model's maps of its validation patients: out of fold for a CV fold
+                    save_probability_maps(s.run_dir / MAPS_FOLDER, {c: (m, s.val_affines[c]) for c, m in maps.items()},
+                                          s.post.flip_tta)
             tracker.log_epoch(row, [(f"{s.val_cases[i].case_id} slice {z}", s.val_cases[i].image[z],
                                      s.val_cases[i].label[z], predictions[s.val_cases[i].case_id][z])
                                     for i, z in picks] if validating else [])

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import shutil
 
 import pytest
 import yaml
@@ -125,11 +126,28 @@ def test_two_fold_cv_through_the_cli_writes_the_out_of_fold_table(dataset, tmp_p
     both = json.loads((tmp_path / "runs" / "cv" / "tiny+b" / "oof.json").read_text())
     assert both["recipe"]["ensemble"] == ["tiny", "tiny-b"] and both["recipe"]["members"]["tiny-b"]["lr"] == 0.01
     assert [(r["case"], r["fold"]) for r in both["per_patient"]] == [(r["case"], r["fold"]) for r in oof["per_patient"]]
-    assert [len(run["checkpoint"]) for run in both["folds"]] == [2, 2]
-    # the ensemble of a CV with itself is that CV: the same mean probability, the same table
+    # from the probability maps each fold saved of its held-out patients (lasegm.probability_maps)
+    assert [len(run["probability_maps"]) for run in both["folds"]] == [2, 2]
+    # with flip TTA, which those maps lack, the fold checkpoints segment the scans instead
+    assert main([*ensemble, "--name", "tiny+b-tta", "--flip_tta=true"]) == 0
+    tta = json.loads((tmp_path / "runs" / "cv" / "tiny+b-tta" / "oof.json").read_text())
+    assert [len(run["checkpoint"]) for run in tta["folds"]] == [2, 2] and tta["postprocessing"]["flip_tta"]
+    # the maps need no weights: the folds' weights gone, the same table
+    for weights in (tmp_path / "runs" / "cv").glob("tiny*/fold-*/checkpoint/model.safetensors"):
+        weights.unlink()
+    assert main([*ensemble, "--name", "tiny+b-again"]) == 0
+    again_rows = json.loads((tmp_path / "runs" / "cv" / "tiny+b-again" / "oof.json").read_text())["per_patient"]
+    assert [(r["case"], r["dice"], r["hd95_mm"]) for r in again_rows] == \
+        [(r["case"], r["dice"], r["hd95_mm"]) for r in both["per_patient"]]
+    # the ensemble of a CV with itself is that CV: the same mean probability, the same table (but for voxels
+    # within the maps' 1/510 rounding of the threshold)
     assert main([*ensemble[:-1], "tiny", "--name", "tiny-twice"]) == 0
     twice = json.loads((tmp_path / "runs" / "cv" / "tiny-twice" / "oof.json").read_text())
-    assert [r["dice"] for r in twice["per_patient"]] == pytest.approx([r["dice"] for r in again["per_patient"]], abs=1e-9)
+    assert [r["dice"] for r in twice["per_patient"]] == pytest.approx([r["dice"] for r in oof["per_patient"]], abs=2e-3)
+    # a fold without its maps and without its weights: one clear error naming the missing file
+    shutil.rmtree(tmp_path / "runs" / "cv" / "tiny-b" / "fold-1" / "val_probabilities")
+    assert main([*ensemble, "--name", "tiny+b-lost"]) == 2
+    assert "model.safetensors" in capsys.readouterr().err
     # a member that is not a finished CV of these folds: one clear error, no table
     assert main([*ensemble[:-1], "nothing", "--name", "tiny+nothing"]) == 2
     assert "fold 0 has not been trained" in capsys.readouterr().err
