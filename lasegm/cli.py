@@ -78,8 +78,9 @@ def build_parser(arch_choices: bool = True) -> argparse.ArgumentParser:
                         "writes oof-lc-<bool>-tta-<bool>.json; with --final, the final model takes that "
                         "post-processing and that table")
     c.add_argument("--ensemble", nargs="+", default=None, metavar="CV",
-                   help="train nothing: score the ensemble of these finished CVs (runs/cv/CV) out of fold, each "
-                        "fold's checkpoints averaged on its held-out patients; writes runs/cv/NAME/oof.json")
+                   help="train nothing: score the ensemble of these finished CVs (runs/cv/CV, or a CV's folder "
+                        "given as a path, e.g. a record without weights) out of fold, each fold's probability maps "
+                        "or checkpoints averaged on its held-out patients; writes runs/cv/NAME/oof.json")
     add_config_flags(c, arch_choices=arch_choices)
     c.set_defaults(split_file=DEFAULT_FOLDS_FILE)
 

@@ -236,8 +236,9 @@ def ensemble_folds(cv_root: Path, name: str, members: list[str], split: dict, cf
     ensemble is the members' final models."""
     if len(members) < 2 or name in members:
         raise LasegmError(f"--ensemble needs two or more finished cross-validations other than --name {name!r}")
-    rows, runs, _, post = _score_folds([cv_root / m for m in members], split, cfg, quiet)
-    recipes = {m: recorded_recipe(_fold_config(cv_root / m, 0)) for m in members}
+    dirs = [Path(m) if os.sep in m else cv_root / m for m in members]  # a name under runs/cv, or a CV's folder
+    rows, runs, _, post = _score_folds(dirs, split, cfg, quiet)
+    recipes = {m: recorded_recipe(_fold_config(d, 0)) for m, d in zip(members, dirs)}
     return _write_oof(cv_root / name, "oof", rows, runs, cfg, postprocessing=post.to_dict(),
                       recipe={"ensemble": members, "members": recipes})
 

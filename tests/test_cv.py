@@ -139,6 +139,11 @@ def test_two_fold_cv_through_the_cli_writes_the_out_of_fold_table(dataset, tmp_p
     again_rows = json.loads((tmp_path / "runs" / "cv" / "tiny+b-again" / "oof.json").read_text())["per_patient"]
     assert [(r["case"], r["dice"], r["hd95_mm"]) for r in again_rows] == \
         [(r["case"], r["dice"], r["hd95_mm"]) for r in both["per_patient"]]
+    # a CV's record kept elsewhere (committed, or returned by a GPU run) is a member by its path
+    shutil.copytree(tmp_path / "runs" / "cv" / "tiny-b", tmp_path / "records" / "tiny-b")
+    assert main([*ensemble[:-1], str(tmp_path / "records" / "tiny-b"), "--name", "tiny+b-record"]) == 0
+    record_rows = json.loads((tmp_path / "runs" / "cv" / "tiny+b-record" / "oof.json").read_text())["per_patient"]
+    assert [r["dice"] for r in record_rows] == [r["dice"] for r in both["per_patient"]]
     # the ensemble of a CV with itself is that CV: the same mean probability, the same table (but for voxels
     # within the maps' 1/510 rounding of the threshold)
     assert main([*ensemble[:-1], "tiny", "--name", "tiny-twice"]) == 0
