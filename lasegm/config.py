@@ -64,8 +64,9 @@ class Recipe:
                            "each batch on the training device (rotation +-180 deg, scaling, noise, blur, brightness, "
                            "contrast, low resolution, gamma)", ("lasegm", "nnunet"))
     augment_3d: bool = _opt(False, "unet3d, with augment: nnU-Net's 3D augmentation of each whole slab on the "
-                            "training device (rotation about all three axes, scaling, elastic, noise, blur, brightness, "
-                            "contrast, low resolution, gamma) instead of the in-plane one (lasegm.augment)")
+                            "training device (rotation about all three axes, scaling, elastic, noise, blur, "
+                            "brightness, contrast, low resolution, gamma) instead of the in-plane one "
+                            "(lasegm.augment)")
     mirror: bool = _opt(False, "with augment: random flips, left-right and up-down (2D) or along every axis "
                         "(--augment_3d) (nnU-Net style; pairs with --flip_tta)")
     seed: int = _opt(0, "seeds the weights, the sampling and the augmentation")

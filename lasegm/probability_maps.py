@@ -3,9 +3,9 @@
 Training writes one for each validation patient beside the kept checkpoint (`val_probabilities/<case>.npz`). For a
 cross-validation fold those are out-of-fold predictions, so ensembles of cross-validations (views, architectures,
 recipes) are scored from them without the fold weights, which may have stayed on the machine that trained them
-(nnU-Net keeps its validation softmax for the same reason). uint8 in steps of 1/255, cropped to the nonzero box:
-~30 KB for a 256 x 256 x 130 scan, with the affine of the grid it was made on. The quantisation moves a mean of maps by at most 1/510, so only voxels that
-close to the 0.5 threshold can change.
+(nnU-Net keeps its validation softmax for the same reason). uint8 in steps of 1/255, cropped to the nonzero box,
+with the affine of the grid it was made on: ~30 KB for a 256 x 256 x 130 scan. The quantisation moves a mean of
+maps by at most 1/510, so only voxels that close to the 0.5 threshold can change.
 """
 
 from __future__ import annotations

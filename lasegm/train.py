@@ -167,12 +167,9 @@ def overlay_slices(cases: list[CachedCase], n: int = 4) -> list[tuple[int, int]]
 def training_orientation(cases: list[Case]) -> str:
     """The voxel orientation most training scans are stored in (read from the headers only, with the cases'
     declared axes)."""
-    import nibabel as nib
+    from lasegm.anatomy import axis_codes
 
-    from lasegm.anatomy import axis_codes, declared_affine
-
-    return Counter(axis_codes(declared_affine(nib.load(str(c.image)).affine, c.axes))
-                   for c in cases).most_common(1)[0][0]
+    return Counter(axis_codes(affine) for affine in scan_affines(cases).values()).most_common(1)[0][0]
 
 
 def scan_affines(cases: list[Case]) -> dict[str, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Saved probability maps: what a fold's model gave its held-out patients, small on disk, read back on the scan's grid."""
+"""Saved probability maps: what a fold's model gave its held-out patients, small on disk, back on the scan's grid."""
 
 import numpy as np
 import pytest
