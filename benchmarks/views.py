@@ -1,0 +1,88 @@
+"""View aggregation's latency (a script, not a timed test): each served checkpoint's recipe served as a multi-view
+checkpoint of 1, 2 and 3 planes (sagittal; + axial; + coronal; and axial + coronal), seconds per patient volume on
+2 CPU cores.
+
+    python benchmarks/views.py --data $LASEGM_DATA [--threads 2] [--backend onnx] [--out docs/benchmarks-views.json]
+
+The views carry the served weights under another slicing plane: a network's cost does not depend
+on its weights, and views of different planes are never skipped on each other's slices (predict.Ensemble), so the
+time is the one trained views would take; their masks mean nothing. Each is published with `lasegm export`, the way
+a trained multi-view checkpoint is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import onnxruntime
+import torch
+
+from benchmark import cpu_name, interleaved  # the sibling script (this folder is on sys.path when run)
+from lasegm.checkpoint import CONFIG_FILE, ONNX_FILE, SERVED, WEIGHTS_FILE
+from lasegm.data import find_cases, load_case
+from lasegm.export import export_views
+from lasegm.predict import load_segmenter
+from lasegm.preprocess import PLANE_ORIENTATIONS, RECIPES, VERSION
+from lasegm.split import read_split
+from lasegm.utils import write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+PLANES = ("sagittal", "axial", "coronal")  # the served plane first, then the others in the order they pay
+
+
+def replane(ckpt: Path, plane: str, dest: Path) -> Path:
+    """A copy of a checkpoint that slices along `plane` (same weights), under today's preprocessing version: a view
+    trained now models only the slices within the central field of view (version 3), and a Task02 scan's axial and
+    coronal stacks are 256 slices long, of which 160 lie within 200 mm."""
+    dest.mkdir(parents=True)
+    for name in (WEIGHTS_FILE, ONNX_FILE):
+        if (ckpt / name).is_file():
+            shutil.copy2(ckpt / name, dest / name)
+    config = json.loads((ckpt / CONFIG_FILE).read_text())
+    version = dict(version=VERSION, normalization=RECIPES[VERSION][0], resize=RECIPES[VERSION][1])
+    config["preprocessing"].update(orientation=PLANE_ORIENTATIONS[plane], **version)
+    config["train_config"]["plane"] = plane
+    (dest / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+    return dest
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", required=True)
+    p.add_argument("--checkpoints", default=str(ROOT / "checkpoints"))
+    p.add_argument("--split_file", default=str(ROOT / "splits" / "split.json"))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--backend", default="onnx", choices=("onnx", "torch"))
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks-views.json"))
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    case_id = read_split(args.split_file)["test"][0]  # the patient benchmarks/benchmark.py times
+    vol = load_case({c.case_id: c for c in find_cases(args.data)}[case_id])
+    results = {"date": time.strftime("%Y-%m-%d"), "threads": args.threads, "backend": args.backend,
+               "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "cpu": cpu_name(),
+               "patient": case_id, "shape": list(vol.image.shape), "repeats": args.repeats, "models": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for arch in SERVED:
+            ckpt = Path(args.checkpoints) / arch
+            views = [replane(ckpt, plane, Path(tmp) / arch / plane) for plane in PLANES]
+            combos = [PLANES[:k] for k in range(1, len(PLANES) + 1)] + [PLANES[1:]]  # + axial + coronal
+            segmenters = {}
+            for combo in combos:
+                members = [views[PLANES.index(plane)] for plane in combo]
+                folder = members[0] if len(members) == 1 else export_views(
+                    members, Path(tmp) / arch / "+".join(combo), onnx=args.backend == "onnx")
+                segmenters["+".join(combo)] = load_segmenter(folder, device="cpu", backend=args.backend)
+            results["models"][arch] = {"seconds_per_volume": interleaved(segmenters, vol, args.repeats)}
+            print(arch, results["models"][arch], flush=True)
+    write_json(args.out, results)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
