@@ -22,7 +22,7 @@ from pathlib import Path
 import onnxruntime
 import torch
 
-from benchmark import cpu_name, interleaved  # the sibling script (this folder is on sys.path when run)
+from benchmark import cpu_name, interleaved  # the sibling script, importable when this one runs as a script
 from lasegm.checkpoint import CONFIG_FILE, ONNX_FILE, SERVED, WEIGHTS_FILE
 from lasegm.data import find_cases, load_case
 from lasegm.export import export_views
