@@ -9,6 +9,7 @@ export OMP_NUM_THREADS=1 WANDB_MODE="${WANDB_MODE:-offline}"
 RECIPE="--split_file=splits/cv5.json --arch=unet --loss=dice --decoder_width=128 --image_size=128 --epochs=20
   --samples_per_epoch=640 --val_every=10 --num_threads=1"
 export RECIPE
+mkdir -p runs  # the fold logs go there: a failed redirect would end in `|| true` and skip every fold silently
 # one fold per process; `lasegm cv --folds K` exits 2 while other folds are missing, which is expected here
 for k in 0 1 2 3 4; do for p in coronal axial sagittal; do echo "$p $k"; done; done |
   xargs -P 2 -L 1 bash -c 'lasegm cv --name qs-$0 --folds $1 $RECIPE --plane=$0 > runs/log-qs-$0-$1.txt 2>&1 || true'
