@@ -137,8 +137,9 @@ def build_parser(arch_choices: bool = True) -> argparse.ArgumentParser:
     o.add_argument("--checkpoint", required=True, nargs="+", metavar="FOLDER")
 
     q = sub.add_parser("compare", help="paired per-patient comparison of an out-of-fold table with a reference")
-    q.add_argument("table", help="a lasegm out-of-fold table (runs/cv/NAME/oof.json or .csv, "
-                                  "checkpoints/ARCH/cv-oof.json)")
+    q.add_argument("table", nargs="+", help="a lasegm out-of-fold table (runs/cv/NAME/oof.json or .csv, "
+                   "checkpoints/ARCH/cv-oof.json), or several of different patients: e.g. the finished folds "
+                   "of a cross-validation (runs/cv/NAME/fold-K/summary.json)")
     q.add_argument("--reference", required=True, help="a CSV with a 'case' column, e.g. nnU-Net's out-of-fold Dice")
     q.add_argument("--reference_column", "--reference-column", default=None,
                    help="its column to compare with (default: its first numeric column)")
@@ -310,15 +311,17 @@ def _dispatch(args) -> int:
             print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB; ONNX Runtime vs PyTorch: max logit "
                   f"difference {difference:.1e})")
     elif args.command == "compare":
-        from lasegm.compare import format_report, paired, read_scores
+        from lasegm.compare import format_report, paired, read_scores, read_tables
         from lasegm.utils import write_json
 
-        scores, column = read_scores(args.table)
+        scores, column = read_tables(args.table)
         reference, ref_column = read_scores(args.reference, args.reference_column)
         result = paired(scores, reference)
-        print(format_report(result, f"{Path(args.table).name} {column}", ref_column))
+        name = Path(args.table[0]).name if len(args.table) == 1 else f"{len(args.table)} tables"
+        print(format_report(result, f"{name} {column}", ref_column))
         if args.out:
-            write_json(args.out, {"table": args.table, "reference": args.reference, "reference_column": ref_column,
+            tables = args.table[0] if len(args.table) == 1 else args.table
+            write_json(args.out, {"table": tables, "reference": args.reference, "reference_column": ref_column,
                                   **result})
     elif args.command == "sweep":
         from lasegm.sweep import run_local_sweep

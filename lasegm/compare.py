@@ -2,7 +2,8 @@
 
 Means hide who is better where: an anchor such as nnU-Net's out-of-fold Dice per development patient
 (../shared/anchors' CSV form: a `case` column and one column per system) is compared patient by patient with a
-lasegm table (a cross-validation's oof.json / oof.csv, or a checkpoint's cv-oof.json).
+lasegm table (a cross-validation's oof.json / oof.csv, or a checkpoint's cv-oof.json). The finished folds of an
+unfinished cross-validation (their summary.json files) compare the same way, on the patients they hold out.
 """
 
 from __future__ import annotations
@@ -17,16 +18,18 @@ from lasegm import LasegmError
 
 
 def read_scores(path: str | Path, column: str | None = None) -> tuple[dict[str, float], str]:
-    """{case: score} and the column's name. A lasegm out-of-fold JSON gives its per-patient `dice`; a CSV gives
-    `column`, else `dice`, else its first column after `case` whose values are numbers."""
+    """{case: score} and the column's name. A lasegm out-of-fold JSON (or a fold's summary.json: its held-out
+    patients) gives its per-patient `dice`; a CSV gives `column`, else `dice`, else its first column after `case`
+    whose values are numbers."""
     path = Path(path)
     if not path.is_file():
         raise LasegmError(f"{path}: file not found")
     if path.suffix == ".json":
         try:
-            rows = json.loads(path.read_text())["per_patient"]
+            table = json.loads(path.read_text())
+            rows = table["per_patient"] if "per_patient" in table else table["per_patient_val"]
         except (ValueError, KeyError, TypeError):
-            raise LasegmError(f"{path}: not a lasegm out-of-fold table (no per_patient list)") from None
+            raise LasegmError(f"{path}: not a lasegm out-of-fold table or fold summary (no per_patient list)") from None
         column = column or "dice"
     else:
         with open(path, newline="") as fh:
@@ -45,6 +48,20 @@ def read_scores(path: str | Path, column: str | None = None) -> tuple[dict[str, 
             raise LasegmError(f"{path}: {r['case']}: {column} is not a number ({r[column]!r})")
         scores[str(r["case"])] = value
     return scores, column
+
+
+def read_tables(paths: list[str | Path], column: str | None = None) -> tuple[dict[str, float], str]:
+    """{case: score} of several tables of disjoint patients (e.g. the finished folds of a cross-validation)."""
+    scores, names = {}, []
+    for path in paths:
+        table, name = read_scores(path, column)
+        twice = sorted(set(table) & set(scores))
+        if twice:
+            raise LasegmError(f"{path}: {', '.join(twice)} already in another table; the tables must hold "
+                              "different patients (one score per patient)")
+        scores.update(table)
+        names.append(name)
+    return scores, names[0]
 
 
 def _number(value) -> float | None:

@@ -54,3 +54,21 @@ def test_the_served_unet_against_nnunet_patient_by_patient():
     anchor = REPO / "docs" / "anchors" / "nnunet_task02_oof_dice.csv"
     r = paired(read_scores(REPO / "checkpoints" / "unet" / "cv-oof.json")[0], read_scores(anchor)[0])
     assert r["n"] == 16 and r["difference_mean"] == pytest.approx(-0.032, abs=5e-4) and r["worse"] == 16
+
+
+def test_the_finished_folds_of_a_cross_validation_compare_together(tmp_path, capsys):
+    """An unfinished CV's folds (their summary.json) pair with a reference on the patients they hold out; two
+    tables that score the same patient are refused."""
+    _, ref = _tables(tmp_path)
+    folds = []
+    for k, rows in enumerate(([("a", 0.90)], [("b", 0.86), ("c", 0.97)])):
+        folds.append(tmp_path / f"fold-{k}" / "summary.json")
+        folds[-1].parent.mkdir()
+        folds[-1].write_text(json.dumps({"per_patient_val": [{"case": c, "dice": d} for c, d in rows]}))
+    assert main(["compare", *map(str, folds), "--reference", str(ref), "--out", str(tmp_path / "c.json")]) == 0
+    out = capsys.readouterr().out
+    # a: -0.02, b: +0.01, c: +0.02 -> mean +0.01/3; d (only in the reference) is not compared
+    assert "3 patients" in out and "better on 2, worse on 1, equal on 0" in out and "only in reference" in out
+    assert json.loads((tmp_path / "c.json").read_text())["difference_mean"] == pytest.approx(0.01 / 3)
+    assert main(["compare", str(folds[0]), str(folds[0]), "--reference", str(ref)]) == 2
+    assert "a already in another table" in capsys.readouterr().err
