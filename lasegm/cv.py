@@ -32,7 +32,7 @@ from lasegm.config import Recipe, TrainConfig, recorded_recipe, recorded_run_opt
 from lasegm.metrics import PATIENT_METRICS, summarize
 from lasegm.postprocess import Postprocessing
 from lasegm.probability_maps import FOLDER as MAPS_FOLDER
-from lasegm.probability_maps import load_probability_map, on_grid, saved_maps
+from lasegm.probability_maps import load_probability_map, map_flip_tta, on_grid, saved_maps
 from lasegm.split import FOLDS_FORMAT, read_split, split_hash
 from lasegm.utils import available_cores, write_csv, write_json
 
@@ -267,7 +267,7 @@ def _score_folds(cv_dirs: list[Path], split: dict, cfg: TrainConfig, quiet: bool
         post = Postprocessing.from_dict(_fold_config(cv_dirs[0], f).get("postprocessing")).override(
             largest_component=wanted.largest_component, flip_tta=wanted.flip_tta)
         maps = [saved_maps(d / f"fold-{f}", fold_cases) for d in cv_dirs] if len(cv_dirs) > 1 else [None]
-        if all(m is not None and load_probability_map(m[0]).flip_tta == post.flip_tta for m in maps):
+        if all(m is not None and map_flip_tta(m[0]) == post.flip_tta for m in maps):
             members = [SimpleNamespace(source=str(d / f"fold-{f}" / "checkpoint"),
                                        trained_on=_fold_config(d, f).get("trained_on", [])) for d in cv_dirs]
             refuse_trained_on(SimpleNamespace(members=members), fold_cases, split.get("duplicate_groups", []))

@@ -54,6 +54,12 @@ def load_probability_map(path: str | Path) -> ProbabilityMap:
         return ProbabilityMap(out, z["affine"], bool(z["flip_tta"]))
 
 
+def map_flip_tta(path: str | Path) -> bool:
+    """Whether a saved map includes the flipped pass, read without its probabilities (an npz reads lazily)."""
+    with np.load(path, allow_pickle=False) as z:
+        return bool(z["flip_tta"])
+
+
 def on_grid(m: ProbabilityMap, shape: tuple[int, ...], affine: np.ndarray, source: str = "map") -> np.ndarray:
     """The map on a scan's grid: the grid it was made on, or one it is a crop of (a scan cropped to its central
     field of view for a GPU machine, docs/gpu.md); zero outside the crop. Anything else is refused."""

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from lasegm import LasegmError
-from lasegm.probability_maps import FOLDER, load_probability_map, on_grid, save_probability_maps, saved_maps
+from lasegm.probability_maps import (FOLDER, load_probability_map, map_flip_tta, on_grid, save_probability_maps,
+                                     saved_maps)
 
 AFFINE = np.diag([1.25, 1.25, 1.37, 1.0])
 
@@ -28,6 +29,9 @@ def test_a_map_comes_back_on_its_grid_within_the_rounding_and_small(tmp_path):
     assert empty.shape == (8, 8, 4) and not empty.any()
     # cropped to the nonzero box and compressed: far below the float array's 115 KB
     assert (tmp_path / FOLDER / "la_001.npz").stat().st_size < 10_000
+    save_probability_maps(tmp_path / "tta", {"la_001": (p, AFFINE)}, True)
+    assert map_flip_tta(tmp_path / "tta" / "la_001.npz") is True
+    assert map_flip_tta(tmp_path / FOLDER / "la_001.npz") is False
 
 
 def test_the_mean_of_two_maps_thresholds_as_the_floats_do_except_at_the_rounding(tmp_path):
