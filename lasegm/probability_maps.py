@@ -41,13 +41,20 @@ def save_probability_maps(folder: str | Path, maps: dict[str, tuple[np.ndarray, 
                                 affine=np.asarray(affine, np.float64), flip_tta=np.array(flip_tta))
 
 
-def load_probability_map(path: str | Path) -> ProbabilityMap:
+def _open_map(path: str | Path):
+    """The npz of a saved map (lazy: each array is read when asked for), its format checked."""
     path = Path(path)
     if not path.is_file():
         raise LasegmError(f"{path}: probability map not found")
-    with np.load(path, allow_pickle=False) as z:
-        if "format" not in z or str(z["format"]) != FORMAT:
-            raise LasegmError(f"{path}: not a lasegm probability map (format must be {FORMAT})")
+    z = np.load(path, allow_pickle=False)
+    if "format" not in z or str(z["format"]) != FORMAT:
+        z.close()
+        raise LasegmError(f"{path}: not a lasegm probability map (format must be {FORMAT})")
+    return z
+
+
+def load_probability_map(path: str | Path) -> ProbabilityMap:
+    with _open_map(path) as z:
         out = np.zeros(tuple(int(s) for s in z["shape"]), np.float32)
         crop = z["probability"]
         out[tuple(slice(int(o), int(o) + n) for o, n in zip(z["origin"], crop.shape))] = crop / np.float32(LEVELS)
@@ -56,7 +63,7 @@ def load_probability_map(path: str | Path) -> ProbabilityMap:
 
 def map_flip_tta(path: str | Path) -> bool:
     """Whether a saved map includes the flipped pass, read without its probabilities (an npz reads lazily)."""
-    with np.load(path, allow_pickle=False) as z:
+    with _open_map(path) as z:
         return bool(z["flip_tta"])
 
 

@@ -72,5 +72,7 @@ def test_a_file_that_is_not_a_map_is_refused_in_one_line(tmp_path):
     np.savez(tmp_path / "other.npz", probability=np.zeros(3))
     with pytest.raises(LasegmError, match="not a lasegm probability map"):
         load_probability_map(tmp_path / "other.npz")
+    with pytest.raises(LasegmError, match="not a lasegm probability map"):
+        map_flip_tta(tmp_path / "other.npz")
     with pytest.raises(LasegmError, match="not found"):
         load_probability_map(tmp_path / "missing.npz")
