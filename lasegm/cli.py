@@ -65,7 +65,8 @@ def build_parser(arch_choices: bool = True) -> argparse.ArgumentParser:
     c.add_argument("--name", default="", help="the CV's name: runs/cv/NAME and the W&B group "
                    "(default: <arch>-<encoder>-<time>)")
     c.add_argument("--folds", type=int, nargs="*", default=None, metavar="K",
-                   help="train only these folds (none given, with --final: only the final model)")
+                   help="train only these folds (none given, with --final: only the final model); with "
+                        "--ensemble, score only these (a partial table, oof-folds-K.json)")
     c.add_argument("--final", action="store_true",
                    help="also train the recipe on every patient (runs/cv/NAME/final: the model to serve, e.g. "
                         "with `lasegm export`); its checkpoint carries the out-of-fold table (cv-oof.json)")

@@ -10,7 +10,8 @@ model to serve. Its checkpoint records the out-of-fold result of its recipe, whi
 has seen every development patient, so nothing here can score it), and carries the table itself. `--reevaluate
 --final` re-scores the folds with other post-processing and gives the final model that post-processing and
 that table: it is served as it was scored. `--ensemble A B ...` scores the fold-wise ensemble of finished CVs
-out of fold (their fold checkpoints averaged on each fold's held-out patients).
+out of fold (their fold checkpoints averaged on each fold's held-out patients); with `--folds K ...`, only the
+folds all of them have finished, as a table marked partial.
 """
 
 from __future__ import annotations
@@ -67,16 +68,16 @@ def run_cv(cfg: TrainConfig, name: str, folds: list[int] | None = None, jobs: in
     if split["format"] != FOLDS_FORMAT:
         raise LasegmError(f"{cfg.split_file}: not a folds file; make one with `lasegm split --folds 5 "
                           "--split_file splits/cv5.json`")
-    if ensemble:
-        if folds is not None or collect_only or reevaluate or final:
-            raise LasegmError("--ensemble scores finished cross-validations; it takes no --folds, --final, "
-                              "--collect_only or --reevaluate")
-        return ensemble_folds(Path(cfg.out_dir) / "cv", name, ensemble, split, cfg, quiet)
     k = len(split["folds"])
-    folds = list(range(k)) if folds is None else folds
-    bad = [f for f in folds if not 0 <= f < k]
+    bad = [f for f in folds or [] if not 0 <= f < k]
     if bad:
         raise LasegmError(f"--folds {bad}: {cfg.split_file} has folds 0..{k - 1}")
+    if ensemble:
+        if collect_only or reevaluate or final or folds == []:
+            raise LasegmError("--ensemble scores finished cross-validations; it takes no --final, --collect_only "
+                              "or --reevaluate, and --folds only with the folds to score")
+        return ensemble_folds(Path(cfg.out_dir) / "cv", name, ensemble, split, cfg, quiet, folds)
+    folds = list(range(k)) if folds is None else folds
     cv_dir = Path(cfg.out_dir) / "cv" / name
     if reevaluate:
         result = reevaluate_folds(cv_dir, split, cfg, quiet)
@@ -226,21 +227,26 @@ def reevaluate_folds(cv_dir: Path, split: dict, cfg: TrainConfig, quiet: bool = 
 
 
 def ensemble_folds(cv_root: Path, name: str, members: list[str], split: dict, cfg: TrainConfig,
-                   quiet: bool = False) -> dict:
+                   quiet: bool = False, folds: list[int] | None = None) -> dict:
     """The out-of-fold table of an ensemble of recipes: for each fold, the mean probability of the member CVs'
     fold models on that fold's held-out patients, with `cfg`'s post-processing. The folds' saved probability maps
     (lasegm.probability_maps) are averaged where every member has them with that post-processing's flip TTA, so
     the fold weights need not be here; otherwise the fold checkpoints segment the scans (lasegm.predict.Ensemble).
     Every patient is still scored only by models that never saw it, so recipes and their ensembles are compared
     on the same footing (nnU-Net chooses between configurations and their ensembles the same way). The served
-    ensemble is the members' final models."""
+    ensemble is the members' final models.
+    folds: score only these (the members' finished folds while the rest train): a partial table of their held-out
+    patients, written as oof-folds-<K-K...>.json and marked partial, never as the ensemble's oof.json."""
     if len(members) < 2 or name in members:
         raise LasegmError(f"--ensemble needs two or more finished cross-validations other than --name {name!r}")
     dirs = [Path(m) if os.sep in m else cv_root / m for m in members]  # a name under runs/cv, or a CV's folder
-    rows, runs, _, post = _score_folds(dirs, split, cfg, quiet)
-    recipes = {m: recorded_recipe(_fold_config(d, 0)) for m, d in zip(members, dirs)}
-    return _write_oof(cv_root / name, "oof", rows, runs, cfg, postprocessing=post.to_dict(),
-                      recipe={"ensemble": members, "members": recipes})
+    folds = sorted(set(range(len(split["folds"])) if folds is None else folds))
+    rows, runs, _, post = _score_folds(dirs, split, cfg, quiet, folds)
+    recipes = {m: recorded_recipe(_fold_config(d, folds[0])) for m, d in zip(members, dirs)}
+    partial = len(folds) < len(split["folds"])
+    return _write_oof(cv_root / name, "oof-folds-" + "-".join(map(str, folds)) if partial else "oof", rows, runs,
+                      cfg, postprocessing=post.to_dict(), recipe={"ensemble": members, "members": recipes},
+                      **({"partial": True, "folds_scored": folds} if partial else {}))
 
 
 def _fold_config(cv_dir: Path, f: int) -> dict:
@@ -249,10 +255,10 @@ def _fold_config(cv_dir: Path, f: int) -> dict:
     return read_checkpoint_config(cv_dir / f"fold-{f}" / "checkpoint", weights=False)
 
 
-def _score_folds(cv_dirs: list[Path], split: dict, cfg: TrainConfig, quiet: bool):
+def _score_folds(cv_dirs: list[Path], split: dict, cfg: TrainConfig, quiet: bool, folds: list[int] | None = None):
     """Each fold's checkpoint(s) in `cv_dirs` (several: their ensemble) segment that fold's held-out patients
     from the scans, or, for an ensemble, their saved probability maps are averaged -> (rows, runs, the last
-    fold's segmenter or None, the post-processing scored with)."""
+    fold's segmenter or None, the post-processing scored with). folds: only these (default: all)."""
     from lasegm.data import default_data_dir, find_cases
     from lasegm.evaluate import refuse_trained_on, score_cases
     from lasegm.predict import load_segmenter
@@ -260,7 +266,8 @@ def _score_folds(cv_dirs: list[Path], split: dict, cfg: TrainConfig, quiet: bool
     cases = {c.case_id: c for c in find_cases(cfg.data or default_data_dir(), cfg.data_axes)}
     wanted = cfg.postprocessing()
     rows, runs, seg = [], [], None
-    for f, fold_cases in enumerate(split["folds"]):
+    for f in range(len(split["folds"])) if folds is None else folds:
+        fold_cases = split["folds"][f]
         for cv_dir in cv_dirs:
             _fold_summary(cv_dir, f, fold_cases)  # the fold exists and held these patients out
         # the members' post-processing with this command's choices, as the Ensemble of the checkpoints applies it
@@ -350,7 +357,8 @@ def _write_oof(cv_dir: Path, stem: str, rows: list[dict], runs: list[dict], cfg:
     write_json(cv_dir / f"{stem}.json", result)
     write_csv(cv_dir / f"{stem}.csv", rows)
     d = result["summary"]["dice"]
-    print(f"[cv {cv_dir.name}] out-of-fold 3D Dice over {len(rows)} patients: {d['mean']:.4f} ± {d['std']:.4f} "
+    part = f" (partial: folds {', '.join(map(str, extra['folds_scored']))})" if extra.get("partial") else ""
+    print(f"[cv {cv_dir.name}] out-of-fold 3D Dice over {len(rows)} patients{part}: {d['mean']:.4f} ± {d['std']:.4f} "
           f"(min {d['min']:.4f}); wrote {cv_dir}/{stem}.json and {stem}.csv", flush=True)
     _log_oof(result, cfg, stem)
     return result

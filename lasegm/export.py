@@ -83,6 +83,9 @@ def export_views(checkpoints, dest: str | Path, postprocessing: dict | None = No
     config = {"format": CHECKPOINT_FORMAT, "arch": configs[0]["arch"], "views": planes, "postprocessing": post,
               "trained_on": trained_on, "view_cvs": {p: c.get("cv", {}).get("name") for p, c in zip(planes, configs)}}
     if table:
+        if table.get("partial"):  # some folds' patients only: not the recipe's accuracy on the development set
+            raise LasegmError(f"{cv_table} scores folds {table.get('folds_scored')} only; a served checkpoint "
+                              "carries the table of every fold (`lasegm cv --ensemble` without --folds)")
         _scored_with(table, post, cv_table, table.get("cv"))
         members = table.get("recipe", {}).get("ensemble")
         named = sorted(n for n in config["view_cvs"].values() if n)

@@ -128,6 +128,15 @@ def test_two_fold_cv_through_the_cli_writes_the_out_of_fold_table(dataset, tmp_p
     assert [(r["case"], r["fold"]) for r in both["per_patient"]] == [(r["case"], r["fold"]) for r in oof["per_patient"]]
     # from the probability maps each fold saved of its held-out patients (lasegm.probability_maps)
     assert [len(run["probability_maps"]) for run in both["folds"]] == [2, 2]
+    # the folds all members finished, while others train: a table of their patients, marked partial, not oof.json
+    capsys.readouterr()
+    assert main([*ensemble, "--name", "tiny+b-part", "--folds", "1"]) == 0
+    part = json.loads((tmp_path / "runs" / "cv" / "tiny+b-part" / "oof-folds-1.json").read_text())
+    assert "partial: folds 1" in capsys.readouterr().out and part["partial"] and part["folds_scored"] == [1]
+    assert [(r["case"], r["dice"], r["hd95_mm"]) for r in part["per_patient"]] == \
+        [(r["case"], r["dice"], r["hd95_mm"]) for r in both["per_patient"] if r["fold"] == 1]
+    assert not (tmp_path / "runs" / "cv" / "tiny+b-part" / "oof.json").exists()
+    assert main([*ensemble, "--name", "tiny+b-part", "--folds", "2"]) == 2  # cv2.json has folds 0 and 1
     # with flip TTA, which those maps lack, the fold checkpoints segment the scans instead
     assert main([*ensemble, "--name", "tiny+b-tta", "--flip_tta=true"]) == 0
     tta = json.loads((tmp_path / "runs" / "cv" / "tiny+b-tta" / "oof.json").read_text())

@@ -141,6 +141,12 @@ def test_a_multi_view_checkpoint_carries_its_views_out_of_fold_table(views, tmp_
     assert main(["export", "--checkpoint", *map(str, members[:2]), "--out", str(tmp_path / "x"), "--onnx=false",
                  "--cv_table", str(tmp_path / "oof.json")]) == 2
     assert "not of these views" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    # a table of some folds only (`lasegm cv --ensemble --folds`) is not the views' accuracy
+    table["recipe"]["ensemble"].pop()
+    (tmp_path / "oof.json").write_text(json.dumps({**table, "partial": True, "folds_scored": [0, 1]}))
+    assert main(["export", "--checkpoint", *map(str, members[:2]), "--out", str(tmp_path / "x"), "--onnx=false",
+                 "--cv_table", str(tmp_path / "oof.json")]) == 2
+    assert "scores folds [0, 1] only" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
 @pytest.mark.slow
