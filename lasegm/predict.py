@@ -26,6 +26,10 @@ from lasegm.utils import atomic_path
 # while the plain one is < 5 % sure. Most slices of a scan hold no atrium, so this keeps TTA cheap.
 TTA_MIN_PROBABILITY = 0.05
 _TTA_MIN_LOGIT = float(np.log(TTA_MIN_PROBABILITY / (1 - TTA_MIN_PROBABILITY)))
+# The same rule for a view that slices differently from the members before it (a multi-view checkpoint): nothing can
+# be skipped exactly there (in a mean of two, 0 + 1 reaches 0.5), so its slices are skipped where the members left
+# would all have to be >= 95 % sure (research_log.md, 2026-12-06: two views cost about one and a half).
+VIEW_MIN_PROBABILITY = TTA_MIN_PROBABILITY
 
 
 def predict_slices(runner: Callable[[np.ndarray], np.ndarray], slices: np.ndarray, context: int,
@@ -189,27 +193,32 @@ class Ensemble(_Thresholded):
     def probabilities(self, vol: Volume, progress=None, report: dict | None = None) -> np.ndarray:
         """The members' mean probability (report: see Segmenter.probabilities). A member is not run on slices where
         the mean can no longer reach the threshold, whatever it says (the members so far sum to < threshold x M -
-        the members left, at every pixel); it counts as 0 there. The mask is exactly the full mean's;
-        exhaustive=True runs every member on every slice (for a faithful probability map). Ensemble members run
-        last, on every slice."""
+        the members left, at every pixel); it counts as 0 there. Among members that slice alike the mask is exactly
+        the full mean's. A member slicing differently from the first (another view) is also not run where the
+        members left would all have to be >= 1 - VIEW_MIN_PROBABILITY sure to reach the threshold: the mask can
+        differ from the full mean's only there. exhaustive=True runs every member on every slice (for a faithful
+        probability map). Ensemble members run last, on every slice."""
         groups: dict = {}
         for m in self.members:
             if isinstance(m, Segmenter):
                 groups.setdefault(m.pre, []).append(m)
         need = self.post.threshold * len(self.members)
         left, bound, stack = len(self.members), None, None  # bound: per slice, >= the summed probability so far
+        reach = 1.0  # the most a member left is taken to give
         total = np.zeros(vol.image.shape, np.float32)
         for pre, members in groups.items():
             slices, geometry = pre.prepare(vol.image, vol.affine)
-            # slice z is the same scan slice as in the stacks before only with the same slicing; else all that is
-            # known of the members run so far is that each gave at most 1
+            # slice z is the same scan slice as in the stacks before only with the same slicing; else the members
+            # run so far are bounded by their sum's maximum over the scan voxels this slice holds
             if (pre.orientation, geometry.slices) != stack:
-                stack, bound = (pre.orientation, geometry.slices), np.full(len(slices), len(self.members) - left,
-                                                                           np.float32)
+                if stack is not None:
+                    reach = 1.0 - VIEW_MIN_PROBABILITY
+                bound = np.zeros(len(slices), np.float32) if stack is None else slice_maxima(total, geometry)
+                stack = (pre.orientation, geometry.slices)
             before, summed = bound, np.zeros(slices.shape, np.float32)
             for m in members:
                 m.check_input(slices, vol, report)
-                only = None if self.exhaustive else np.flatnonzero(bound + left >= need - 1e-3)  # 1e-3: rounding
+                only = None if self.exhaustive else np.flatnonzero(bound + left * reach >= need - 1e-3)  # rounding
                 summed += m.model_probabilities(slices, progress, only=only)
                 left -= 1
                 # restore interpolates with convex weights: never above a slice's maximum on the model grid
@@ -219,6 +228,11 @@ class Ensemble(_Thresholded):
             if not isinstance(m, Segmenter):
                 total += m.probabilities(vol, progress, report)
         return total / len(self.members)
+
+
+def slice_maxima(array: np.ndarray, geometry) -> np.ndarray:
+    """Per slice a model with this geometry sees, the maximum of a scan-grid array over the scan voxels it holds."""
+    return geometry.to_model(array)[..., slice(*geometry.slices)].max(axis=(0, 1))
 
 
 def load_segmenter(checkpoints, device: str = "auto", largest_component: bool | None = None,

@@ -94,7 +94,7 @@ def test_a_format1_checkpoint_is_read_in_anatomy_or_refused(tmp_path, capsys):
 @pytest.mark.slow
 def test_models_slicing_different_planes_average_on_the_scans_grid(tmp_path):
     """A view ensemble (members slicing along different axes, with different slice windows) gives the exact mean
-    of its members, gated or not."""
+    of its members, and the same mask gated (no member is that sure where another is not: see test_views)."""
     kw = model_kwargs("unet", "resnet18", 1, decoder_width=16)
     members = []
     for i, (orientation, version) in enumerate((("RAS", 2), ("ASR", 3), ("RSA", 3))):

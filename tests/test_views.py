@@ -15,7 +15,7 @@ from lasegm.checkpoint import read_checkpoint_config, read_views
 from lasegm.cli import main
 from lasegm.data import find_cases, load_volume
 from lasegm.models import build_model, model_kwargs, save_checkpoint
-from lasegm.predict import Ensemble, Segmenter, load_segmenter
+from lasegm.predict import VIEW_MIN_PROBABILITY, Ensemble, Segmenter, load_segmenter, slice_maxima
 from lasegm.preprocess import PLANE_ORIENTATIONS, Preprocessing, plane_of, zscore_clipped
 
 
@@ -56,6 +56,37 @@ def views(tmp_path):
     image, _ = synthetic_volume((40, 36, 44))
     write_nifti(tmp_path / "scan.nii.gz", image)
     return members, tmp_path / "scan.nii.gz"
+
+
+def test_a_second_view_runs_only_on_slices_where_the_first_leaves_the_mean_open(tmp_path):
+    """Two views slicing differently: the second is run only on its slices where the first view gives some voxel
+    >= VIEW_MIN_PROBABILITY; elsewhere the mean could reach the threshold only where the second is >= 95 % sure
+    while the first is < 5 % sure, and only there may the mask differ from the exhaustive mean's."""
+    first, second = (Segmenter(_view(tmp_path / name, orientation, seed), device="cpu", backend="torch")
+                     for seed, (name, orientation) in enumerate((("a", "RAS"), ("c", "RSA"))))
+    first.runner = lambda batch: 20.0 * (batch[:, batch.shape[1] // 2] - 2.0)  # sure on the bright ellipsoid only
+    calls = []
+
+    def sure_everywhere(batch):
+        calls.append(len(batch))
+        return np.full((len(batch), *batch.shape[2:]), 20.0, np.float32)
+
+    second.runner = sure_everywhere
+    image, _ = synthetic_volume((40, 36, 44))
+    write_nifti(tmp_path / "scan.nii.gz", image)
+    vol = load_volume(tmp_path / "scan.nii.gz")
+    p1 = Ensemble([first], device="cpu").probabilities(vol)
+    full = Ensemble([first, second], exhaustive=True).probabilities(vol)
+    assert sum(calls) == 36  # every coronal slice
+    calls.clear()
+    gated = Ensemble([first, second]).probabilities(vol)
+    _, geometry = second.pre.prepare(vol.image, vol.affine)
+    open_slices = slice_maxima(p1, geometry) >= VIEW_MIN_PROBABILITY
+    assert sum(calls) == open_slices.sum() and 0 < open_slices.sum() < 36
+    differ = (gated >= 0.5) != (full >= 0.5)
+    assert differ.any() and p1[differ].max() < VIEW_MIN_PROBABILITY  # the 0.5 reached only with the second's 1.0
+    seen = p1 >= VIEW_MIN_PROBABILITY  # such a voxel lies in an open slice: the second view ran there
+    np.testing.assert_allclose(gated[seen], full[seen], atol=1e-6)
 
 
 def test_multi_view_checkpoint_round_trips_and_serves_the_views_mean(views, tmp_path, monkeypatch):
