@@ -3,11 +3,14 @@ checkpoint of 1, 2 and 3 planes (sagittal; + axial; + coronal; and axial + coron
 2 CPU cores.
 
     python benchmarks/views.py --data $LASEGM_DATA [--threads 2] [--backend onnx] [--out docs/benchmarks-views.json]
+        [--trained_views runs/cv/unet-coronal/fold-1/checkpoint runs/cv/unet-axial/fold-1/checkpoint]
 
-The views carry the served weights under another slicing plane: a network's cost does not depend
-on its weights, and views of different planes are never skipped on each other's slices (predict.Ensemble), so the
-time is the one trained views would take; their masks mean nothing. Each is published with `lasegm export`, the way
-a trained multi-view checkpoint is.
+The views carry the served weights under another slicing plane: a network's cost does not depend on its weights, so
+run on every slice (exhaustive) the time is the one trained views would take there; their masks mean nothing. A view
+after the first skips the slices the first rules out (predict.VIEW_MIN_PROBABILITY), which only trained views show:
+--trained_views times such checkpoints of one architecture (e.g. the folds that held the patient out) alone and as
+one multi-view checkpoint, in each order, gated and exhaustive. Each is published with `lasegm export`, the way a
+served multi-view checkpoint is.
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ import onnxruntime
 import torch
 
 from benchmark import cpu_name, interleaved  # the sibling script, importable when this one runs as a script
-from lasegm.checkpoint import CONFIG_FILE, ONNX_FILE, SERVED, WEIGHTS_FILE
+from lasegm.checkpoint import (CONFIG_FILE, ONNX_FILE, SERVED, WEIGHTS_FILE, checkpoint_recipe,
+                               read_checkpoint_config)
 from lasegm.data import find_cases, load_case
 from lasegm.export import export_views
 from lasegm.predict import load_segmenter
-from lasegm.preprocess import PLANE_ORIENTATIONS, RECIPES, VERSION
+from lasegm.preprocess import PLANE_ORIENTATIONS, RECIPES, VERSION, plane_of
 from lasegm.split import read_split
 from lasegm.utils import write_json
 
@@ -60,6 +64,8 @@ def main():
     p.add_argument("--backend", default="onnx", choices=("onnx", "torch"))
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks-views.json"))
+    p.add_argument("--trained_views", nargs="*", default=[], metavar="FOLDER",
+                   help="trained checkpoints of one architecture slicing along different planes")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     case_id = read_split(args.split_file)["test"][0]  # the patient benchmarks/benchmark.py times
@@ -78,10 +84,30 @@ def main():
                 folder = members[0] if len(members) == 1 else export_views(
                     members, Path(tmp) / arch / "+".join(combo), onnx=args.backend == "onnx")
                 segmenters["+".join(combo)] = load_segmenter(folder, device="cpu", backend=args.backend)
+                segmenters["+".join(combo)].exhaustive = True  # untrained views: no slice skipped
             results["models"][arch] = {"seconds_per_volume": interleaved(segmenters, vol, args.repeats)}
             print(arch, results["models"][arch], flush=True)
+        if args.trained_views:
+            results["trained_views"] = time_trained_views(args.trained_views, Path(tmp) / "trained", vol, args)
+            print("trained views", results["trained_views"], flush=True)
     write_json(args.out, results)
     print(json.dumps(results, indent=2))
+
+
+def time_trained_views(folders: list[str], tmp: Path, vol, args) -> dict:
+    """Each trained view alone, and their multi-view checkpoint in each order, gated and exhaustive."""
+    views = [Path(f) for f in folders]
+    planes = [plane_of(checkpoint_recipe(read_checkpoint_config(v), v)[0].orientation) for v in views]
+    segmenters = {}
+    for order in (views, views[::-1]):
+        name = "+".join(planes[views.index(v)] for v in order)
+        segmenters[name] = load_segmenter(export_views(order, tmp / name, onnx=args.backend == "onnx"),
+                                          device="cpu", backend=args.backend)
+        segmenters[name + " exhaustive"] = load_segmenter(tmp / name, device="cpu", backend=args.backend)
+        segmenters[name + " exhaustive"].exhaustive = True
+    for plane in planes:  # a view alone, from the multi-view checkpoint's own copy (with its ONNX model)
+        segmenters[plane] = load_segmenter(tmp / name / plane, device="cpu", backend=args.backend)
+    return {"checkpoints": folders, "seconds_per_volume": interleaved(segmenters, vol, args.repeats)}
 
 
 if __name__ == "__main__":
