@@ -244,9 +244,15 @@ def ensemble_folds(cv_root: Path, name: str, members: list[str], split: dict, cf
     rows, runs, _, post = _score_folds(dirs, split, cfg, quiet, folds)
     recipes = {m: recorded_recipe(_fold_config(d, folds[0])) for m, d in zip(members, dirs)}
     partial = len(folds) < len(split["folds"])
-    return _write_oof(cv_root / name, "oof-folds-" + "-".join(map(str, folds)) if partial else "oof", rows, runs,
-                      cfg, postprocessing=post.to_dict(), recipe={"ensemble": members, "members": recipes},
+    return _write_oof(cv_root / name, oof_stem(folds, len(split["folds"])), rows, runs, cfg,
+                      postprocessing=post.to_dict(), recipe={"ensemble": members, "members": recipes},
                       **({"partial": True, "folds_scored": folds} if partial else {}))
+
+
+def oof_stem(folds: list[int], n_folds: int) -> str:
+    """The file stem of an out-of-fold table scored on `folds` (sorted, distinct) of n_folds: oof, or
+    oof-folds-K-K... for a partial one."""
+    return "oof" if len(folds) == n_folds else "oof-folds-" + "-".join(map(str, folds))
 
 
 def _fold_config(cv_dir: Path, f: int) -> dict:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from lasegm.cli import main
 from lasegm.compare import paired, read_tables
+from lasegm.cv import oof_stem
 
 FOLDS_FILE = "splits/cv5.json"
 pairs = "--pairs" in sys.argv
@@ -32,9 +33,7 @@ for label, group in groups:
     if main(["--quiet", "cv", "--name", name, "--split_file", FOLDS_FILE, "--largest_component=true",
              "--flip_tta=false", "--ensemble", *map(str, group), "--folds", *map(str, done)]):
         sys.exit(1)
-    table = Path("runs/cv") / name / ("oof-folds-" + "-".join(map(str, done)) + ".json" if len(done) < len(folds)
-                                      else "oof.json")
-    scores[label] = read_tables([table])[0]
+    scores[label] = read_tables([Path("runs/cv") / name / f"{oof_stem(done, len(folds))}.json"])[0]
 base = scores[cvs[0].name]
 print(f"folds {done}, {len(base)} patients; paired differences against {cvs[0].name}:")
 for name, s in scores.items():
