@@ -26,10 +26,10 @@ from pathlib import Path
 import onnxruntime
 import torch
 
-from lasegm.checkpoint import checkpoint_recipe, read_checkpoint_config
+from lasegm.checkpoint import checkpoint_recipe, model_folders, read_checkpoint_config
 from lasegm.data import find_cases, load_all_cached, load_case
 from lasegm.models import ENSEMBLE_MEMBERS, SERVED, build_model
-from lasegm.predict import Ensemble, Segmenter
+from lasegm.predict import Ensemble, Segmenter, load_segmenter
 from lasegm.runtime import TorchRunner, memory_layout
 from lasegm.split import read_split, split_cases
 from lasegm.train import graph_forward_backward, loss_terms, train_step, validate
@@ -125,7 +125,8 @@ def gpu_training(checkpoints: Path, out: str) -> None:
                "note": "synthetic batches: the network's step alone, without loading, augmentation or validation",
                "models": {}}
     for arch in SERVED:
-        config = read_checkpoint_config(checkpoints / arch, weights=False)  # the recipe; weights are not timed
+        # the recipe (of each view of a multi-view checkpoint); weights are not timed
+        config = read_checkpoint_config(model_folders(checkpoints / arch)[0], weights=False)
         eager, graphed = (train_throughput(config, True, steps=50, device="cuda", cuda_graph=graph)
                           for graph in (False, True))
         results["models"][arch] = {"train_slices_per_s_eager": eager, "train_slices_per_s_cuda_graph": graphed,
@@ -134,11 +135,12 @@ def gpu_training(checkpoints: Path, out: str) -> None:
     write_json(out, results)
 
 
-def segmenter(ckpt: Path, backend: str, **kwargs) -> Segmenter:
-    if backend != "torch_eager":
-        return Segmenter(ckpt, device="cpu", backend=backend, **kwargs)
-    seg = Segmenter(ckpt, device="cpu", backend="torch", **kwargs)
-    seg.runner = TorchRunner.from_checkpoint(ckpt, "cpu", channels_last=False)
+def segmenter(ckpt: Path, backend: str, **kwargs) -> Segmenter | Ensemble:
+    """A checkpoint folder (a multi-view one: its views, averaged as served) on a backend of BACKENDS."""
+    seg = load_segmenter(ckpt, device="cpu", backend="torch" if backend == "torch_eager" else backend, **kwargs)
+    if backend == "torch_eager":
+        for model in getattr(seg, "members", [seg]):
+            model.runner = TorchRunner.from_checkpoint(model.source, "cpu", channels_last=False)
     return seg
 
 
@@ -205,8 +207,9 @@ def demo_latency(checkpoints: Path, repeats: int) -> dict:
         else:
             raise SystemExit("the demo did not start within 3 minutes")
         client = Client(url, verbose=False)
-        # the backend each model runs on: the demo opens its checkpoints as Segmenter(..., device="auto")
-        results = {"demo_backend": {arch: Segmenter(checkpoints / arch, device="auto").backend for arch in SERVED},
+        # the backend each model runs on: the demo opens its checkpoints with load_segmenter(..., device="auto")
+        results = {"demo_backend": {arch: load_segmenter(checkpoints / arch, device="auto").backend
+                                    for arch in SERVED},
                    "demo_measured": "through the demo's HTTP API (gradio_client), answers fetched"}
         for key, choice in (("demo_click_to_result_unet_s", "unet"),
                             ("demo_click_to_result_ensemble_s", "ensemble"),
@@ -273,24 +276,26 @@ def main():
     checkpoints = Path(args.checkpoints)
     for arch in SERVED:
         ckpt = checkpoints / arch
-        config = read_checkpoint_config(ckpt)
-        row = {"arch": arch, "parameters_m": round(config["parameters"] / 1e6, 2) if "parameters" in config else None,
-               "checkpoint_mb": round((ckpt / "model.safetensors").stat().st_size / 1e6, 2),
-               "onnx_mb": round((ckpt / "model.onnx").stat().st_size / 1e6, 2)}
+        models = model_folders(ckpt)  # a multi-view checkpoint: its views, each a network of the same recipe
+        config = read_checkpoint_config(models[0])
+        row = {"arch": arch, "views": [m.name for m in models] if models[0] != ckpt else None,
+               "parameters_m": round(len(models) * config["parameters"] / 1e6, 2) if "parameters" in config else None,
+               "checkpoint_mb": round(sum((m / "model.safetensors").stat().st_size for m in models) / 1e6, 2),
+               "onnx_mb": round(sum((m / "model.onnx").stat().st_size for m in models) / 1e6, 2)}
         timed = interleaved({**{backend: segmenter(ckpt, backend) for backend in BACKENDS},
                              "onnx_flip_tta": segmenter(ckpt, "onnx", flip_tta=True)}, vol, args.repeats)
         row.update({f"seconds_per_volume_{name}": seconds for name, seconds in timed.items()})
         for backend in BACKENDS[1:]:
             row[f"speedup_{backend}_vs_eager"] = round(timed["torch_eager"] / timed[backend], 2)
         row["flip_tta_cost_x"] = round(timed["onnx_flip_tta"] / timed["onnx"], 2)
-        row["train_slices_per_s_eager"] = train_throughput(config, channels_last=False)
+        row["train_slices_per_s_eager"] = train_throughput(config, channels_last=False)  # per view
         row["train_slices_per_s_channels_last"] = train_throughput(config, channels_last=True)
         results["models"][arch] = row
         print(arch, row, flush=True)
 
     # one epoch's validation in training (the U-Net recipe's), and the part of it that is not the network
-    results["validation_epoch_unet"] = validation_seconds(checkpoints / "unet", args.data, args.split_file,
-                                                          args.repeats)
+    results["validation_epoch_unet"] = validation_seconds(model_folders(checkpoints / "unet")[0], args.data,
+                                                          args.split_file, args.repeats)
     print("validation", results["validation_epoch_unet"], flush=True)
 
     members = [checkpoints / arch for arch in ENSEMBLE_MEMBERS]

@@ -26,7 +26,7 @@ import onnxruntime
 import torch
 
 from benchmark import cpu_name, interleaved  # the sibling script, importable when this one runs as a script
-from lasegm.checkpoint import (CONFIG_FILE, ONNX_FILE, SERVED, WEIGHTS_FILE, checkpoint_recipe,
+from lasegm.checkpoint import (CONFIG_FILE, ONNX_FILE, SERVED, WEIGHTS_FILE, checkpoint_recipe, model_folders,
                                read_checkpoint_config)
 from lasegm.data import find_cases, load_case
 from lasegm.export import export_views
@@ -75,7 +75,7 @@ def main():
                "patient": case_id, "shape": list(vol.image.shape), "repeats": args.repeats, "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for arch in SERVED:
-            ckpt = Path(args.checkpoints) / arch
+            ckpt = model_folders(Path(args.checkpoints) / arch)[0]  # a multi-view checkpoint: its first network
             views = [replane(ckpt, plane, Path(tmp) / arch / plane) for plane in PLANES]
             combos = [PLANES[:k] for k in range(1, len(PLANES) + 1)] + [PLANES[1:]]  # + axial + coronal
             segmenters = {}
@@ -83,8 +83,9 @@ def main():
                 members = [views[PLANES.index(plane)] for plane in combo]
                 folder = members[0] if len(members) == 1 else export_views(
                     members, Path(tmp) / arch / "+".join(combo), onnx=args.backend == "onnx")
-                segmenters["+".join(combo)] = load_segmenter(folder, device="cpu", backend=args.backend)
-                segmenters["+".join(combo)].exhaustive = True  # untrained views: no slice skipped
+                # untrained views: no slice skipped
+                segmenters["+".join(combo)] = load_segmenter(folder, device="cpu", backend=args.backend,
+                                                             exhaustive=True)
             results["models"][arch] = {"seconds_per_volume": interleaved(segmenters, vol, args.repeats)}
             print(arch, results["models"][arch], flush=True)
         if args.trained_views:
@@ -103,8 +104,8 @@ def time_trained_views(folders: list[str], tmp: Path, vol, args) -> dict:
         name = "+".join(planes[views.index(v)] for v in order)
         segmenters[name] = load_segmenter(export_views(order, tmp / name, onnx=args.backend == "onnx"),
                                           device="cpu", backend=args.backend)
-        segmenters[name + " exhaustive"] = load_segmenter(tmp / name, device="cpu", backend=args.backend)
-        segmenters[name + " exhaustive"].exhaustive = True
+        segmenters[name + " exhaustive"] = load_segmenter(tmp / name, device="cpu", backend=args.backend,
+                                                          exhaustive=True)
     for plane in planes:  # a view alone, from the multi-view checkpoint's own copy (with its ONNX model)
         segmenters[plane] = load_segmenter(tmp / name / plane, device="cpu", backend=args.backend)
     return {"checkpoints": folders, "seconds_per_volume": interleaved(segmenters, vol, args.repeats)}

@@ -84,9 +84,15 @@ def model_card() -> str:
     """What a Space visitor should know: data, licence, measured accuracy and how, intended use, limits."""
     import json
 
+    from lasegm.checkpoint import model_folders, read_checkpoint_config, read_served_config
+    from lasegm.preprocess import plane_of
+
     rows = []
     for arch in SERVED:
-        config = json.loads((ROOT / "checkpoints" / arch / "config.json").read_text())
+        config = read_served_config(ROOT / "checkpoints" / arch)
+        models = [read_checkpoint_config(m) for m in model_folders(ROOT / "checkpoints" / arch)]  # views, or one
+        encoder = models[0]["encoder"]
+        planes = " + ".join(config.get("views") or [plane_of(models[0]["preprocessing"]["orientation"])])
         cv = config.get("cv", {})
         oof = f"{cv['oof_dice_3d_mean']:.3f} ± {cv['oof_dice_3d_std']:.3f}" if cv else "–"
         test_file = ROOT / "checkpoints" / arch / "evaluation-test" / "evaluation.json"
@@ -96,7 +102,7 @@ def model_card() -> str:
                         f"{test['hd95_mm']['mean']:.1f}")
         else:
             held_out = "– (none left) | –"
-        rows.append(f"| {arch} | {config['encoder']} | {len(config['trained_on'])} | {oof} | {held_out} |")
+        rows.append(f"| {arch} | {encoder} | {planes} | {len(config['trained_on'])} | {oof} | {held_out} |")
     return """
 ## Model card
 
@@ -106,8 +112,9 @@ and of the example scans in this Space: **CC-BY-SA 4.0** (Antonelli et al., Natu
 Simpson et al., arXiv:1902.09063).
 
 **Models.** 2D PSPNet, FPN and U-Net (segmentation-models-pytorch) on 2.5D input (each slice with its two
-neighbours), a 200 mm field of view, intensities normalised per scan; the mask is mapped back onto the uploaded
-scan's own voxel grid (any orientation, field of view or in-plane spacing).
+neighbours), a 200 mm field of view, intensities normalised per scan; a model of several slicing planes averages
+the probabilities of one network per plane (view aggregation); the mask is mapped back onto the uploaded scan's own
+voxel grid (any orientation, field of view or in-plane spacing).
 
 **Accuracy, and how it was measured.** Mean per-patient 3D Dice. *Cross-validation*: 5 patient-level folds of
 the 16 development patients, each patient scored by the model of the fold that held it out (the recipe of the
@@ -115,8 +122,8 @@ served model; per patient in `checkpoints/<model>/cv-oof.json`). *Test*: a serve
 patients, scored once on 4 held-out ones; a model trained on all 16 has no development patient left to test on,
 and its recipe's cross-validation is its estimate.
 
-| model | encoder | trained on (patients) | 5-fold cross-validation | held-out test | test HD95 (mm) |
-|---|---|---|---|---|---|
+| model | encoder | slicing planes | trained on (patients) | 5-fold cross-validation | held-out test | test HD95 (mm) |
+|---|---|---|---|---|---|---|
 """ + "\n".join(rows) + """
 
 For scale: nnU-Net reports 0.910 (2D) and 0.933 (3D) on this task.

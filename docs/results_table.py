@@ -7,10 +7,11 @@ README.md holds exactly this output between its `results` markers.
 """
 
 import argparse
-import json
 from pathlib import Path
 
+from lasegm.checkpoint import model_folders, read_checkpoint_config, read_served_config
 from lasegm.compare import paired, read_scores
+from lasegm.preprocess import plane_of
 
 ROOT = Path(__file__).resolve().parents[1]
 ANCHOR = ROOT / "docs" / "anchors" / "nnunet_task02_oof_dice.csv"
@@ -23,17 +24,20 @@ def tables() -> str:
     rows, per_patient = [], {}
     for arch in ("unet", "fpn", "pspnet"):
         folder = ROOT / "checkpoints" / arch
-        config = json.loads((folder / "config.json").read_text())
+        config = read_served_config(folder)
+        models = model_folders(folder)  # a multi-view checkpoint: one network per plane, of one recipe
+        recipe = read_checkpoint_config(models[0])
+        planes = config.get("views") or [plane_of(recipe["preprocessing"]["orientation"])]
         scores, _ = read_scores(folder / "cv-oof.json")
         r = paired(scores, anchor)
         per_patient[arch] = scores
-        pre = config["preprocessing"]
-        rows.append(f"| {NAMES[arch]} ({config['encoder']}, {pre['image_size']} px, {config['train_config']['epochs']} "
-                    f"× {config['train_config']['samples_per_epoch']} slices) | {r['mean']:.3f} | {r['worst']:.3f} | "
+        pre, train = recipe["preprocessing"], recipe["train_config"]
+        rows.append(f"| {NAMES[arch]} ({recipe['encoder']}, {pre['image_size']} px, {train['epochs']} "
+                    f"× {train['samples_per_epoch']} slices; {' + '.join(planes)}) | {r['mean']:.3f} | {r['worst']:.3f} | "
                     f"{r['difference_mean']:+.3f} ± {r['difference_std']:.3f} | {r['better']} / {r['worse']} | "
                     f"{config['cv']['oof_hd95_mm_mean']:.1f} |")
     ref = paired(anchor, anchor)
-    head = ("| served model (2.5D, sagittal slices) | OOF 3D Dice, 16 patients | worst patient | paired difference "
+    head = ("| served model (2.5D; slicing planes) | OOF 3D Dice, 16 patients | worst patient | paired difference "
             "to nnU-Net 3d_fullres | patients better / worse | HD95 (mm) |\n|---|---|---|---|---|---|")
     anchor_row = f"| nnU-Net v2 3d_fullres (published folds, `{ANCHOR.relative_to(ROOT)}`) | {ref['mean']:.3f} | " \
                  f"{ref['worst']:.3f} | | | |"

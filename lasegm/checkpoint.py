@@ -152,3 +152,16 @@ def read_views(ckpt_dir: str | Path) -> tuple[dict, list[Path]] | None:
                               f"its {config['arch']} {view} view")
         folders.append(folder)
     return config, folders
+
+
+def model_folders(ckpt_dir: str | Path) -> list[Path]:
+    """The single-model checkpoints a folder runs: a multi-view checkpoint's views, or the folder itself."""
+    views = read_views(ckpt_dir)
+    return [Path(ckpt_dir)] if views is None else views[1]
+
+
+def read_served_config(ckpt_dir: str | Path) -> dict:
+    """The validated config.json of any checkpoint folder, multi-view (its views checked too) or one model: what
+    it serves (arch, post-processing, trained_on, cv)."""
+    views = read_views(ckpt_dir)
+    return read_checkpoint_config(ckpt_dir) if views is None else views[0]

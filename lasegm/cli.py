@@ -304,10 +304,10 @@ def _dispatch(args) -> int:
             dest = export_checkpoint(args.checkpoint[0], args.out, post, onnx=args.onnx)
         print(f"exported {' '.join(args.checkpoint)} to {dest}")
     elif args.command == "export-onnx":
-        from lasegm.checkpoint import read_views
+        from lasegm.checkpoint import model_folders
         from lasegm.onnx_export import export_onnx
 
-        for folder in [f for c in args.checkpoint for f in (read_views(c) or (None, [c]))[1]]:  # views: each
+        for folder in [f for c in args.checkpoint for f in model_folders(c)]:  # a multi-view checkpoint: each view
             path, difference = export_onnx(folder)
             print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB; ONNX Runtime vs PyTorch: max logit "
                   f"difference {difference:.1e})")

@@ -167,7 +167,7 @@ class Ensemble(_Thresholded):
 
     Members with the same preprocessing share one `prepare`, and are averaged on the model grid before
     one `restore` (restore is linear, so this equals restoring each and averaging). A member may itself be an
-    ensemble (a multi-view checkpoint): it counts as one member."""
+    ensemble (a multi-view checkpoint): it counts as one member, each of its networks weighing its share."""
 
     def __init__(self, checkpoints, device: str = "auto", largest_component: bool | None = None,
                  flip_tta: bool | None = None, backend: str = "auto", exhaustive: bool = False,
@@ -178,6 +178,9 @@ class Ensemble(_Thresholded):
         # members return raw probabilities; post-processing runs once, on the averaged map
         self.members = [c if isinstance(c, _Thresholded) else
                         load_segmenter(c, device=device, flip_tta=flip_tta, backend=backend) for c in checkpoints]
+        # the networks the mean is made of, each with its weight (1, or its share of a multi-view member)
+        self.networks = [(n, w / sum(m.weights)) if isinstance(m, Ensemble) else (m, 1.0)
+                         for m in self.members for n, w in (m.networks if isinstance(m, Ensemble) else [(m, 1.0)])]
         self.device = self.members[0].device
         self.backend = "+".join(sorted({m.backend for m in self.members}))
         self.source = [m.source for m in self.members]
@@ -190,25 +193,28 @@ class Ensemble(_Thresholded):
         self.config = config or {"arch": "+".join(m.arch for m in self.members),
                                  "split_sha256": splits.pop() if len(splits) == 1 else "members differ"}
 
+    @property
+    def weights(self) -> list[float]:
+        return [w for _, w in self.networks]
+
     def probabilities(self, vol: Volume, progress=None, report: dict | None = None) -> np.ndarray:
-        """The members' mean probability (report: see Segmenter.probabilities). A member is not run on slices where
-        the mean can no longer reach the threshold, whatever it says (the members so far sum to < threshold x M -
-        the members left, at every pixel); it counts as 0 there. Among members that slice alike the mask is exactly
-        the full mean's. A member slicing differently from the first (another view) is also not run where the
-        members left would all have to be >= 1 - VIEW_MIN_PROBABILITY sure to reach the threshold: the mask can
-        differ from the full mean's only there. exhaustive=True runs every member on every slice (for a faithful
-        probability map). Ensemble members run last, on every slice."""
+        """The members' mean probability (report: see Segmenter.probabilities). A network is not run on slices
+        where the mean can no longer reach the threshold, whatever it says (the networks so far sum to < threshold
+        x M - the networks' weight left, at every pixel); it counts as 0 there. Among networks that slice alike the
+        mask is exactly the full mean's. A network slicing differently from the first (another view) is also not
+        run where the networks left would all have to be >= 1 - VIEW_MIN_PROBABILITY sure to reach the threshold:
+        the mask can differ from the full mean's only there. exhaustive=True runs every network on every slice (for
+        a faithful probability map)."""
         groups: dict = {}
-        for m in self.members:
-            if isinstance(m, Segmenter):
-                groups.setdefault(m.pre, []).append(m)
+        for n, w in self.networks:
+            groups.setdefault(n.pre, []).append((n, w))
         need = self.post.threshold * len(self.members)
-        left, bound, stack = len(self.members), None, None  # bound: per slice, >= the summed probability so far
-        reach = 1.0  # the most a member left is taken to give
+        left, bound, stack = float(len(self.members)), None, None  # bound: per slice, >= the weighted sum so far
+        reach = 1.0  # the most a network left is taken to give
         total = np.zeros(vol.image.shape, np.float32)
-        for pre, members in groups.items():
+        for pre, networks in groups.items():
             slices, geometry = pre.prepare(vol.image, vol.affine)
-            # slice z is the same scan slice as in the stacks before only with the same slicing; else the members
+            # slice z is the same scan slice as in the stacks before only with the same slicing; else the networks
             # run so far are bounded by their sum's maximum over the scan voxels this slice holds
             if (pre.orientation, geometry.slices) != stack:
                 if stack is not None:
@@ -216,17 +222,15 @@ class Ensemble(_Thresholded):
                 bound = np.zeros(len(slices), np.float32) if stack is None else slice_maxima(total, geometry)
                 stack = (pre.orientation, geometry.slices)
             before, summed = bound, np.zeros(slices.shape, np.float32)
-            for m in members:
-                m.check_input(slices, vol, report)
+            for n, w in networks:
+                n.check_input(slices, vol, report)
                 only = None if self.exhaustive else np.flatnonzero(bound + left * reach >= need - 1e-3)  # rounding
-                summed += m.model_probabilities(slices, progress, only=only)
-                left -= 1
+                probabilities = n.model_probabilities(slices, progress, only=only)
+                summed += probabilities if w == 1.0 else w * probabilities
+                left -= w
                 # restore interpolates with convex weights: never above a slice's maximum on the model grid
                 bound = before + summed.reshape(len(summed), -1).max(axis=1)
             total += pre.restore(summed, geometry)
-        for m in self.members:
-            if not isinstance(m, Segmenter):
-                total += m.probabilities(vol, progress, report)
         return total / len(self.members)
 
 
@@ -237,13 +241,14 @@ def slice_maxima(array: np.ndarray, geometry) -> np.ndarray:
 
 def load_segmenter(checkpoints, device: str = "auto", largest_component: bool | None = None,
                    flip_tta: bool | None = None, backend: str = "auto",
-                   expected_arch: str | None = None) -> Segmenter | Ensemble:
+                   expected_arch: str | None = None, exhaustive: bool = False) -> Segmenter | Ensemble:
     """One checkpoint folder (or a list of one) -> Segmenter, or the Ensemble of a multi-view checkpoint's views
-    with its recorded post-processing (lasegm.checkpoint); several folders -> their Ensemble."""
+    with its recorded post-processing (lasegm.checkpoint); several folders -> their Ensemble. exhaustive: an
+    ensemble runs every member on every slice (Ensemble)."""
     paths = [checkpoints] if isinstance(checkpoints, (str, Path)) else list(checkpoints)
     overrides = dict(device=device, largest_component=largest_component, flip_tta=flip_tta, backend=backend)
     if len(paths) > 1:
-        return Ensemble(paths, **overrides)
+        return Ensemble(paths, exhaustive=exhaustive, **overrides)
     views = read_views(paths[0])
     if views is None:
         return Segmenter(paths[0], expected_arch=expected_arch, **overrides)
@@ -253,7 +258,7 @@ def load_segmenter(checkpoints, device: str = "auto", largest_component: bool | 
     post = post.override(largest_component=largest_component, flip_tta=flip_tta)
     # the views run with the folder's mirroring choice; their masks are never used, only their probabilities
     views = [Segmenter(f, device=device, flip_tta=post.flip_tta, backend=backend) for f in folders]
-    seg = Ensemble(views, post=post, config=config)
+    seg = Ensemble(views, post=post, config=config, exhaustive=exhaustive)
     seg.source = str(paths[0])
     return seg
 
@@ -324,6 +329,8 @@ def run_predict(checkpoint, input_path, output, label=None, overlay=None, animat
     bar = tqdm(total=vol.image.shape[2], desc="segment", unit="slice", disable=quiet)
 
     def progress(done, total):
+        if total != bar.total or done < bar.n:  # the next network of an ensemble: the slices it runs on
+            bar.reset(total=total)
         bar.n = done
         bar.refresh()
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from lasegm.checkpoint import SERVED, checkpoint_recipe, read_checkpoint_config
+from lasegm.checkpoint import SERVED, checkpoint_recipe, model_folders, read_checkpoint_config, read_served_config
 from lasegm.cli import main
 from lasegm.config import recorded_run_options
 from lasegm.split import split_hash
@@ -25,8 +25,9 @@ def reported(folder) -> dict:
 
 
 def final_model(folder) -> bool:
-    """Trained on every patient of the folds file (`lasegm cv --final`): no test patient is left for it."""
-    return bool(recorded_run_options(json.loads((folder / "config.json").read_text())).get("all_folds"))
+    """Trained on every patient of the folds file (`lasegm cv --final`; a multi-view checkpoint: each view): no
+    test patient is left for it."""
+    return all(recorded_run_options(read_checkpoint_config(m)).get("all_folds") for m in model_folders(folder))
 
 
 def test_checkpoints_fit_the_size_budget():
@@ -37,18 +38,22 @@ def test_checkpoints_fit_the_size_budget():
 @pytest.mark.parametrize("arch", ARCHS)
 def test_served_checkpoint_records_what_it_was_trained_on(arch):
     """What a served model is: a recipe's final model trained on every patient of the folds file its recipe was
-    cross-validated on (that cross-validation is its accuracy estimate), or a model of the fixed split. What it
-    outputs is pinned by tests/test_golden.py."""
-    config = read_checkpoint_config(CHECKPOINTS / arch)
-    pre, _ = checkpoint_recipe(config, CHECKPOINTS / arch)
-    assert pre.version == 2, "served checkpoints use the current preprocessing contract"
-    if final_model(CHECKPOINTS / arch):
-        cv = config["cv"]
-        assert config["split_sha256"] == split_hash(REPO / cv["folds_file"]) == cv["folds_sha256"]
-        folds = json.loads((REPO / cv["folds_file"]).read_text())["folds"]
-        assert sorted(config["trained_on"]) == sorted(c for fold in folds for c in fold)
-    else:
-        assert config["split_sha256"] == split_hash(SPLIT), "checkpoint was trained on another split"
+    cross-validated on (that cross-validation is its accuracy estimate), or a model of the fixed split; a
+    multi-view checkpoint's views are each such a model, and their mean's table is the folder's. What it outputs is
+    pinned by tests/test_golden.py."""
+    served = read_served_config(CHECKPOINTS / arch)
+    final = final_model(CHECKPOINTS / arch)
+    for folder in model_folders(CHECKPOINTS / arch):
+        config = read_checkpoint_config(folder)
+        pre, _ = checkpoint_recipe(config, folder)
+        assert pre.version >= 2, "served checkpoints use a preprocessing contract in anatomy"
+        if final:
+            cv = served["cv"]
+            assert config["split_sha256"] == split_hash(REPO / cv["folds_file"]) == cv["folds_sha256"]
+            folds = json.loads((REPO / cv["folds_file"]).read_text())["folds"]
+            assert sorted(config["trained_on"]) == sorted(served["trained_on"]) == sorted(c for f in folds for c in f)
+        else:
+            assert config["split_sha256"] == split_hash(SPLIT), "checkpoint was trained on another split"
 
 
 @pytest.mark.parametrize("folder", [CHECKPOINTS / a for a in ARCHS] + [LEGACY], ids=ARCHS + ["legacy-v1"])
@@ -70,7 +75,7 @@ def test_evaluate_reproduces_the_reported_test_dice(folder, real_data, tmp_path,
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_recorded_cross_validation_matches_the_committed_oof_table(arch):
-    config = json.loads((CHECKPOINTS / arch / "config.json").read_text())
+    config = read_served_config(CHECKPOINTS / arch)
     cv = config["cv"]
     table = json.loads((CHECKPOINTS / arch / cv["table"]).read_text())  # the checkpoint carries its table
     assert table["postprocessing"] == config["postprocessing"], "scored as it is served"

@@ -51,7 +51,7 @@ def test_folds_and_final_model_compare_by_recipe_whatever_their_run_options_or_r
     before that holds both in "train_config" (the served ones). Old and new records compare by recipe alone."""
     from lasegm.cv import _same_folds_file, _same_recipe
 
-    served = json.loads((REPO / "checkpoints" / "unet" / "config.json").read_text())
+    served = json.loads((REPO / "checkpoints" / "fpn" / "config.json").read_text())  # recorded the old way
     flat = {**recorded_recipe(served), **recorded_run_options(served), "all_folds": True, "device": "auto"}
     old = {k: v for k, v in served.items() if k != "run_options"} | {"train_config": flat}  # as the served were
     recipe, run = recorded_recipe(old), recorded_run_options(old)

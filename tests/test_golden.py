@@ -55,13 +55,17 @@ def predict(arch: str, case: str, out_dir: Path) -> np.ndarray:
 
 
 def provenance(arch: str, case: str) -> dict:
-    """What a golden mask was made from: the weights, the recipe and the example file."""
-    from lasegm.checkpoint import read_checkpoint_config
+    """What a golden mask was made from: the weights, the recipe and the example file (a multi-view checkpoint:
+    each view's weights and preprocessing, and the folder's post-processing)."""
+    from lasegm.checkpoint import model_folders, read_checkpoint_config, read_served_config
     from lasegm.utils import sha256_file
 
-    config = read_checkpoint_config(CHECKPOINTS / arch)
-    return {"weights_sha256": config["weights_sha256"], "preprocessing": config["preprocessing"],
-            "postprocessing": config.get("postprocessing"),
+    models = [read_checkpoint_config(m) for m in model_folders(CHECKPOINTS / arch)]
+    record = {"weights_sha256": [m["weights_sha256"] for m in models],
+              "preprocessing": [m["preprocessing"] for m in models]}
+    if len(models) == 1:  # one model: as recorded before multi-view checkpoints
+        record = {key: value[0] for key, value in record.items()}
+    return {**record, "postprocessing": read_served_config(CHECKPOINTS / arch).get("postprocessing"),
             "example_sha256": sha256_file(EXAMPLES / f"{case}_image.nii.gz")}
 
 

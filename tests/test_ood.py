@@ -8,7 +8,7 @@ from conftest import REPO, synthetic_volume
 
 from lasegm.data import find_cases, load_case
 from lasegm.ood import input_flags, intensity_profile, made_up_unlike, make_reference
-from lasegm.predict import Segmenter, segment_scan
+from lasegm.predict import load_segmenter, segment_scan
 from lasegm.preprocess import Preprocessing
 
 PRE = Preprocessing(image_size=64, fov_mm=80.0, context=0, orientation="ASR")
@@ -36,11 +36,13 @@ def test_served_unet_flags_every_made_up_unlike_scan_and_no_development_scan(rea
     """The input check passes every development patient as stored (the model's flags on them: tests/test_golden.py,
     docs/experiments/qc_ood.py); the served U-Net (ONNX) flags each made-up unlike scan of one (another contrast, a
     CT-like profile, no heart in view, noise). The development patients are the served model's training patients."""
-    seg = Segmenter(REPO / "checkpoints" / "unet", device="cpu")
-    reference = seg.config["input_reference"]
+    seg = load_segmenter(REPO / "checkpoints" / "unet", device="cpu")
+    # the network that checks the input: a multi-view checkpoint's first view
+    checker = next(n for n, _ in getattr(seg, "networks", [(seg, 1.0)]) if n.config.get("input_reference"))
+    reference = checker.config["input_reference"]
     for case in find_cases(real_data):
         vol = load_case(case)
-        assert input_flags(seg.pre.prepare(vol.image, vol.affine)[0], vol.spacing, reference) == [], case.case_id
+        assert input_flags(checker.pre.prepare(vol.image, vol.affine)[0], vol.spacing, reference) == [], case.case_id
         if case.case_id == "la_019":
             for name, image in made_up_unlike(vol.image):
                 _, result = segment_scan(seg, replace(vol, image=image, label=None))

@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO, affine_for, synthetic_volume, write_nifti
 
 from lasegm import LasegmError
-from lasegm.checkpoint import read_checkpoint_config, read_views
+from lasegm.checkpoint import model_folders, read_checkpoint_config, read_views
 from lasegm.cli import main
 from lasegm.data import find_cases, load_volume
 from lasegm.models import build_model, model_kwargs, save_checkpoint
@@ -87,6 +87,28 @@ def test_a_second_view_runs_only_on_slices_where_the_first_leaves_the_mean_open(
     assert differ.any() and p1[differ].max() < VIEW_MIN_PROBABILITY  # the 0.5 reached only with the second's 1.0
     seen = p1 >= VIEW_MIN_PROBABILITY  # such a voxel lies in an open slice: the second view ran there
     np.testing.assert_allclose(gated[seen], full[seen], atol=1e-6)
+
+
+def test_a_multi_view_member_of_an_ensemble_counts_once_with_its_views_sharing_its_weight(views, tmp_path):
+    """The three-architecture ensemble with a multi-view member: the mean of the members, the multi-view one being
+    its views' mean (each view weighs 1/2), whether every network runs on every slice or not."""
+    members, scan = views
+    assert main(["export", "--checkpoint", str(members[0]), str(members[1]), "--out", str(tmp_path / "ac"),
+                 "--onnx", "false"]) == 0
+    vol = load_volume(scan)
+    single, pair = (load_segmenter(f, device="cpu", backend="torch") for f in (members[2], tmp_path / "ac"))
+    single.runner = lambda batch: 20.0 * (batch[:, batch.shape[1] // 2] - 2.0)  # sure on the bright ellipsoid only
+    p_single, p_pair = single.probabilities(vol), Ensemble(pair.members, exhaustive=True).probabilities(vol)
+    expected = (p_single + p_pair) / 2
+    both = Ensemble([single, pair], exhaustive=True)
+    assert [w for _, w in both.networks] == [1.0, 0.5, 0.5] and len(both.members) == 2
+    np.testing.assert_allclose(both.probabilities(vol), expected, atol=1e-6)
+    gated = Ensemble([single, pair]).probabilities(vol)  # a skipped view slice counts as 0: never above the mean
+    assert (gated <= expected + 1e-6).all()
+    # where the first network alone is >= 0.55, the views' slices stay open (the mean could reach 0.5 with them)
+    sure = p_single >= 0.5 + VIEW_MIN_PROBABILITY
+    assert sure.any()
+    np.testing.assert_allclose(gated[sure], expected[sure], atol=1e-6)
 
 
 def test_multi_view_checkpoint_round_trips_and_serves_the_views_mean(views, tmp_path, monkeypatch):
@@ -182,20 +204,22 @@ def test_a_multi_view_checkpoint_carries_its_views_out_of_fold_table(views, tmp_
 
 @pytest.mark.slow
 def test_a_multi_view_checkpoint_of_real_models_segments_a_real_patient(real_data, tmp_path, monkeypatch):
-    """The served sagittal U-Net with an axial view that says 0.5 everywhere (every weight zero): their mean reaches
-    the threshold exactly where the U-Net's probability does, so the multi-view checkpoint must give the U-Net's own
-    mask on a real patient's grid, through export, ONNX Runtime and the CLI."""
+    """The served U-Net's first view (a real trained network) with a sagittal view that says 0.5 everywhere (every
+    weight zero): their mean reaches the threshold exactly where the real view's probability does, so the multi-view
+    checkpoint must give that view's own mask on a real patient's grid, through export, ONNX Runtime and the CLI."""
     monkeypatch.chdir(tmp_path)
     kw = model_kwargs("unet", "resnet18", 3, decoder_width=16)
     neutral = build_model("unet", kw)
     for p in neutral.parameters():
         p.data.zero_()
-    axial = save_checkpoint(tmp_path / "axial", neutral, {
+    sagittal = save_checkpoint(tmp_path / "sagittal", neutral, {
         "arch": "unet", "encoder": "resnet18", "model_kwargs": kw,
-        "preprocessing": {"image_size": 64, "fov_mm": 200.0, "context": 1, "orientation": "RAS", "version": 3}})
-    served = REPO / "checkpoints" / "unet"
-    assert main(["export", "--checkpoint", str(served), str(axial), "--out", "views"]) == 0
-    assert read_views("views")[0]["views"] == ["sagittal", "axial"]
+        "preprocessing": {"image_size": 64, "fov_mm": 200.0, "context": 1, "orientation": "ASR", "version": 3}})
+    served = model_folders(REPO / "checkpoints" / "unet")[0]
+    plane = plane_of(read_checkpoint_config(served)["preprocessing"]["orientation"])
+    assert plane != "sagittal"
+    assert main(["export", "--checkpoint", str(served), str(sagittal), "--out", "views"]) == 0
+    assert read_views("views")[0]["views"] == [plane, "sagittal"]
     case = next(c for c in find_cases(real_data) if c.case_id == "la_003")
     for checkpoint, out in ((served, "unet.nii.gz"), ("views", "views.nii.gz")):
         assert main(["--quiet", "predict", "--checkpoint", str(checkpoint), "--input", str(case.image),

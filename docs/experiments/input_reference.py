@@ -8,7 +8,7 @@ with their own preprocessing. Prints each training scan's distance from the mean
 import argparse
 import json
 
-from lasegm.checkpoint import CONFIG_FILE, checkpoint_recipe, read_checkpoint_config, read_views
+from lasegm.checkpoint import CONFIG_FILE, checkpoint_recipe, model_folders, read_checkpoint_config
 from lasegm.data import default_data_dir, find_cases, load_case
 from lasegm.ood import intensity_profile, make_reference, profile_distance
 from lasegm.utils import write_json
@@ -37,8 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     cases = {c.case_id: c for c in find_cases(default_data_dir())}
     for folder in args.checkpoints:
-        views = read_views(folder)
-        for f in views[1] if views else [folder]:
+        for f in model_folders(folder):  # a multi-view checkpoint: each view
             record(f, cases)
 
 
