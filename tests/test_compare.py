@@ -53,7 +53,7 @@ def test_the_served_unet_against_nnunet_patient_by_patient():
     """The committed U-Net's out-of-fold table against nnU-Net 3d_fullres's, per patient (docs/anchors)."""
     anchor = REPO / "docs" / "anchors" / "nnunet_task02_oof_dice.csv"
     r = paired(read_scores(REPO / "checkpoints" / "unet" / "cv-oof.json")[0], read_scores(anchor)[0])
-    assert r["n"] == 16 and r["difference_mean"] == pytest.approx(-0.032, abs=5e-4) and r["worse"] == 16
+    assert r["n"] == 16 and r["difference_mean"] == pytest.approx(-0.014, abs=5e-4) and r["worse"] == 15
 
 
 def test_the_finished_folds_of_a_cross_validation_compare_together(tmp_path, capsys):
