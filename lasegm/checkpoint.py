@@ -32,9 +32,9 @@ WEIGHTS_FILE, CONFIG_FILE, ONNX_FILE = "model.safetensors", "config.json", "mode
 CV_TABLE_FILE = "cv-oof.json"  # config.json's "cv" block summarises it
 # The architectures with a served checkpoint (checkpoints/<name>): the demo, the benchmark and the tests use these
 SERVED = ("pspnet", "fpn", "unet")
-# The served ensemble's members in the order they run. Only the last member skips slices (predict.Ensemble gates
-# it), so the costliest on CPU goes last: ONNX seconds per volume in docs/benchmarks.json, FPN 1.42 > PSPNet 1.34 >
-# U-Net 1.07 (2026-11-27 23:20). The order changes only the work done, not the mask (research_log.md: -3 %).
+# The served ensemble's members in the order they run (predict.Ensemble skips a network's slices that the networks
+# before it rule out). The order changes only the work done, not the mask; with the two-view U-Net every order but
+# the U-Net first took 4.3-4.7 s on la_003 (benchmarks/ensemble_order.py, docs/speed.md, 2026-12-06).
 ENSEMBLE_MEMBERS = ("pspnet", "unet", "fpn")
 
 
