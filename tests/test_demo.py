@@ -329,8 +329,11 @@ def test_space_folder_is_a_valid_gradio_space(tmp_path):
     for arch in ("pspnet", "fpn", "unet"):
         cv = json.loads((CHECKPOINTS / arch / "config.json").read_text())["cv"]
         assert f"{cv['oof_dice_3d_mean']:.3f}" in card
-    for arch in ("pspnet", "fpn", "unet"):
-        assert (out / "checkpoints" / arch / "model.safetensors").exists()
+    from lasegm.checkpoint import model_folders
+
+    for arch in ("pspnet", "fpn", "unet"):  # a multi-view checkpoint: each view's weights
+        for folder in model_folders(CHECKPOINTS / arch):
+            assert (out / "checkpoints" / folder.relative_to(CHECKPOINTS) / "model.safetensors").exists(), folder
     assert list((out / "examples").glob("*_image.nii.gz"))
     reqs = (out / "requirements.txt").read_text()
     assert "torch==" in reqs and "onnxruntime==" in reqs and "trimesh==" in reqs
@@ -343,14 +346,14 @@ def test_bundled_example_shows_the_same_dice_as_the_full_scan(client, real_data)
     from gradio_client import handle_file
 
     from lasegm.data import find_cases, load_case
-    from lasegm.predict import Segmenter
+    from lasegm.predict import load_segmenter
 
     full = load_case(next(c for c in find_cases(real_data) if c.case_id == "la_003"))
     *_, metrics, _ = client.predict(handle_file(str(EXAMPLE)), handle_file(str(EXAMPLE_LABEL)), "unet",
                                     api_name="/segment")
     assert [row["model"] for row in metrics["models"]] == ["unet"]
     for row in metrics["models"]:
-        reference = dice(Segmenter(CHECKPOINTS / row["model"]).segment(full), full.label)
+        reference = dice(load_segmenter(CHECKPOINTS / row["model"]).segment(full), full.label)
         assert row["dice_3d"] == pytest.approx(reference, abs=6e-4), row["model"]
 
 
