@@ -224,7 +224,7 @@ class Ensemble(_Thresholded):
             before, summed = bound, np.zeros(slices.shape, np.float32)
             for n, w in networks:
                 n.check_input(slices, vol, report)
-                only = None if self.exhaustive else np.flatnonzero(bound + left * reach >= need - 1e-3)  # rounding
+                only = None if self.exhaustive else open_slices(bound, left, need, reach)
                 probabilities = n.model_probabilities(slices, progress, only=only)
                 summed += probabilities if w == 1.0 else w * probabilities
                 left -= w
@@ -232,6 +232,13 @@ class Ensemble(_Thresholded):
                 bound = before + summed.reshape(len(summed), -1).max(axis=1)
             total += pre.restore(summed, geometry)
         return total / len(self.members)
+
+
+def open_slices(bound: np.ndarray, weight_left: float, need: float, reach: float = 1.0) -> np.ndarray:
+    """The indices of a network's slices where the ensemble's summed probability can still reach `need` (threshold x
+    members): the networks run so far sum to at most `bound` there, and those left (their weight) could add `reach`
+    each (1, or 1 - VIEW_MIN_PROBABILITY once the slicing has changed). The one owner of the skip rule."""
+    return np.flatnonzero(bound + weight_left * reach >= need - 1e-3)  # rounding
 
 
 def slice_maxima(array: np.ndarray, geometry) -> np.ndarray:

@@ -15,7 +15,7 @@ from lasegm.checkpoint import model_folders, read_checkpoint_config, read_views
 from lasegm.cli import main
 from lasegm.data import find_cases, load_volume
 from lasegm.models import build_model, model_kwargs, save_checkpoint
-from lasegm.predict import VIEW_MIN_PROBABILITY, Ensemble, Segmenter, load_segmenter, slice_maxima
+from lasegm.predict import VIEW_MIN_PROBABILITY, Ensemble, Segmenter, load_segmenter, open_slices, slice_maxima
 from lasegm.preprocess import PLANE_ORIENTATIONS, Preprocessing, plane_of, zscore_clipped
 
 
@@ -81,8 +81,8 @@ def test_a_second_view_runs_only_on_slices_where_the_first_leaves_the_mean_open(
     calls.clear()
     gated = Ensemble([first, second]).probabilities(vol)
     _, geometry = second.pre.prepare(vol.image, vol.affine)
-    open_slices = slice_maxima(p1, geometry) >= VIEW_MIN_PROBABILITY
-    assert sum(calls) == open_slices.sum() and 0 < open_slices.sum() < 36
+    opened = open_slices(slice_maxima(p1, geometry), 1.0, 1.0, 1.0 - VIEW_MIN_PROBABILITY)  # 2 views x 0.5
+    assert sum(calls) == len(opened) and 0 < len(opened) < 36
     differ = (gated >= 0.5) != (full >= 0.5)
     assert differ.any() and p1[differ].max() < VIEW_MIN_PROBABILITY  # the 0.5 reached only with the second's 1.0
     seen = p1 >= VIEW_MIN_PROBABILITY  # such a voxel lies in an open slice: the second view ran there

@@ -17,7 +17,7 @@ from lasegm.checkpoint import checkpoint_recipe, read_checkpoint_config
 from lasegm.data import default_data_dir, find_cases, load_case
 from lasegm.metrics import dice
 from lasegm.postprocess import Postprocessing
-from lasegm.predict import VIEW_MIN_PROBABILITY, slice_maxima
+from lasegm.predict import VIEW_MIN_PROBABILITY, open_slices, slice_maxima
 from lasegm.probability_maps import load_probability_map, on_grid, saved_maps
 
 cvs = [Path(a) for a in sys.argv[1:3]]
@@ -36,14 +36,17 @@ for f, held_out in enumerate(folds):
         full = dice(post.binarize((probs[0] + probs[1]) / 2), vol.label)
         for first, second in ((0, 1), (1, 0)):
             geometry = pres[second].geometry(vol.affine, vol.image.shape)
-            open_slices = slice_maxima(probs[first], geometry) >= VIEW_MIN_PROBABILITY
+            # as predict.Ensemble decides for the second of two views
+            opened = np.zeros(geometry.slices[1] - geometry.slices[0], bool)
+            opened[open_slices(slice_maxima(probs[first], geometry), 1.0, 2 * post.threshold,
+                               1.0 - VIEW_MIN_PROBABILITY)] = True
             shut = np.zeros(geometry.model_shape, bool)  # the second view's skipped slices, on the scan's grid
-            np.moveaxis(shut, 2, 0)[slice(*geometry.slices)][~open_slices] = True
+            np.moveaxis(shut, 2, 0)[slice(*geometry.slices)][~opened] = True
             gated = probs[second] * ~geometry.to_input(shut)
             score = dice(post.binarize((probs[first] + gated) / 2), vol.label)
             order = f"{cvs[first].name} then {cvs[second].name}"
-            totals.setdefault(order, []).append((full, score, open_slices.mean()))
-            print(f"{case_id:8s} {order:28s} {full:10.4f} {score:8.4f} {open_slices.mean():10.2f}", flush=True)
+            totals.setdefault(order, []).append((full, score, opened.mean()))
+            print(f"{case_id:8s} {order:28s} {full:10.4f} {score:8.4f} {opened.mean():10.2f}", flush=True)
 for order, rows in totals.items():
     full, gated, share = np.array(rows).T
     print(f"{order}: {len(rows)} patients, exhaustive {full.mean():.4f}, gated {gated.mean():.4f} "
