@@ -139,7 +139,7 @@ def segmenter(ckpt: Path, backend: str, **kwargs) -> Segmenter | Ensemble:
     """A checkpoint folder (a multi-view one: its views, averaged as served) on a backend of BACKENDS."""
     seg = load_segmenter(ckpt, device="cpu", backend="torch" if backend == "torch_eager" else backend, **kwargs)
     if backend == "torch_eager":
-        for model in getattr(seg, "members", [seg]):
+        for model, _ in seg.networks:
             model.runner = TorchRunner.from_checkpoint(model.source, "cpu", channels_last=False)
     return seg
 

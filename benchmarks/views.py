@@ -26,12 +26,11 @@ import onnxruntime
 import torch
 
 from benchmark import cpu_name, interleaved  # the sibling script, importable when this one runs as a script
-from lasegm.checkpoint import (CONFIG_FILE, ONNX_FILE, SERVED, WEIGHTS_FILE, checkpoint_recipe, model_folders,
-                               read_checkpoint_config)
+from lasegm.checkpoint import CONFIG_FILE, ONNX_FILE, SERVED, WEIGHTS_FILE, model_folders, slicing_planes
 from lasegm.data import find_cases, load_case
 from lasegm.export import export_views
 from lasegm.predict import load_segmenter
-from lasegm.preprocess import PLANE_ORIENTATIONS, RECIPES, VERSION, plane_of
+from lasegm.preprocess import PLANE_ORIENTATIONS, RECIPES, VERSION
 from lasegm.split import read_split
 from lasegm.utils import write_json
 
@@ -98,7 +97,7 @@ def main():
 def time_trained_views(folders: list[str], tmp: Path, vol, args) -> dict:
     """Each trained view alone, and their multi-view checkpoint in each order, gated and exhaustive."""
     views = [Path(f) for f in folders]
-    planes = [plane_of(checkpoint_recipe(read_checkpoint_config(v), v)[0].orientation) for v in views]
+    planes = [slicing_planes(v)[0] for v in views]
     segmenters = {}
     for order in (views, views[::-1]):
         name = "+".join(planes[views.index(v)] for v in order)

@@ -84,15 +84,13 @@ def model_card() -> str:
     """What a Space visitor should know: data, licence, measured accuracy and how, intended use, limits."""
     import json
 
-    from lasegm.checkpoint import model_folders, read_checkpoint_config, read_served_config
-    from lasegm.preprocess import plane_of
+    from lasegm.checkpoint import model_folders, read_checkpoint_config, read_served_config, slicing_planes
 
     rows = []
     for arch in SERVED:
         config = read_served_config(ROOT / "checkpoints" / arch)
-        models = [read_checkpoint_config(m) for m in model_folders(ROOT / "checkpoints" / arch)]  # views, or one
-        encoder = models[0]["encoder"]
-        planes = " + ".join(config.get("views") or [plane_of(models[0]["preprocessing"]["orientation"])])
+        encoder = read_checkpoint_config(model_folders(ROOT / "checkpoints" / arch)[0])["encoder"]  # each view's
+        planes = " + ".join(slicing_planes(ROOT / "checkpoints" / arch))
         cv = config.get("cv", {})
         oof = f"{cv['oof_dice_3d_mean']:.3f} ± {cv['oof_dice_3d_std']:.3f}" if cv else "–"
         test_file = ROOT / "checkpoints" / arch / "evaluation-test" / "evaluation.json"

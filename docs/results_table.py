@@ -9,9 +9,8 @@ README.md holds exactly this output between its `results` markers.
 import argparse
 from pathlib import Path
 
-from lasegm.checkpoint import model_folders, read_checkpoint_config, read_served_config
+from lasegm.checkpoint import model_folders, read_checkpoint_config, read_served_config, slicing_planes
 from lasegm.compare import paired, read_scores
-from lasegm.preprocess import plane_of
 
 ROOT = Path(__file__).resolve().parents[1]
 ANCHOR = ROOT / "docs" / "anchors" / "nnunet_task02_oof_dice.csv"
@@ -27,7 +26,7 @@ def tables() -> str:
         config = read_served_config(folder)
         models = model_folders(folder)  # a multi-view checkpoint: one network per plane, of one recipe
         recipe = read_checkpoint_config(models[0])
-        planes = config.get("views") or [plane_of(recipe["preprocessing"]["orientation"])]
+        planes = slicing_planes(folder)
         scores, _ = read_scores(folder / "cv-oof.json")
         r = paired(scores, anchor)
         per_patient[arch] = scores

@@ -165,3 +165,9 @@ def read_served_config(ckpt_dir: str | Path) -> dict:
     it serves (arch, post-processing, trained_on, cv)."""
     views = read_views(ckpt_dir)
     return read_checkpoint_config(ckpt_dir) if views is None else views[0]
+
+
+def slicing_planes(ckpt_dir: str | Path) -> list[str]:
+    """The anatomical planes a checkpoint folder's networks slice along, in the order they run."""
+    return [plane_of(checkpoint_recipe(read_checkpoint_config(f), f / CONFIG_FILE)[0].orientation)
+            for f in model_folders(ckpt_dir)]

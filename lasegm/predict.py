@@ -141,6 +141,11 @@ class Segmenter(_Thresholded):
         self.runner = open_runner(checkpoint, self.config, backend, device)
         self.backend, self.device = self.runner.name, str(self.runner.device)
 
+    @property
+    def networks(self) -> list[tuple[Segmenter, float]]:
+        """The networks it runs, with their weights (Ensemble.networks): itself."""
+        return [(self, 1.0)]
+
     def model_probabilities(self, slices: np.ndarray, progress=None, only=None) -> np.ndarray:
         """Prepared (Z, S, S) slices -> probabilities on the model grid (`only`: see predict_slices)."""
         return predict_slices(self.runner, slices, self.pre.context, tta=self.post.flip_tta, progress=progress,
@@ -179,8 +184,7 @@ class Ensemble(_Thresholded):
         self.members = [c if isinstance(c, _Thresholded) else
                         load_segmenter(c, device=device, flip_tta=flip_tta, backend=backend) for c in checkpoints]
         # the networks the mean is made of, each with its weight (1, or its share of a multi-view member)
-        self.networks = [(n, w / sum(m.weights)) if isinstance(m, Ensemble) else (m, 1.0)
-                         for m in self.members for n, w in (m.networks if isinstance(m, Ensemble) else [(m, 1.0)])]
+        self.networks = [(n, w / sum(v for _, v in m.networks)) for m in self.members for n, w in m.networks]
         self.device = self.members[0].device
         self.backend = "+".join(sorted({m.backend for m in self.members}))
         self.source = [m.source for m in self.members]
@@ -192,10 +196,6 @@ class Ensemble(_Thresholded):
         splits = {m.config.get("split_sha256", "") for m in self.members}
         self.config = config or {"arch": "+".join(m.arch for m in self.members),
                                  "split_sha256": splits.pop() if len(splits) == 1 else "members differ"}
-
-    @property
-    def weights(self) -> list[float]:
-        return [w for _, w in self.networks]
 
     def probabilities(self, vol: Volume, progress=None, report: dict | None = None) -> np.ndarray:
         """The members' mean probability (report: see Segmenter.probabilities). A network is not run on slices

@@ -13,12 +13,12 @@ import torch
 from conftest import REPO, TEST_PREPROCESSING, synthetic_volume, write_nifti
 
 from lasegm import LasegmError
+from lasegm.checkpoint import model_folders
 from lasegm.cli import main
 from lasegm.data import load_volume
 from lasegm.metrics import dice
 from lasegm.models import ARCHITECTURES, ENSEMBLE_MEMBERS, SERVED, build_model, model_kwargs, save_checkpoint
 from lasegm.onnx_export import export_onnx
-from lasegm.checkpoint import model_folders
 from lasegm.predict import Segmenter, load_segmenter
 from lasegm.preprocess import resize
 

@@ -38,7 +38,7 @@ def test_served_unet_flags_every_made_up_unlike_scan_and_no_development_scan(rea
     CT-like profile, no heart in view, noise). The development patients are the served model's training patients."""
     seg = load_segmenter(REPO / "checkpoints" / "unet", device="cpu")
     # the network that checks the input: a multi-view checkpoint's first view
-    checker = next(n for n, _ in getattr(seg, "networks", [(seg, 1.0)]) if n.config.get("input_reference"))
+    checker = next(n for n, _ in seg.networks if n.config.get("input_reference"))
     reference = checker.config["input_reference"]
     for case in find_cases(real_data):
         vol = load_case(case)
