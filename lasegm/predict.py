@@ -209,36 +209,51 @@ class Ensemble(_Thresholded):
         for n, w in self.networks:
             groups.setdefault(n.pre, []).append((n, w))
         need = self.post.threshold * len(self.members)
-        left, bound, stack = float(len(self.members)), None, None  # bound: per slice, >= the weighted sum so far
+        # bound: per scan slice a network sees, >= the weighted sum so far
+        left, bound, stack = float(len(self.members)), None, None
         reach = 1.0  # the most a network left is taken to give
         total = np.zeros(vol.image.shape, np.float32)
         for pre, networks in groups.items():
             slices, geometry = pre.prepare(vol.image, vol.affine)
-            # slice z is the same scan slice as in the stacks before only with the same slicing; else the networks
-            # run so far are bounded by their sum's maximum over the scan voxels this slice holds
+            # scan slice z is the same as in the stacks before only with the same slicing; else the networks run so
+            # far are bounded by their sum's maximum over the scan voxels this slice holds
             if (pre.orientation, geometry.slices) != stack:
                 if stack is not None:
                     reach = 1.0 - VIEW_MIN_PROBABILITY
-                bound = np.zeros(len(slices), np.float32) if stack is None else slice_maxima(total, geometry)
+                bound = np.zeros(np.subtract(*geometry.slices[::-1]), np.float32) if stack is None else \
+                    slice_maxima(total, geometry)
                 stack = (pre.orientation, geometry.slices)
             before, summed = bound, np.zeros(slices.shape, np.float32)
             for n, w in networks:
                 n.check_input(slices, vol, report)
-                only = None if self.exhaustive else open_slices(bound, left, need, reach)
+                only = None if self.exhaustive else open_slices(bound, left, need, reach, geometry.slice_weights)
                 probabilities = n.model_probabilities(slices, progress, only=only)
                 summed += probabilities if w == 1.0 else w * probabilities
                 left -= w
-                # restore interpolates with convex weights: never above a slice's maximum on the model grid
-                bound = before + summed.reshape(len(summed), -1).max(axis=1)
+                # restore interpolates with convex weights: never above the maximum of the model slices it mixes
+                bound = before + restored_maxima(summed.reshape(len(summed), -1).max(axis=1), geometry)
             total += pre.restore(summed, geometry)
         return total / len(self.members)
 
 
-def open_slices(bound: np.ndarray, weight_left: float, need: float, reach: float = 1.0) -> np.ndarray:
-    """The indices of a network's slices where the ensemble's summed probability can still reach `need` (threshold x
-    members): the networks run so far sum to at most `bound` there, and those left (their weight) could add `reach`
-    each (1, or 1 - VIEW_MIN_PROBABILITY once the slicing has changed). The one owner of the skip rule."""
-    return np.flatnonzero(bound + weight_left * reach >= need - 1e-3)  # rounding
+def open_slices(bound: np.ndarray, weight_left: float, need: float, reach: float = 1.0,
+                weights: np.ndarray | None = None) -> np.ndarray:
+    """The indices of a network's model slices to run: those that reach a scan slice where the ensemble's summed
+    probability can still reach `need` (threshold x members). The networks run so far sum to at most `bound` there
+    (per scan slice the network sees), and those left (their weight) could add `reach` each (1, or
+    1 - VIEW_MIN_PROBABILITY once the slicing has changed). weights: Geometry.slice_weights (None: model slice z is
+    scan slice z). A scan slice gets either all the model slices it is made of or none. The one owner of the skip
+    rule."""
+    opened = bound + weight_left * reach >= need - 1e-3  # rounding
+    return np.flatnonzero(opened if weights is None else (weights[opened] > 0).any(axis=0))
+
+
+def restored_maxima(model_maxima: np.ndarray, geometry) -> np.ndarray:
+    """Per model slice maxima -> per scan slice, the most restore can make of them (its weights are convex)."""
+    weights = geometry.slice_weights
+    if weights is None:
+        return model_maxima
+    return np.where(weights > 0, model_maxima[None, :], -np.inf).max(axis=1)
 
 
 def slice_maxima(array: np.ndarray, geometry) -> np.ndarray:

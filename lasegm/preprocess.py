@@ -13,7 +13,9 @@ Forward (`prepare`):
    a cube and how far a stack reaches beyond it changes nothing; the other slices get probability 0);
 3. normalise with statistics of that physical region only (version 2; version 1, the legacy recipe of
    the first checkpoints, used the whole stored volume, which changes with the stored field of view);
-4. resample the region to `image_size` x `image_size` (the training spacing is fov_mm / image_size).
+4. resample the region to `image_size` x `image_size` (the training spacing is fov_mm / image_size);
+   version 4: and the slice axis to the same spacing, so a 2.5D model's neighbouring slices lie as far apart as
+   in training whatever the scan's slice spacing (`Geometry.depth` model slices for the kept scan slices).
 Inverse (`restore`): the same steps backwards, to probabilities on the input's own grid.
 
 Everything here is numpy: the ONNX Runtime backend predicts without importing torch, and both backends
@@ -32,12 +34,13 @@ import numpy as np
 
 from lasegm import LasegmError
 
-VERSION = 3
+VERSION = 4
 # version -> (normalisation, resize) names as written in config.json
 RECIPES = {
     1: ("clip_p0.5_p99.5_zscore", "fov_pad_square_bilinear"),  # legacy: whole-volume statistics
     2: ("fov_clip_p0.5_p99.5_zscore", "fov_bilinear"),  # statistics of the in-plane field of view, all slices
     3: ("fov_cube_clip_p0.5_p99.5_zscore", "fov_cube_bilinear"),  # ... of the field of view along every axis
+    4: ("fov_cube_clip_p0.5_p99.5_zscore", "fov_cube_isotropic"),  # ... and the slice axis resampled too
 }
 # The anatomical plane a model slices in -> its grid's axis codes (slices along the third). A Decathlon Task02 scan
 # is stored sagittally (lasegm.anatomy), so its native plane is sagittal, with the same arrays as "ASR".
@@ -77,7 +80,8 @@ class Geometry:
     model_shape: tuple[int, int, int]  # the grid after reorientation (X', Y', slices)
     spacing: tuple[float, float, float]  # mm, in model axis order
     window: tuple[int, int]  # the field of view in voxels of the reoriented grid
-    slices: tuple[int, int]  # (first, end) of the slices the model sees (version 3: the central fov_mm)
+    slices: tuple[int, int]  # (first, end) of the scan slices the model sees (version 3: the central fov_mm)
+    depth: int  # model slices made of them (version 4: resampled to the in-plane model spacing; else one each)
 
     def to_model(self, array: np.ndarray) -> np.ndarray:
         """An array on the input grid (a label, the scan for display) -> model orientation."""
@@ -89,6 +93,13 @@ class Geometry:
         for axis, (target, flip) in enumerate(self.transform):
             inverse[int(target)] = (axis, flip)
         return nio.apply_orientation(array, inverse)
+
+    @property
+    def slice_weights(self) -> np.ndarray | None:
+        """(kept scan slices, depth) weights that restore interpolates model slices with (version 4), or None
+        when each model slice is one scan slice. The one owner of which model slices make a scan slice."""
+        kept = self.slices[1] - self.slices[0]
+        return None if kept == self.depth else resize_weights(self.depth, kept, "bilinear")
 
 
 @dataclass(frozen=True)
@@ -179,8 +190,12 @@ class Preprocessing:
             window = model_shape[:2]
         kept = _center_crop(model_shape[2], max(1, round(self.fov_mm / spacing[2]))) if self.version >= 3 else \
             slice(0, model_shape[2])
+        slices = (kept.start, min(kept.stop, model_shape[2]))
+        depth = slices[1] - slices[0]
+        if self.version >= 4:  # as many model slices as the kept ones span at the model's pixel spacing
+            depth = max(1, round(depth * spacing[2] * self.image_size / self.fov_mm))
         return Geometry(shape, tuple(tuple(float(v) for v in row) for row in transform), model_shape,
-                        spacing, window, (kept.start, min(kept.stop, model_shape[2])))
+                        spacing, window, slices, depth)
 
     def prepare(self, image: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, Geometry]:
         """Scan on its own grid -> (Z, S, S) float32 normalised model slices, and the geometry to go back."""
@@ -207,7 +222,7 @@ class Preprocessing:
             t = resize(t, size, "area")
         elif tuple(t.shape[-2:]) != size:
             t = resize(t, size, "bilinear_antialias")
-        return np.ascontiguousarray(t, dtype=np.float32), geo
+        return np.ascontiguousarray(_resample_slices(t, geo.depth), dtype=np.float32), geo
 
     def prepare_label(self, label: np.ndarray, geo: Geometry) -> np.ndarray:
         """A label on the input grid -> (Z, S, S) uint8 at model resolution (for training)."""
@@ -217,8 +232,8 @@ class Preprocessing:
         if self.version == 1:
             t = _center_fit(t, max(h, w), max(h, w))
         if tuple(t.shape[-2:]) != (self.image_size, self.image_size):
-            t = resize(t, (self.image_size, self.image_size), "area") >= 0.5
-        return t.astype(np.uint8)
+            t = resize(t, (self.image_size, self.image_size), "area")
+        return (_resample_slices(t, geo.depth) >= 0.5).astype(np.uint8)
 
     # ------------------------------------------------------------ inverse
 
@@ -227,6 +242,8 @@ class Preprocessing:
         field of view)."""
         h, w = geo.window
         t = np.asarray(probs, dtype=np.float32)
+        if geo.slice_weights is not None:
+            t = np.tensordot(geo.slice_weights, t, axes=(1, 0))
         size = (max(h, w),) * 2 if self.version == 1 else (h, w)
         if tuple(t.shape[-2:]) != size:
             t = resize(t, size, "bilinear")
@@ -247,6 +264,15 @@ def stack_context(slices, z: int, context: int):
     """Channels for slice z: itself and `context` neighbours each side (2.5D), edges clamped."""
     idx = [min(max(z + d, 0), len(slices) - 1) for d in range(-context, context + 1)]
     return slices[idx]
+
+
+def _resample_slices(t: np.ndarray, depth: int) -> np.ndarray:
+    """(Z, S, S) -> (depth, S, S) along the slice axis, as `prepare` resamples in-plane: each model slice the mean
+    of the slices it covers when the scan is finer, interpolated when it is coarser; unchanged when depth == Z."""
+    if len(t) == depth:
+        return t
+    weights = resize_weights(len(t), depth, "area" if len(t) > depth else "bilinear_antialias")
+    return np.tensordot(weights, np.asarray(t, dtype=np.float32), axes=(1, 0))
 
 
 def _slices_first(volume_xyz: np.ndarray) -> np.ndarray:

@@ -115,7 +115,8 @@ def test_resize_roundtrip_any_inplane_size(shape):
     """Labels taken to model size and back land on the scan's grid with the same geometry."""
     _, label = synthetic_volume(shape, radii=(shape[0] * 0.25, shape[1] * 0.25, shape[2] * 0.6))
     pre = Preprocessing(image_size=96, fov_mm=max(shape[:2]) * 1.25)
-    geo = pre.geometry(affine_for(), shape)
+    # slices as thick as a model pixel: one model slice each (the slice axis is resampled too; test_preprocess)
+    geo = pre.geometry(affine_for(spacing=(1.25, 1.25, pre.fov_mm / pre.image_size)), shape)
     small = pre.prepare_label(label, geo)
     assert small.shape == (shape[2], 96, 96)
     back = pre.restore(small, geo) >= 0.5
@@ -149,7 +150,7 @@ def test_cache_is_reused_and_rebuilt_when_damaged(dataset, tmp_path):
     pre = Preprocessing(image_size=32, fov_mm=80)
     first = load_cached(case, pre, tmp_path / "c")
     files = list((tmp_path / "c").glob("*.npz"))
-    assert len(files) == 1 and first.image.shape == (24, 32, 32)
+    assert len(files) == 1 and first.image.shape == (13, 32, 32)  # 24 slices of 1.37 mm at 2.5-mm model pixels
     files[0].write_bytes(b"garbage")
     again = load_cached(case, pre, tmp_path / "c")
     np.testing.assert_array_equal(again.label, first.label)

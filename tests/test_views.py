@@ -89,6 +89,37 @@ def test_a_second_view_runs_only_on_slices_where_the_first_leaves_the_mean_open(
     np.testing.assert_allclose(gated[seen], full[seen], atol=1e-6)
 
 
+def test_skipping_slices_keeps_the_exact_mask_when_model_slices_are_interpolated(tmp_path):
+    """Preprocessing version 4 on a scan with 2-mm slices: each scan slice is interpolated from two model slices. A
+    network is skipped on a model slice only if every scan slice it reaches is out of the threshold's reach, so the
+    mask equals the exhaustive mean's, the third network running on fewer slices."""
+    nets = []
+    for seed, shift in enumerate((3.0, 2.5, 3.5)):  # the ellipsoid is ~4.8, the rest < 1.7 (normalised)
+        folder = _view(tmp_path / f"n{seed}", "RAS", seed)
+        config = json.loads((folder / "config.json").read_text())
+        config["preprocessing"].update(version=4, resize="fov_cube_isotropic")
+        (folder / "config.json").write_text(json.dumps(config))
+        net = Segmenter(folder, device="cpu", backend="torch")
+        net.runner = lambda batch, shift=shift: 20.0 * (batch[:, batch.shape[1] // 2] - shift)
+        nets.append(net)
+    image, _ = synthetic_volume((40, 36, 30))
+    write_nifti(tmp_path / "scan.nii.gz", image, affine_for(spacing=(1.25, 1.25, 2.0)))
+    vol = load_volume(tmp_path / "scan.nii.gz")
+    _, geometry = nets[0].pre.prepare(vol.image, vol.affine)
+    assert geometry.slice_weights is not None and geometry.depth == 32  # 30 slices of 2 mm, 1.875-mm pixels
+    calls = []
+    counted = nets[2].runner
+    nets[2].runner = lambda batch: calls.append(len(batch)) or counted(batch)
+    full = Ensemble(nets, exhaustive=True).segment(vol)
+    assert sum(calls) == 32
+    calls.clear()
+    fast = Ensemble(nets).segment(vol)
+    assert 0 < sum(calls) < 32 and full.any()
+    np.testing.assert_array_equal(fast, full)
+    weights = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.0, 0.5, 0.5]])  # 3 scan slices from 3 model slices
+    assert open_slices(np.array([0.0, 1.0, 0.0]), 0.0, 0.5, weights=weights).tolist() == [0, 1]
+
+
 def test_a_multi_view_member_of_an_ensemble_counts_once_with_its_views_sharing_its_weight(views, tmp_path):
     """The three-architecture ensemble with a multi-view member: the mean of the members, the multi-view one being
     its views' mean (each view weighs 1/2), whether every network runs on every slice or not."""

@@ -36,8 +36,9 @@ for f, held_out in enumerate(folds):
         full = dice(post.binarize((probs[0] + probs[1]) / 2), vol.label)
         for first, second in ((0, 1), (1, 0)):
             geometry = pres[second].geometry(vol.affine, vol.image.shape)
-            # as predict.Ensemble decides for the second of two views
-            opened = np.zeros(geometry.slices[1] - geometry.slices[0], bool)
+            # as predict.Ensemble decides for the second of two views (each model slice one scan slice, as on Task02)
+            assert geometry.slice_weights is None, "a view resampling its slice axis: model slices are not scan slices"
+            opened = np.zeros(geometry.depth, bool)
             opened[open_slices(slice_maxima(probs[first], geometry), 1.0, 2 * post.threshold,
                                1.0 - VIEW_MIN_PROBABILITY)] = True
             shut = np.zeros(geometry.model_shape, bool)  # the second view's skipped slices, on the scan's grid
