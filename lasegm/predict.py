@@ -220,8 +220,7 @@ class Ensemble(_Thresholded):
             if (pre.orientation, geometry.slices) != stack:
                 if stack is not None:
                     reach = 1.0 - VIEW_MIN_PROBABILITY
-                bound = np.zeros(np.subtract(*geometry.slices[::-1]), np.float32) if stack is None else \
-                    slice_maxima(total, geometry)
+                bound = np.zeros(geometry.kept, np.float32) if stack is None else slice_maxima(total, geometry)
                 stack = (pre.orientation, geometry.slices)
             before, summed = bound, np.zeros(slices.shape, np.float32)
             for n, w in networks:

@@ -95,11 +95,15 @@ class Geometry:
         return nio.apply_orientation(array, inverse)
 
     @property
+    def kept(self) -> int:
+        """How many scan slices the model sees."""
+        return self.slices[1] - self.slices[0]
+
+    @property
     def slice_weights(self) -> np.ndarray | None:
         """(kept scan slices, depth) weights that restore interpolates model slices with (version 4), or None
         when each model slice is one scan slice. The one owner of which model slices make a scan slice."""
-        kept = self.slices[1] - self.slices[0]
-        return None if kept == self.depth else resize_weights(self.depth, kept, "bilinear")
+        return None if self.kept == self.depth else resize_weights(self.depth, self.kept, "bilinear")
 
 
 @dataclass(frozen=True)
@@ -242,8 +246,9 @@ class Preprocessing:
         field of view)."""
         h, w = geo.window
         t = np.asarray(probs, dtype=np.float32)
-        if geo.slice_weights is not None:
-            t = np.tensordot(geo.slice_weights, t, axes=(1, 0))
+        weights = geo.slice_weights
+        if weights is not None:
+            t = np.tensordot(weights, t, axes=(1, 0))
         size = (max(h, w),) * 2 if self.version == 1 else (h, w)
         if tuple(t.shape[-2:]) != size:
             t = resize(t, size, "bilinear")

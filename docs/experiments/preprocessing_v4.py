@@ -45,7 +45,7 @@ for checkpoint in args.checkpoints:
                 np.array_equal(v3.prepare_label(vol.label, g3), v4.prepare_label(vol.label, g4))
             same &= identical
             print(f"{folder} {v4.orientation} {case.case_id}: slice spacing {g4.spacing[2]:.4f} mm, "
-                  f"{np.subtract(*g4.slices[::-1])} kept slices -> {g4.depth} model slices: "
+                  f"{g4.kept} kept slices -> {g4.depth} model slices: "
                   f"{'identical' if identical else 'DIFFERENT'}")
         if not same:
             failed = True
