@@ -91,6 +91,11 @@ def run_cv(cfg: TrainConfig, name: str, folds: list[int] | None = None, jobs: in
             _same_folds_file(fold_config_json, split_hash(cfg.split_file), cv_dir / f"fold-{f}", cfg.split_file)
     if not collect_only:
         configs = [fold_config(cfg, name, f) for f in folds] + ([final_config(cfg, name)] if final else [])
+        if cfg.resume:  # trainings that finished are kept (if of this recipe); stopped ones continue; others start
+            done = [c for c in configs if _finished(Path(c.out_dir) / c.run_name, cfg)]
+            configs = [c for c in configs if c not in done]
+            if done:
+                print(f"[cv {name}] --resume: {', '.join(c.run_name for c in done)} finished before, kept", flush=True)
         t0 = time.perf_counter()
         with _without_agent_run():
             if jobs > 1:
@@ -342,10 +347,25 @@ def _same_folds_file(fold_config_json: dict, folds_sha256: str, fold_dir: Path, 
                           f"{recorded[:12]} vs {folds_sha256[:12]})")
 
 
+def _finished(run_dir: Path, cfg: TrainConfig) -> bool:
+    """A training of this recipe that ran to its end (it left a summary and no state to resume)."""
+    from lasegm.resume import has_state
+
+    if not (run_dir / "summary.json").is_file() or has_state(run_dir):
+        return False
+    _same_recipe(cfg.recipe_dict(), run_dir / "checkpoint", "--resume")
+    return True
+
+
 def _fold_summary(cv_dir: Path, f: int, fold_cases: list[str]) -> dict:
+    from lasegm.resume import has_state
+
     summary_path = cv_dir / f"fold-{f}" / "summary.json"
     if not summary_path.is_file():
         raise LasegmError(f"{summary_path}: missing; fold {f} has not been trained (run `lasegm cv` for it)")
+    if has_state(cv_dir / f"fold-{f}"):  # stopped before its last epoch: not the recipe's model yet
+        raise LasegmError(f"{cv_dir / f'fold-{f}'}: stopped before its last epoch; continue it with `lasegm cv "
+                          f"--folds {f} --resume` and the same flags (or delete its resume folder to score it as is)")
     s = json.loads(summary_path.read_text())
     got = sorted(r["case"] for r in s["per_patient_val"])
     if got != sorted(fold_cases):

@@ -35,6 +35,7 @@ from lasegm.predict import predict_slices
 from lasegm.preprocess import PLANE_ORIENTATIONS, Preprocessing, stack_context
 from lasegm.probability_maps import FOLDER as MAPS_FOLDER
 from lasegm.probability_maps import save_probability_maps
+from lasegm.resume import SAVE_EVERY_S, clear_state, load_state, save_state
 from lasegm.runtime import TorchRunner, memory_layout
 from lasegm.split import split_cases, split_hash
 from lasegm.tracking import Tracker
@@ -389,6 +390,8 @@ def train(cfg: TrainConfig, quiet: bool = False, should_stop: Callable[[list[dic
     if cfg.all_folds:  # nothing to validate on: the last epoch is the model
         cfg = dataclasses.replace(cfg, select="last")
     s = setup(cfg, quiet)
+    if not cfg.resume:  # a state left by an earlier training in this folder must not be continued later
+        clear_state(s.run_dir)
     tracker = Tracker(cfg.wandb_project, s.run_name, cfg.wandb_mode, group=cfg.wandb_group or None,
                       job_type="final" if cfg.all_folds else f"fold-{cfg.fold}" if cfg.fold >= 0 else "train",
                       config={**cfg.to_dict(), "split": s.parts, "parameters": s.meta["parameters"],
@@ -396,9 +399,14 @@ def train(cfg: TrainConfig, quiet: bool = False, should_stop: Callable[[list[dic
     picks = overlay_slices(s.val_cases)
     history: list[dict] = []
     kept: dict = {}
-    t_start = time.perf_counter()
+    first, earlier_s = 1, 0.0  # a resumed training: the epochs and the training time before this process
+    saved = load_state(s) if cfg.resume else None
+    if saved:
+        first, history, kept, earlier_s = saved["epoch"] + 1, saved["history"], saved["kept"], saved["training_time_s"]
+        print(f"resuming after epoch {saved['epoch']} of {cfg.epochs} ({s.run_dir / 'resume'})", flush=True)
+    t_start = saved_at = time.perf_counter()  # this process's start: the time limit counts from here
     try:
-        for epoch in range(1, cfg.epochs + 1):
+        for epoch in range(first, cfg.epochs + 1):
             t0 = time.perf_counter()
             row = {"epoch": epoch, **train_epoch(s, epoch, quiet)}
             out_of_time = cfg.time_limit_min and time.perf_counter() - t_start > cfg.time_limit_min * 60
@@ -419,7 +427,7 @@ def train(cfg: TrainConfig, quiet: bool = False, should_stop: Callable[[list[dic
                 save_checkpoint(s.run_dir / "checkpoint", s.model, {
                     **s.meta, "epoch": epoch, "selection": cfg.select, "metrics": {k: row[k] for k in (
                         "val_dice_3d", "val_dice_slice", "val_hd95_mm", "val_loss") if k in row},
-                    "training_time_s": time.perf_counter() - t_start}, half=cfg.fp16_checkpoint)
+                    "training_time_s": earlier_s + time.perf_counter() - t_start}, half=cfg.fp16_checkpoint)
                 if maps:  # the kept model's maps of its validation patients: out of fold for a CV fold
                     save_probability_maps(s.run_dir / MAPS_FOLDER, {c: (m, s.val_affines[c]) for c, m in maps.items()},
                                           s.post.flip_tta)
@@ -428,6 +436,11 @@ def train(cfg: TrainConfig, quiet: bool = False, should_stop: Callable[[list[dic
                                     for i, z in picks] if validating else [])
             write_csv(s.run_dir / "history.csv", history)
             write_json(s.run_dir / "history.json", history)
+            # what `--resume` continues from if this process stops before the last epoch: when a time limit stops it,
+            # and every minute or so in case it is killed (a 2D state is ~3x its weights: not after every short epoch)
+            if epoch < cfg.epochs and (out_of_time or time.perf_counter() - saved_at >= SAVE_EVERY_S):
+                save_state(s, epoch, history, kept, earlier_s + time.perf_counter() - t_start)
+                saved_at = time.perf_counter()
             # one line per epoch even with --quiet (which only hides progress bars)
             scores = (f"val loss {row['val_loss']:.4f}  val 3D Dice {row['val_dice_3d']:.4f}  slice Dice "
                       f"{row['val_dice_slice']:.4f}" if val else "not validated" if s.val_cases else
@@ -450,12 +463,14 @@ def train(cfg: TrainConfig, quiet: bool = False, should_stop: Callable[[list[dic
                    "selection": cfg.select, "checkpoint_epoch": kept["epoch"],
                    "checkpoint_val_dice_3d": kept.get("val_dice_3d"), "best_epoch": best.get("epoch"),
                    "best_val_dice_3d": best.get("val_dice_3d"), "best_val_dice_slice": best.get("val_dice_slice"),
-                   "epochs_run": len(history), "training_time_s": time.perf_counter() - t_start,
+                   "epochs_run": len(history), "training_time_s": earlier_s + time.perf_counter() - t_start,
                    "inference_s_per_volume": kept.get("inference_s_per_volume"),
                    "train_slices_per_s": float(np.mean([h["train_slices_per_s"] for h in history])),
                    "device": str(s.device), "fold": s.meta["fold"], "per_patient_val": kept["per_patient"],
                    "history": history}
         write_json(s.run_dir / "summary.json", summary)
+        if len(history) == cfg.epochs:  # finished: nothing left to resume
+            clear_state(s.run_dir)
         tracker.log_table("val/per_patient", kept["per_patient"])
         tracker.finish({k: v for k, v in summary.items() if k not in ("per_patient_val", "history")},
                        s.run_dir / "curves.png", s.run_dir / "checkpoint", f"{cfg.arch}-model",
