@@ -16,10 +16,14 @@
 # validates every $VAL_EVERY epochs (default 5) and after its last; a CV that starts gets `--time_limit_min` with what
 # is left until DEADLINE - RESERVE seconds (RESERVE, default 150 s: held-out scoring, ensembles, packing); a watchdog
 # stops whatever still runs 30 s before DEADLINE, so the records written by then are packed whatever happens. With
-# RESUME=1 the runs folder of an earlier call on the same machine is kept and finished CVs are skipped. `tiny`
+# RESUME=1 the runs folder of an earlier call on the same machine is kept and finished CVs are skipped. Trainings
+# continue where they stopped (`lasegm cv --resume`: each saves its state after every epoch; finished folds are
+# kept): with FROM=DIR the records and states an earlier call packed on another machine (DIR/*.tgz: results.tgz and
+# state-*.tgz) are unpacked into the runs folder first, so a CV longer than one call spreads over several. `tiny`
 # shrinks every training to one short epoch (a dry run on a CPU). Packs $OUT/results.tgz (every record: configs,
-# histories, out-of-fold tables; no weights) and, for each NAME in $WEIGHTS (space-separated), $OUT/NAME-final.tgz
-# (the final model's checkpoint, trained on every patient: the one to serve).
+# histories, out-of-fold tables; no weights), for each NAME in $WEIGHTS (space-separated), $OUT/NAME-final.tgz
+# (the final model's checkpoint, trained on every patient: the one to serve), and for each training stopped before
+# its last epoch, $OUT/state-CV-RUN.tgz (its weights and optimiser state: what FROM= continues).
 # Packages and data: docs/gpu/setup.sh (a machine without the packages or the data folder gets them from .devrun/).
 set -uo pipefail
 JOBS_FILE=${1:?usage: bash docs/gpu/cv-many.sh JOBS_FILE [tiny]}
@@ -27,6 +31,7 @@ TINY=${2:-}
 [ "${RESUME:-0}" = 1 ] && export KEEP_RUNS=1
 source docs/gpu/setup.sh
 export RUNS
+for packed in ${FROM:+"$FROM"/*.tgz}; do tar xzf "$packed" -C "$RUNS" && echo "unpacked $packed"; done
 DEADLINE=${DEADLINE:-540}
 RESERVE=${RESERVE:-150}
 ( sleep $(( DEADLINE - 30 - $(elapsed) )); echo "deadline: stopping what still runs at $(elapsed)s"
@@ -41,7 +46,7 @@ while read -r kind name flags; do
   LIMIT=$(python3 -c "print(round(($DEADLINE - $RESERVE - $(elapsed)) / 60, 1))")
   python3 -c "import sys; sys.exit($LIMIT < 0.5)" || { echo "no time left for $name"; continue; }
   echo "$name: time limit $LIMIT min, from $(elapsed)s"
-  python3 -m lasegm --quiet cv --name="$name" --jobs="${JOBS:-5}" $flags $COMMON --time_limit_min="$LIMIT" \
+  python3 -m lasegm --quiet cv --name="$name" --jobs="${JOBS:-5}" $flags $COMMON --time_limit_min="$LIMIT" --resume=true \
     < /dev/null > "$RUNS/cv-$name.log" 2>&1
 done < <(grep -v '^\s*#' "$JOBS_FILE")
 echo "trained at $(elapsed)s"
@@ -60,7 +65,11 @@ while read -r kind name command; do
 done < <(grep -v '^\s*#' "$JOBS_FILE")
 tail -n 2 "$RUNS"/cv-*.log
 kill $WATCH 2>/dev/null
-(cd "$RUNS" && tar czf "$OUT/results.tgz" --exclude='*.safetensors' --exclude='*.onnx' --exclude='curves.png' .)
+(cd "$RUNS" && tar czf "$OUT/results.tgz" --exclude='*.safetensors' --exclude='*.onnx' --exclude='curves.png' \
+  --exclude=resume .)
+(cd "$RUNS" && find cv -type d -name resume) | while read -r state; do  # cv/NAME/RUN/resume
+  run=${state%/resume}; tar czf "$OUT/state-$(echo "${run#cv/}" | tr / -).tgz" -C "$RUNS" "$state"
+done
 for name in ${WEIGHTS:-}; do
   [ -d "$RUNS/cv/$name/final/checkpoint" ] && tar czf "$OUT/$name-final.tgz" -C "$RUNS/cv/$name" final/checkpoint
 done
