@@ -6,6 +6,9 @@ model's view of a correct ASR header, i.e. the results the served models gave be
     LASEGM_DATA=... python docs/experiments/qc_wrong_axes.py                       # the served models
     LASEGM_DATA=... python docs/experiments/qc_wrong_axes.py --cv runs/cv/NAME ...  # each fold's model on its
                                                                                    # held-out patients (out of fold)
+    LASEGM_DATA=... python docs/experiments/qc_wrong_axes.py --maps runs/cv/A [runs/cv/B ...]
+        # out of fold from the probability maps the folds saved of their held-out patients (no weights needed): each
+        # CV alone, then the members' mean (a multi-view model's), correct readings only
 """
 
 import argparse
@@ -19,7 +22,8 @@ from scipy import ndimage
 from lasegm.anatomy import TASK02_HEADER_AXES
 from lasegm.data import default_data_dir, find_cases, load_case, load_volume
 from lasegm.models import SERVED
-from lasegm.predict import Segmenter
+from lasegm.predict import Segmenter, load_segmenter
+from lasegm.probability_maps import load_probability_map, on_grid, saved_maps
 from lasegm.utils import write_csv
 from lasegm.split import read_split
 
@@ -52,7 +56,7 @@ def rows_for(seg: Segmenter, model: str, cases: dict, case_ids, seen: bool) -> l
             release = load_volume(case.image)  # the release header trusted
             rows.append({**base, "reading": "release header trusted",
                          **features(seg.probabilities(release), vol.voxel_ml)})
-            if seg.pre.orientation == "ASR":  # the served (sagittal) models: what they did before
+            if isinstance(seg, Segmenter) and seg.pre.orientation == "ASR":  # sagittal models: what they did before
                 slices, geo = old.prepare(vol.image, vol.affine)
                 rows.append({**base, "reading": "format-1 model, correct header",
                              **features(old.restore(seg.model_probabilities(slices), geo), vol.voxel_ml)})
@@ -60,17 +64,42 @@ def rows_for(seg: Segmenter, model: str, cases: dict, case_ids, seen: bool) -> l
     return rows
 
 
+def rows_from_maps(cv_dirs: list[Path], cases: dict, folds: list[list[str]]) -> list[dict]:
+    """Features of each held-out patient's out-of-fold map: each CV's, and with several CVs their mean."""
+    rows = []
+    for f, held_out in enumerate(folds):
+        paths = [saved_maps(cv / f"fold-{f}", held_out) for cv in cv_dirs]
+        missing = [str(cv / f"fold-{f}") for cv, ps in zip(cv_dirs, paths) if ps is None]
+        if missing:
+            sys.exit(f"no saved maps of every held-out patient in {', '.join(missing)}")
+        for i, cid in enumerate(held_out):
+            vol = load_case(cases[cid])
+            maps = [on_grid(load_probability_map(ps[i]), vol.label.shape, vol.affine, str(ps[i])) for ps in paths]
+            models = [cv.name for cv in cv_dirs] + (["+".join(cv.name for cv in cv_dirs)] if len(maps) > 1 else [])
+            for model, probs in zip(models, maps + ([np.mean(maps, axis=0)] if len(maps) > 1 else [])):
+                rows.append({"model": model, "case": cid, "fold": f, "trained_on_it": False, "reading": "correct",
+                             **features(probs, vol.voxel_ml)})
+            print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--cv", nargs="*", default=[], help="cross-validation folders (runs/cv/NAME): out of fold")
+    p.add_argument("--maps", nargs="*", default=[], help="cross-validation folders whose folds saved their held-out "
+                   "patients' probability maps: out of fold, each alone and their mean")
+    p.add_argument("--served", nargs="*", default=list(SERVED), help="without --cv or --maps: these served models")
     p.add_argument("--split_file", default=str(ROOT / "splits" / "cv5.json"))
     p.add_argument("--out", default=str(Path(__file__).with_suffix(".csv")))
     args = p.parse_args()
     cases = {c.case_id: c for c in find_cases(default_data_dir())}
     rows = []
-    if not args.cv:
-        for arch in SERVED:
-            rows += rows_for(Segmenter(ROOT / "checkpoints" / arch, device="cpu"), arch, cases, cases, True)
+    if args.maps:
+        rows += rows_from_maps(list(map(Path, args.maps)), cases, read_split(args.split_file)["folds"])
+    if not args.cv and not args.maps:
+        for arch in args.served:
+            # as predict serves it (a multi-view checkpoint: its views' mean)
+            rows += rows_for(load_segmenter(ROOT / "checkpoints" / arch, device="cpu"), arch, cases, cases, True)
     for cv in map(Path, args.cv):
         for f, held_out in enumerate(read_split(args.split_file)["folds"]):
             seg = Segmenter(cv / f"fold-{f}" / "checkpoint")
