@@ -1,7 +1,8 @@
 """What one 3D U-Net training step costs on this machine, for patches of the sizes the GPU jobs use: on a CPU the
 ratio between sizes scales a GPU time measured at one size to another (research_log.md, 2026-12-01); on a GPU it is
 the number that sizes docs/gpu/unet3d.jobs. A step is lasegm.train.train_step with nnU-Net's optimisation (SGD,
-poly, clip 12) and deep supervision on two levels, on a random batch of two patches, 160 x 160 in-plane, with
+poly, clip 12) and deep supervision on two levels, on a random batch of two patches (160 x 160 in-plane at 1.25 mm;
+64 slices x 80 x 80 for the 2.5-mm stage of docs/gpu/unet3d-lowres.jobs), with
 --augment3d nnU-Net's 3D augmentation of the batch first (lasegm.augment.NnUNetAugmentation, on the device).
 CPU: three steps each, no warm-up, each step's time printed. GPU (bf16 autocast, as training): 3 warm-up steps,
 then the mean of 20.
@@ -29,15 +30,16 @@ torch.set_num_threads(args.threads)
 device = resolve_device(args.device)
 gpu = device.type == "cuda"
 loss_fn = loss_terms("dice_bce")
-for depth, width in ((32, 128), (80, 128), (80, 256)):  # the 2026-11-28 CV's patch; docs/gpu/unet3d.jobs' two widths
+# the 2026-11-28 CV's patch; docs/gpu/unet3d.jobs' two widths; the low-resolution stage's whole field of view
+for depth, size, width in ((32, 160, 128), (80, 160, 128), (80, 160, 256), (64, 80, 128), (64, 80, 256)):
     torch.manual_seed(0)
     model = build_model("unet3d", model_kwargs("unet3d", "", 1, decoder_width=width, slab_depth=depth,
                                                deep_supervision=2)).to(device).train()
     opt, _, clip = optimisation(Recipe(optimizer="sgd", lr=0.01, weight_decay=3e-5, scheduler="poly"), model, 3,
                                 device)
     augment = NnUNetAugmentation(0) if args.augment3d else None
-    x = torch.randn(2, 1, depth, 160, 160, device=device)
-    y = (torch.rand(2, 1, depth, 160, 160, device=device) > 0.9).float()
+    x = torch.randn(2, 1, depth, size, size, device=device)
+    y = (torch.rand(2, 1, depth, size, size, device=device) > 0.9).float()
 
     def step():
         xb, yb = augment(x, y) if augment else (x, y)
@@ -58,5 +60,5 @@ for depth, width in ((32, 128), (80, 128), (80, 256)):  # the 2026-11-28 CV's pa
             t0 = time.perf_counter()
             step()
             seconds.append(round(time.perf_counter() - t0, 2))
-    print(f"{depth} slices, width {width}: {sum(p.numel() for p in model.parameters())} parameters, s per step "
+    print(f"{depth} slices of {size} px, width {width}: {sum(p.numel() for p in model.parameters())} parameters, s per step "
           f"{seconds}", flush=True)
