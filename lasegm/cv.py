@@ -92,7 +92,9 @@ def run_cv(cfg: TrainConfig, name: str, folds: list[int] | None = None, jobs: in
     if not collect_only:
         configs = [fold_config(cfg, name, f) for f in folds] + ([final_config(cfg, name)] if final else [])
         if cfg.resume:  # trainings that finished are kept (if of this recipe); stopped ones continue; others start
-            done = [c for c in configs if _finished(Path(c.out_dir) / c.run_name, cfg)]
+            from lasegm.train import finished_run
+
+            done = [c for c in configs if finished_run(c) is not None]
             configs = [c for c in configs if c not in done]
             if done:
                 print(f"[cv {name}] --resume: {', '.join(c.run_name for c in done)} finished before, kept", flush=True)
@@ -345,16 +347,6 @@ def _same_folds_file(fold_config_json: dict, folds_sha256: str, fold_dir: Path, 
     if recorded is not None and recorded != folds_sha256:
         raise LasegmError(f"{fold_dir} was trained with another folds file than {folds_file} (SHA-256 "
                           f"{recorded[:12]} vs {folds_sha256[:12]})")
-
-
-def _finished(run_dir: Path, cfg: TrainConfig) -> bool:
-    """A training of this recipe that ran to its end (it left a summary and no state to resume)."""
-    from lasegm.resume import has_state
-
-    if not (run_dir / "summary.json").is_file() or has_state(run_dir):
-        return False
-    _same_recipe(cfg.recipe_dict(), run_dir / "checkpoint", "--resume")
-    return True
 
 
 def _fold_summary(cv_dir: Path, f: int, fold_cases: list[str]) -> dict:

@@ -8,6 +8,7 @@ and `train` is the loop that ties them together.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import random
 import time
@@ -381,6 +382,22 @@ def train_epoch(s: Setup, epoch: int, quiet: bool = False) -> dict:
     return {"train_loss": train_loss, "train_dice": train_dice, "train_slices_per_s": slices / seconds}
 
 
+def finished_run(cfg: TrainConfig) -> dict | None:
+    """With --resume: the summary of the run folder's training if it ran to its end with this recipe (then there
+    is nothing to do), else None (it continues from its state, or starts). A run of another recipe is refused."""
+    from lasegm.cv import _same_recipe
+    from lasegm.resume import has_state
+
+    if not cfg.run_name:
+        raise LasegmError("--resume continues a named run: give its --run_name (and --out_dir)")
+    run_dir = Path(cfg.out_dir) / cfg.run_name
+    if not (run_dir / "summary.json").is_file() or has_state(run_dir):
+        return None
+    _same_recipe(cfg.recipe_dict(), run_dir / "checkpoint", "--resume")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return summary if summary.get("epochs_run") == cfg.epochs else None
+
+
 def train(cfg: TrainConfig, quiet: bool = False, should_stop: Callable[[list[dict]], bool] | None = None) -> dict:
     """Train one model; returns the run summary. The checkpoint kept is the best validation epoch
     (--select best) or the last one (--select last, as cross-validation does).
@@ -389,6 +406,11 @@ def train(cfg: TrainConfig, quiet: bool = False, should_stop: Callable[[list[dic
     """
     if cfg.all_folds:  # nothing to validate on: the last epoch is the model
         cfg = dataclasses.replace(cfg, select="last")
+    if cfg.resume:
+        finished = finished_run(cfg)
+        if finished is not None:
+            print(f"{Path(cfg.out_dir) / cfg.run_name}: finished before ({cfg.epochs} epochs); nothing to resume")
+            return finished
     s = setup(cfg, quiet)
     if not cfg.resume:  # a state left by an earlier training in this folder must not be continued later
         clear_state(s.run_dir)

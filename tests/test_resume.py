@@ -51,6 +51,12 @@ def test_a_stopped_training_resumes_to_the_uninterrupted_weights(recipe, dataset
                                                   for h in json.loads((tmp_path / "runs" / "whole" / "history.json").read_text())]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["epochs_run"] == 3 and not (run / "resume").exists()  # finished: nothing left to resume
+    mtime = (run / "checkpoint" / "model.safetensors").stat().st_mtime_ns
+    assert _train(dataset, split, "parts", recipe, "--resume=true") == 0  # finished: nothing is retrained
+    assert "finished before (3 epochs); nothing to resume" in capsys.readouterr().out
+    assert (run / "checkpoint" / "model.safetensors").stat().st_mtime_ns == mtime
+    assert main(["--quiet", "train", *recipe, f"--data={dataset}", f"--split_file={split}", "--resume=true"]) == 2
+    assert "--resume continues a named run: give its --run_name" in capsys.readouterr().err
     # without --resume a run starts over and drops any state left in its folder
     assert _train(dataset, split, "parts", recipe, "--time_limit_min=1e-9") == 0
     assert _train(dataset, split, "parts", recipe, "--epochs=1") == 0 and not (run / "resume").exists()
