@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
+from lasegm import LasegmError
 from lasegm.postprocess import Postprocessing
 from lasegm.preprocess import Preprocessing
 from lasegm.split import DEFAULT_SPLIT_FILE
@@ -195,3 +197,21 @@ def add_config_flags(parser: argparse.ArgumentParser, arch_choices: bool = True)
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+
+
+def same_recipe(recipe: dict, fold_checkpoint: Path, what: str) -> dict:
+    """A fold's out-of-fold score describes a model only if the fold trained the same recipe (`recipe`: a recorded
+    one, or recipe_dict()); returns the fold checkpoint's config. Run options are no part of it (recorded_recipe
+    leaves out those that older records hold among the recipe), whatever the folds and the final model ran with."""
+    from lasegm.checkpoint import read_checkpoint_config
+
+    fold_config_json = read_checkpoint_config(fold_checkpoint, weights=False)  # what it trained, not its weights
+    fold_recipe = recorded_recipe(fold_config_json)
+    defaults = Recipe().recipe_dict()  # a field added since a run was trained: it ran with the default
+    differ = sorted(key for key in set(recipe) | set(fold_recipe)
+                    if recipe.get(key, defaults.get(key)) != fold_recipe.get(key, defaults.get(key)))
+    if differ:
+        pairs = ", ".join(f"{key}: {recipe.get(key)!r} vs {fold_recipe.get(key)!r}" for key in differ)
+        raise LasegmError(f"{what} and {fold_checkpoint} train different recipes ({pairs}); one out-of-fold "
+                          "result describes one recipe")
+    return fold_config_json

@@ -29,7 +29,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from lasegm import LasegmError
-from lasegm.config import Recipe, TrainConfig, recorded_recipe, recorded_run_options
+from lasegm.config import TrainConfig, recorded_recipe, recorded_run_options, same_recipe
 from lasegm.metrics import PATIENT_METRICS, summarize
 from lasegm.postprocess import Postprocessing
 from lasegm.probability_maps import FOLDER as MAPS_FOLDER
@@ -87,7 +87,7 @@ def run_cv(cfg: TrainConfig, name: str, folds: list[int] | None = None, jobs: in
     if final and not collect_only:  # the final model records the CV's result: every fold must exist by then,
         for f in sorted(set(range(k)) - set(folds)):  # trained with this recipe (checked before training)
             _fold_summary(cv_dir, f, split["folds"][f])
-            fold_config_json = _same_recipe(cfg.recipe_dict(), cv_dir / f"fold-{f}" / "checkpoint", "this command")
+            fold_config_json = same_recipe(cfg.recipe_dict(), cv_dir / f"fold-{f}" / "checkpoint", "this command")
             _same_folds_file(fold_config_json, split_hash(cfg.split_file), cv_dir / f"fold-{f}", cfg.split_file)
     if not collect_only:
         configs = [fold_config(cfg, name, f) for f in folds] + ([final_config(cfg, name)] if final else [])
@@ -129,7 +129,7 @@ def record_cv(checkpoint: Path, cv_dir: Path, result: dict) -> dict:
     if not recorded_run_options(config).get("all_folds"):
         raise LasegmError(f"{checkpoint}: not trained on all folds (`lasegm cv --final`)")
     for f in range(len(result["folds"])):
-        fold_config_json = _same_recipe(recorded_recipe(config), cv_dir / f"fold-{f}" / "checkpoint", str(checkpoint))
+        fold_config_json = same_recipe(recorded_recipe(config), cv_dir / f"fold-{f}" / "checkpoint", str(checkpoint))
         _same_folds_file(fold_config_json, result["folds_sha256"], cv_dir / f"fold-{f}", result["folds_file"])
         if fold_config_json.get("epoch") != config.get("epoch"):  # e.g. a time limit stopped one of them early
             raise LasegmError(f"{checkpoint} is epoch {config.get('epoch')}, fold {f}'s checkpoint epoch "
@@ -215,7 +215,7 @@ def collect(cv_dir: Path, split: dict, cfg: TrainConfig) -> dict:
         if recipe is None:  # the table records what the folds trained, not this command's flags (--collect_only)
             recipe = recorded_recipe(config) or cfg.recipe_dict()
         else:  # and one table describes one recipe
-            _same_recipe(recipe, checkpoint, str(cv_dir / "fold-0" / "checkpoint"))
+            same_recipe(recipe, checkpoint, str(cv_dir / "fold-0" / "checkpoint"))
     if any(p != post[0] for p in post.values()):
         raise LasegmError(f"{cv_dir}: the folds were validated with different post-processing ({post}); "
                           "re-score them alike with `lasegm cv --reevaluate`")
@@ -321,24 +321,6 @@ def score_saved_maps(paths: list[list[Path]], cases: list, post) -> list[dict]:
                        axis=0)
         rows.append(patient_row(case.case_id, post.binarize(mean), vol.label, vol.spacing, time.perf_counter() - t0))
     return rows
-
-
-def _same_recipe(recipe: dict, fold_checkpoint: Path, what: str) -> dict:
-    """A fold's out-of-fold score describes a model only if the fold trained the same recipe (`recipe`: a recorded
-    one, or recipe_dict()); returns the fold checkpoint's config. Run options are no part of it (recorded_recipe
-    leaves out those that older records hold among the recipe), whatever the folds and the final model ran with."""
-    from lasegm.checkpoint import read_checkpoint_config
-
-    fold_config_json = read_checkpoint_config(fold_checkpoint, weights=False)  # what it trained, not its weights
-    fold_recipe = recorded_recipe(fold_config_json)
-    defaults = Recipe().recipe_dict()  # a field added since a run was trained: it ran with the default
-    differ = sorted(key for key in set(recipe) | set(fold_recipe)
-                    if recipe.get(key, defaults.get(key)) != fold_recipe.get(key, defaults.get(key)))
-    if differ:
-        pairs = ", ".join(f"{key}: {recipe.get(key)!r} vs {fold_recipe.get(key)!r}" for key in differ)
-        raise LasegmError(f"{what} and {fold_checkpoint} train different recipes ({pairs}); one out-of-fold "
-                          "result describes one recipe")
-    return fold_config_json
 
 
 def _same_folds_file(fold_config_json: dict, folds_sha256: str, fold_dir: Path, folds_file: str) -> None:

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from lasegm import LasegmError, __version__
 from lasegm.augment import NnUNetAugmentation, augmentation, seed_loader_worker
 from lasegm.checkpoint import slab_depth
-from lasegm.config import Recipe, TrainConfig
+from lasegm.config import Recipe, TrainConfig, same_recipe
 from lasegm.data import CachedCase, Case, default_data_dir, find_cases, load_all_cached
 from lasegm.metrics import patient_row, summarize
 from lasegm.models import ARCHITECTURES, build_model, model_kwargs, save_checkpoint
@@ -385,7 +385,6 @@ def train_epoch(s: Setup, epoch: int, quiet: bool = False) -> dict:
 def finished_run(cfg: TrainConfig) -> dict | None:
     """With --resume: the summary of the run folder's training if it ran to its end with this recipe (then there
     is nothing to do), else None (it continues from its state, or starts). A run of another recipe is refused."""
-    from lasegm.cv import _same_recipe
     from lasegm.resume import has_state
 
     if not cfg.run_name:
@@ -393,7 +392,7 @@ def finished_run(cfg: TrainConfig) -> dict | None:
     run_dir = Path(cfg.out_dir) / cfg.run_name
     if not (run_dir / "summary.json").is_file() or has_state(run_dir):
         return None
-    _same_recipe(cfg.recipe_dict(), run_dir / "checkpoint", "--resume")
+    same_recipe(cfg.recipe_dict(), run_dir / "checkpoint", "--resume")
     summary = json.loads((run_dir / "summary.json").read_text())
     return summary if summary.get("epochs_run") == cfg.epochs else None
 

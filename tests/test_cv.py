@@ -49,7 +49,8 @@ def test_folds_file_is_reused_never_silently_remade(tmp_path, dataset):
 def test_folds_and_final_model_compare_by_recipe_whatever_their_run_options_or_record_age(tmp_path):
     """A checkpoint records its Recipe ("train_config") and its RunOptions ("run_options") apart; one written
     before that holds both in "train_config" (the served ones). Old and new records compare by recipe alone."""
-    from lasegm.cv import _same_folds_file, _same_recipe
+    from lasegm.config import same_recipe
+    from lasegm.cv import _same_folds_file
 
     served = json.loads((REPO / "checkpoints" / "fpn" / "config.json").read_text())  # recorded the old way
     flat = {**recorded_recipe(served), **recorded_run_options(served), "all_folds": True, "device": "auto"}
@@ -67,11 +68,11 @@ def test_folds_and_final_model_compare_by_recipe_whatever_their_run_options_or_r
     new = {**old, "train_config": TrainConfig(**recipe).recipe_dict(), "run_options": options}
     (fold / "config.json").write_text(json.dumps(new))
     assert recorded_run_options(new) == options and recorded_recipe(new) == new["train_config"]
-    assert _same_recipe(recorded_recipe(old), fold, "the final model") == new
-    assert _same_recipe(TrainConfig(**recipe, device="cpu", workers=3).recipe_dict(), fold, "this command") == new
+    assert same_recipe(recorded_recipe(old), fold, "the final model") == new
+    assert same_recipe(TrainConfig(**recipe, device="cpu", workers=3).recipe_dict(), fold, "this command") == new
     for field, value in (("lr", 0.01), ("seed", 1), ("mirror", True), ("plane", "axial")):
         with pytest.raises(LasegmError, match=f"train different recipes \\({field}: "):
-            _same_recipe(TrainConfig(**{**recipe, field: value}).recipe_dict(), fold, "this command")
+            same_recipe(TrainConfig(**{**recipe, field: value}).recipe_dict(), fold, "this command")
     # the folds file is compared by content, not by its path (a run option)
     _same_folds_file(new, old["split_sha256"], fold.parent, "splits/cv5.json")
     with pytest.raises(LasegmError, match="another folds file"):
