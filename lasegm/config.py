@@ -102,8 +102,9 @@ class RunOptions:
     # when to stop and to validate: they change what a run returns, not the recipe. A time limit that stopped a
     # fold early shows as another epoch count, which the cross-validation refuses on its own.
     time_limit_min: float = _opt(0.0, "stop after this many minutes of training (0 = no limit)")
-    resume: bool = _opt(False, "continue the run's training from its last finished epoch (run_dir/resume, saved "
-                        "after every epoch; lasegm.resume); without a saved state it starts from the beginning")
+    resume: bool = _opt(False, "continue the run's training from its last saved epoch (run_dir/resume, saved when a "
+                        "time limit stops it and about every minute; lasegm.resume); without a saved state it starts "
+                        "from the beginning")
     val_every: int = _opt(1, "validate every this many epochs (and after the last): the curves' resolution")
     # io
     data: str = _opt("", "MSD task folder; default $LASEGM_DATA, else lasegm download's "

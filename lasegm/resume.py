@@ -1,5 +1,5 @@
 """A training's state between processes: `lasegm train --resume` (and `lasegm cv --resume`) continues a training that
-a time limit, a killed process or the end of a machine's loan stopped, from its last finished epoch, as nnU-Net's
+a time limit, a killed process or the end of a job stopped, from its last saved epoch, as nnU-Net's
 `--c` does. A 3D fold at nnU-Net's budget can take longer than a job on a shared GPU may run, so its epochs can
 be spread over several jobs.
 

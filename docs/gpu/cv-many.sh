@@ -17,8 +17,8 @@
 # is left until DEADLINE - RESERVE seconds (RESERVE, default 150 s: held-out scoring, ensembles, packing); a watchdog
 # stops whatever still runs 30 s before DEADLINE, so the records written by then are packed whatever happens. With
 # RESUME=1 the runs folder of an earlier call on the same machine is kept and finished CVs are skipped. Trainings
-# continue where they stopped (`lasegm cv --resume`: each saves its state after every epoch; finished folds are
-# kept): with FROM=DIR the records and states an earlier call packed on another machine (DIR/*.tgz: results.tgz and
+# continue where they stopped (`lasegm cv --resume`: each saves its state when stopped and about every minute;
+# finished folds are kept): with FROM=DIR the records and states an earlier call packed on another machine (DIR/*.tgz: results.tgz and
 # state-*.tgz) are unpacked into the runs folder first, so a CV longer than one call spreads over several. `tiny`
 # shrinks every training to one short epoch (a dry run on a CPU). Packs $OUT/results.tgz (every record: configs,
 # histories, out-of-fold tables; no weights), for each NAME in $WEIGHTS (space-separated), $OUT/NAME-final.tgz
@@ -46,8 +46,8 @@ while read -r kind name flags; do
   LIMIT=$(python3 -c "print(round(($DEADLINE - $RESERVE - $(elapsed)) / 60, 1))")
   python3 -c "import sys; sys.exit($LIMIT < 0.5)" || { echo "no time left for $name"; continue; }
   echo "$name: time limit $LIMIT min, from $(elapsed)s"
-  python3 -m lasegm --quiet cv --name="$name" --jobs="${JOBS:-5}" $flags $COMMON --time_limit_min="$LIMIT" --resume=true \
-    < /dev/null > "$RUNS/cv-$name.log" 2>&1
+  python3 -m lasegm --quiet cv --name="$name" --jobs="${JOBS:-5}" $flags $COMMON --time_limit_min="$LIMIT" \
+    --resume=true < /dev/null > "$RUNS/cv-$name.log" 2>&1
 done < <(grep -v '^\s*#' "$JOBS_FILE")
 echo "trained at $(elapsed)s"
 kill $MON 2>/dev/null
