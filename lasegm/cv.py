@@ -332,12 +332,12 @@ def _same_folds_file(fold_config_json: dict, folds_sha256: str, fold_dir: Path, 
 
 
 def _fold_summary(cv_dir: Path, f: int, fold_cases: list[str]) -> dict:
-    from lasegm.resume import has_state
+    from lasegm.resume import finished
 
     summary_path = cv_dir / f"fold-{f}" / "summary.json"
     if not summary_path.is_file():
         raise LasegmError(f"{summary_path}: missing; fold {f} has not been trained (run `lasegm cv` for it)")
-    if has_state(cv_dir / f"fold-{f}"):  # stopped before its last epoch: not the recipe's model yet
+    if not finished(cv_dir / f"fold-{f}"):  # stopped before its last epoch: not the recipe's model yet
         raise LasegmError(f"{cv_dir / f'fold-{f}'}: stopped before its last epoch; continue it with `lasegm cv "
                           f"--folds {f} --resume` and the same flags (or delete its resume folder to score it as is)")
     s = json.loads(summary_path.read_text())

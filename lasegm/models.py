@@ -117,15 +117,18 @@ def drop_unused_encoder_stages(model: torch.nn.Module, in_channels: int) -> torc
     return model.train(was_training)
 
 
+def cpu_state_dict(model: torch.nn.Module, half: bool = False, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The weights as safetensors can write them: on the CPU, each its own copy. Cloned: safetensors refuses
+    tensors that share memory (the 3D U-Net's deep-supervision heads are its skip layers' own), and .half() copies
+    only floating-point ones."""
+    return {prefix + k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous().clone()
+            for k, v in model.state_dict().items()}
+
+
 def save_checkpoint(out_dir: str | Path, model: torch.nn.Module, meta: dict, half: bool = False) -> Path:
     """Write weights + config atomically: a crash never leaves a half-written checkpoint."""
     out_dir = Path(out_dir)
-    # cloned: safetensors refuses tensors that share memory (the 3D U-Net's deep-supervision heads are its skip
-    # layers' own), and .half() copies only floating-point ones
-    state = {
-        k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous().clone()
-        for k, v in model.state_dict().items()
-    }
+    state = cpu_state_dict(model, half)
     with atomic_dir(out_dir) as tmp:
         save_file(state, str(tmp / WEIGHTS_FILE))
         config = {

@@ -23,19 +23,12 @@ import numpy as np
 import torch
 
 from lasegm import LasegmError
-from lasegm.utils import atomic_dir
+from lasegm.models import cpu_state_dict
+from lasegm.utils import atomic_dir, json_default
 
 FOLDER = "resume"
 SAVE_EVERY_S = 60.0  # a killed training loses at most this much (and an epoch); a time limit loses nothing
 FORMAT = "lasegm.training-state/1"
-
-
-def _json_default(x):
-    if isinstance(x, (np.integer, np.floating)):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    raise TypeError(f"{type(x).__name__} is not JSON serialisable")
 
 
 def _generator_states(s) -> tuple[dict[str, torch.Tensor], dict]:
@@ -87,8 +80,7 @@ def save_state(s, epoch: int, history: list[dict], kept: dict, training_time_s: 
     """Write the state after `epoch` (atomically: a run stopped while writing keeps the previous epoch's)."""
     from safetensors.torch import save_file
 
-    # cloned: safetensors refuses tensors that share memory (the 3D U-Net's deep-supervision heads)
-    tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in s.model.state_dict().items()}
+    tensors = cpu_state_dict(s.model, prefix="model.")
     opt = s.opt.state_dict()
     for pid, values in opt["state"].items():
         for key, value in values.items():
@@ -100,7 +92,7 @@ def save_state(s, epoch: int, history: list[dict], kept: dict, training_time_s: 
             "optimizer_lrs": [g["lr"] for g in opt["param_groups"]], "random": plain}
     with atomic_dir(s.run_dir / FOLDER) as tmp:
         save_file(tensors, str(tmp / "state.safetensors"))
-        (tmp / "state.json").write_text(json.dumps(meta, default=_json_default))
+        (tmp / "state.json").write_text(json.dumps(meta, default=json_default))
     return s.run_dir / FOLDER
 
 
@@ -121,7 +113,7 @@ def load_state(s) -> dict | None:
         raise LasegmError(f"{folder}: unreadable training state ({e}); delete it to start over") from None
     if meta.get("format") != FORMAT:
         raise LasegmError(f"{folder}: not a lasegm training state (format must be {FORMAT})")
-    mine = json.loads(json.dumps(identity(s), default=_json_default))
+    mine = json.loads(json.dumps(identity(s), default=json_default))
     differ = [k for k in mine if meta.get(k) != mine[k]]
     if differ:
         raise LasegmError(f"{folder}: saved by another training ({', '.join(differ)} differ); it cannot continue "
@@ -143,6 +135,11 @@ def load_state(s) -> dict | None:
 
 def clear_state(run_dir: Path) -> None:
     shutil.rmtree(Path(run_dir) / FOLDER, ignore_errors=True)
+
+
+def finished(run_dir: Path) -> bool:
+    """The run trained to its last epoch: its summary is written and no state is left to continue from."""
+    return (Path(run_dir) / "summary.json").is_file() and not has_state(run_dir)
 
 
 def has_state(run_dir: Path) -> bool:

@@ -385,12 +385,12 @@ def train_epoch(s: Setup, epoch: int, quiet: bool = False) -> dict:
 def finished_run(cfg: TrainConfig) -> dict | None:
     """With --resume: the summary of the run folder's training if it ran to its end with this recipe (then there
     is nothing to do), else None (it continues from its state, or starts). A run of another recipe is refused."""
-    from lasegm.resume import has_state
+    from lasegm.resume import finished
 
     if not cfg.run_name:
         raise LasegmError("--resume continues a named run: give its --run_name (and --out_dir)")
     run_dir = Path(cfg.out_dir) / cfg.run_name
-    if not (run_dir / "summary.json").is_file() or has_state(run_dir):
+    if not finished(run_dir):
         return None
     same_recipe(cfg.recipe_dict(), run_dir / "checkpoint", "--resume")
     summary = json.loads((run_dir / "summary.json").read_text())

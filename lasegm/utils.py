@@ -60,7 +60,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 
 def write_json(path: str | Path, obj) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+        tmp.write_text(json.dumps(obj, indent=2, default=json_default) + "\n")
 
 
 def read_format_json(path: Path, expected_format: str | None, kind: str) -> dict:
@@ -76,9 +76,10 @@ def read_format_json(path: Path, expected_format: str | None, kind: str) -> dict
     return obj
 
 
-def _json_default(o):
-    if hasattr(o, "item"):  # numpy scalars
-        return o.item()
+def json_default(o):
+    """json.dumps(default=...) for what lasegm writes: numpy scalars and arrays, paths."""
+    if hasattr(o, "tolist"):  # numpy scalars and arrays (a scalar's tolist is its Python value)
+        return o.tolist()
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
