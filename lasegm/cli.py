@@ -132,6 +132,10 @@ def build_parser(arch_choices: bool = True) -> argparse.ArgumentParser:
                         "`lasegm cv --ensemble`), carried as the folder's cv-oof.json")
     x.add_argument("--onnx", type=str2bool, nargs="?", const=True, default=True, metavar="BOOL",
                    help="also write model.onnx for ONNX Runtime (default: true)")
+    x.add_argument("--unsure_limit", "--unsure-limit", type=float, default=None, metavar="X",
+                   help="the quality check flags a mask with more than X unsure voxels (0.1 < p < 0.9) per mask "
+                        "voxel; choose it above the model's out-of-fold results read correctly (docs/experiments/"
+                        "qc_wrong_axes.py --maps) and below its wrong readings (default: the recorded one, else 0.45)")
     _postprocess_flags(x)
 
     o = sub.add_parser("export-onnx", help="write model.onnx into checkpoint folders (fast CPU inference)")
@@ -299,9 +303,10 @@ def _dispatch(args) -> int:
 
         post = {"largest_component": args.largest_component, "flip_tta": args.flip_tta}
         if len(args.checkpoint) > 1 or args.cv_table:
-            dest = export_views(args.checkpoint, args.out, post, args.cv_table, onnx=args.onnx)
+            dest = export_views(args.checkpoint, args.out, post, args.cv_table, onnx=args.onnx,
+                                unsure=args.unsure_limit)
         else:
-            dest = export_checkpoint(args.checkpoint[0], args.out, post, onnx=args.onnx)
+            dest = export_checkpoint(args.checkpoint[0], args.out, post, onnx=args.onnx, unsure=args.unsure_limit)
         print(f"exported {' '.join(args.checkpoint)} to {dest}")
     elif args.command == "export-onnx":
         from lasegm.checkpoint import model_folders

@@ -14,25 +14,27 @@ from lasegm.checkpoint import (CHECKPOINT_FORMAT, CONFIG_FILE, CV_TABLE_FILE, ON
                                checkpoint_recipe, cv_block, read_checkpoint_config, read_views)
 from lasegm.models import load_checkpoint
 from lasegm.onnx_export import export_onnx, onnx_matches
-from lasegm.postprocess import Postprocessing
+from lasegm.postprocess import Postprocessing, unsure_limit
 from lasegm.preprocess import plane_of
 from lasegm.utils import atomic_dir
 
 
 def export_checkpoint(src: str | Path, dest: str | Path, postprocessing: dict | None = None,
-                      onnx: bool = True) -> Path:
+                      onnx: bool = True, unsure: float | None = None) -> Path:
     """Copy a run's checkpoint to where it is served (e.g. checkpoints/unet), after checking that it
-    loads, optionally recording post-processing chosen on validation, with its model.onnx (onnx=True) and its
-    cross-validation table. Written atomically."""
+    loads, optionally recording post-processing chosen on validation and the quality check's unsure-voxel limit
+    (lasegm.postprocess), with its model.onnx (onnx=True) and its cross-validation table. Written atomically."""
     src, dest = Path(src), Path(dest)
     views = read_views(src)
     if views:  # a multi-view checkpoint: its views and its own table
         table = src / CV_TABLE_FILE
         return export_views(views[1], dest, postprocessing, table if table.is_file() else None, onnx,
-                            Postprocessing.from_dict(views[0].get("postprocessing")))
+                            Postprocessing.from_dict(views[0].get("postprocessing")),
+                            unsure if unsure is not None else unsure_limit(views[0], str(src / CONFIG_FILE)))
     _, config = load_checkpoint(src)  # refuse to publish a checkpoint that does not load
     _, post = checkpoint_recipe(config, src / CONFIG_FILE)
     config["postprocessing"] = post.override(**(postprocessing or {})).to_dict()
+    _record_unsure_limit(config, unsure, src)
     table = src / CV_TABLE_FILE
     if table.is_file():
         _scored_with(json.loads(table.read_text()), config["postprocessing"], src, config.get("cv", {}).get("name"))
@@ -57,8 +59,14 @@ def _scored_with(table: dict, postprocessing: dict, src, name: str | None) -> No
                           "--reevaluate <post-processing flags>")
 
 
+def _record_unsure_limit(config: dict, limit: float | None, source) -> None:
+    if limit is not None:
+        config["quality"] = {"unsure_limit": float(limit)}
+        unsure_limit(config, f"{source}: --unsure_limit")  # refused in one line unless a number > 0
+
+
 def export_views(checkpoints, dest: str | Path, postprocessing: dict | None = None, cv_table: str | Path | None = None,
-                 onnx: bool = True, recorded: Postprocessing | None = None) -> Path:
+                 onnx: bool = True, recorded: Postprocessing | None = None, unsure: float | None = None) -> Path:
     """Publish models of one architecture that slice along different planes as one multi-view checkpoint
     (lasegm.checkpoint): each view exported into the subfolder named by its plane, served as the mean of their
     probabilities. cv_table: the views' out-of-fold table (`lasegm cv --ensemble`), scored with the folder's
@@ -82,6 +90,7 @@ def export_views(checkpoints, dest: str | Path, postprocessing: dict | None = No
     trained_on = sorted(set().union(*(c.get("trained_on", []) for c in configs)))
     config = {"format": CHECKPOINT_FORMAT, "arch": configs[0]["arch"], "views": planes, "postprocessing": post,
               "trained_on": trained_on, "view_cvs": {p: c.get("cv", {}).get("name") for p, c in zip(planes, configs)}}
+    _record_unsure_limit(config, unsure, dest)
     if table:
         if table.get("partial"):  # some folds' patients only: not the recipe's accuracy on the development set
             raise LasegmError(f"{cv_table} scores folds {table.get('folds_scored')} only; a served checkpoint "

@@ -20,9 +20,21 @@ PLAUSIBLE_ML = (10.0, 400.0)
 # gives soft, scattered probabilities. Measured (research_log.md, "An implausible mask is never silent"): per mask
 # voxel, the voxels with 0.1 < p < 0.9 were at most 0.24 on the 16 development patients read correctly and at least
 # 0.52 on the wrong readings; the largest piece held >= 98.7 % of the thresholded volume, and <= 94 % on those.
+# A checkpoint may record its own limit (config.json "quality": {"unsure_limit": x}, `lasegm export --unsure_limit`):
+# a mean of views is softer where they disagree, so its correct readings run higher than one model's.
 UNSURE_P = (0.1, 0.9)
 MAX_UNSURE_PER_MASK_VOXEL = 0.45
 MIN_LARGEST_SHARE = 0.95
+
+
+def unsure_limit(config: dict, source: str = "config.json") -> float | None:
+    """The unsure-voxel limit a checkpoint records (None: it records none, MAX_UNSURE_PER_MASK_VOXEL applies)."""
+    limit = (config.get("quality") or {}).get("unsure_limit")
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0:
+        raise LasegmError(f"{source}: quality.unsure_limit must be a number > 0, got {limit!r}")
+    return float(limit)
 
 
 @dataclass(frozen=True)
@@ -79,10 +91,11 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return kept
 
 
-def quality_flags(mask: np.ndarray, voxel_ml: float, probs: np.ndarray | None = None,
-                  threshold: float = 0.5) -> list[tuple[str, str]]:
+def quality_flags(mask: np.ndarray, voxel_ml: float, probs: np.ndarray | None = None, threshold: float = 0.5,
+                  max_unsure: float = MAX_UNSURE_PER_MASK_VOXEL) -> list[tuple[str, str]]:
     """(code, message) for each way a result looks implausible for a left atrium: `empty`, `volume` (outside
-    PLAUSIBLE_ML), and with the probability map the mask came from, `unsure` (the model's own confidence)."""
+    PLAUSIBLE_ML), and with the probability map the mask came from, `unsure` (the model's own confidence: more than
+    max_unsure unsure voxels per mask voxel, or the segmentation in pieces)."""
     voxels = int(np.count_nonzero(mask))
     volume = voxels * voxel_ml
     lo, hi = PLAUSIBLE_ML
@@ -95,10 +108,10 @@ def quality_flags(mask: np.ndarray, voxel_ml: float, probs: np.ndarray | None = 
     if probs is not None:
         unsure = np.count_nonzero((probs > UNSURE_P[0]) & (probs < UNSURE_P[1])) / voxels
         share = voxels / max(np.count_nonzero(probs >= threshold), 1)
-        if unsure > MAX_UNSURE_PER_MASK_VOXEL or share < MIN_LARGEST_SHARE:
+        if unsure > max_unsure or share < MIN_LARGEST_SHARE:
             flags.append(("unsure", f"the model is unsure of this mask ({unsure:.2f} unsure voxels per mask voxel, "
                                     f"{share:.0%} of its segmentation in one piece; correctly read scans: <= "
-                                    f"{MAX_UNSURE_PER_MASK_VOXEL}, >= {MIN_LARGEST_SHARE:.0%}): is the scan stored "
+                                    f"{max_unsure:.2f}, >= {MIN_LARGEST_SHARE:.0%}): is the scan stored "
                                     "with a header that says its anatomy (else declare its axes: --axes), and is it "
                                     "a cardiac MRI like the training data?"))
     return flags

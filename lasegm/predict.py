@@ -15,7 +15,7 @@ from lasegm.checkpoint import (CONFIG_FILE, check_arch, checkpoint_recipe, read_
                                slab_depth)
 from lasegm.data import Volume, load_volume
 from lasegm.ood import input_flags
-from lasegm.postprocess import Postprocessing, quality_flags
+from lasegm.postprocess import MAX_UNSURE_PER_MASK_VOXEL, Postprocessing, quality_flags, unsure_limit
 from lasegm.preprocess import stack_context
 from lasegm.runtime import open_runner
 from lasegm.utils import atomic_path
@@ -125,6 +125,17 @@ class _Thresholded:
         if members is None:
             return set(self.config.get("trained_on", []))
         return set().union(*(m.trained_on for m in members))
+
+
+    @property
+    def unsure_limit(self) -> float:
+        """The unsure-voxel limit of the quality check: the checkpoint's record; an ensemble built from folders
+        takes its members' largest (a mean is never surer than its members), else lasegm's default."""
+        recorded = unsure_limit(self.config, str(self.source))
+        if recorded is not None:
+            return recorded
+        members = getattr(self, "members", None)
+        return max(m.unsure_limit for m in members) if members else MAX_UNSURE_PER_MASK_VOXEL
 
 
 class Segmenter(_Thresholded):
@@ -320,7 +331,7 @@ def segment_scan(seg, vol: Volume, progress=None) -> tuple[np.ndarray, dict]:
     probs = seg.probabilities(vol, progress, report)
     mask = seg.post.binarize(probs)
     seconds = time.perf_counter() - t0
-    flags = report.get("input_flags", []) + quality_flags(mask, vol.voxel_ml, probs, seg.post.threshold)
+    flags = report.get("input_flags", []) + quality_flags(mask, vol.voxel_ml, probs, seg.post.threshold, seg.unsure_limit)
     header_warning = None if vol.axes else task02_header_warning(vol.affine)
     if header_warning:
         flags.insert(0, ("task02_header", header_warning))

@@ -14,7 +14,7 @@ from lasegm import LasegmError
 from lasegm.anatomy import TASK02_VOXEL_AXES, relabel_affine
 from lasegm.cli import main
 from lasegm.metrics import dice
-from lasegm.postprocess import PLAUSIBLE_ML, plausibility_warnings
+from lasegm.postprocess import PLAUSIBLE_ML, plausibility_warnings, quality_flags
 from lasegm.preprocess import Preprocessing, zscore_clipped
 
 IDENTITY = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
@@ -328,6 +328,10 @@ def test_a_mask_the_model_is_unsure_of_is_flagged():
     unsure = confident.copy()
     unsure[(r >= 8.5) & (r < 13)] = 0.3  # below the threshold: the mask is the same
     assert "the model is unsure of this mask" in plausibility_warnings(mask, voxel_ml, unsure)[0]
+    rate = np.count_nonzero((unsure > 0.1) & (unsure < 0.9)) / mask.sum()
+    assert 0.45 < rate < 4  # a checkpoint that records a higher limit (a mean of views) accepts this one
+    assert quality_flags(mask, voxel_ml, unsure, max_unsure=4.0) == []
+    assert quality_flags(mask, voxel_ml, unsure, max_unsure=rate * 0.99)[0][0] == "unsure"
     pieces = confident.copy()
     pieces[1:9, 1:9, 1:9] = 0.95  # a second piece: dropped by the largest component, but the model segmented it
     assert "in one piece" in plausibility_warnings(mask, voxel_ml, pieces)[0]

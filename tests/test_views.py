@@ -175,6 +175,27 @@ def test_multi_view_checkpoint_round_trips_and_serves_the_views_mean(views, tmp_
     assert again == json.loads((out / "config.json").read_text())
 
 
+def test_a_checkpoint_records_its_unsure_limit_and_predict_judges_with_it(views, tmp_path, capsys):
+    """A mean of views is softer than one model: its checkpoint records the quality check's limit, kept when it is
+    re-published; a built ensemble takes its members' largest; a limit that is not a number > 0 is one line."""
+    members, _ = views
+    out = tmp_path / "mv"
+    assert load_segmenter(members[0], backend="torch").unsure_limit == 0.45  # none recorded: lasegm's default
+    assert main(["export", "--checkpoint", *map(str, members[:2]), "--out", str(out), "--onnx=false",
+                 "--unsure_limit", "0.8"]) == 0
+    assert json.loads((out / "config.json").read_text())["quality"] == {"unsure_limit": 0.8}
+    assert load_segmenter(out, backend="torch").unsure_limit == 0.8
+    assert load_segmenter([out, members[2]], backend="torch").unsure_limit == 0.8
+    assert main(["export", "--checkpoint", str(out), "--out", str(tmp_path / "again"), "--onnx=false"]) == 0
+    assert load_segmenter(tmp_path / "again", backend="torch").unsure_limit == 0.8
+    capsys.readouterr()
+    assert main(["export", "--checkpoint", str(members[0]), "--out", str(tmp_path / "bad"), "--onnx=false",
+                 "--unsure_limit", "-1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unsure_limit must be a number > 0" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "bad").exists()
+
+
 def test_a_missing_or_mislabelled_view_is_one_line_naming_it(views, tmp_path, capsys):
     members, scan = views
     out = tmp_path / "unet"
