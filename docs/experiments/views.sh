@@ -3,7 +3,8 @@
 # each (research_log.md, 2026-12-05 onwards). Each plane's folds are collected and paired with nnU-Net and with the
 # served model of the architecture; with two or more planes their mean is scored from the folds' probability maps.
 # Folds already finished (runs/cv/ARCH-PLANE/fold-K/summary.json, e.g. committed records copied back) are not
-# retrained. Run from the repository root with LASEGM_DATA set.
+# retrained; a stopped or killed one continues from its last saved state (--resume): run the same line again.
+# Run from the repository root with LASEGM_DATA set.
 #   ARCH    unet, fpn or pspnet: the served recipe of that architecture (below)
 #   PLANES  the planes (coronal first: the best plane of the quick start)
 #   JOBS    trainings at once (3 on 2 cores cost ~15 % throughput each but leave no core idle while a fold trains
@@ -33,14 +34,15 @@ mkdir -p runs  # the logs go there: a failed redirect would end in `|| true` and
 # which is expected here; `--folds --final` trains only the final model, after checking the folds' recipe
 {
   for p in $PLANES; do for k in 0 1 2 3 4; do
-    [ -f "runs/cv/$ARCH-$p/fold-$k/summary.json" ] || echo "$p $k"
+    d="runs/cv/$ARCH-$p/fold-$k"; [ -f "$d/summary.json" ] && [ ! -d "$d/resume" ] || echo "$p $k"
   done; done
-} | xargs -r -P "$JOBS" -L 1 bash -c 'lasegm cv --name $ARCH-$0 --folds $1 $RECIPE --plane=$0 \
-  > runs/log-$ARCH-$0-$1.txt 2>&1 || true'
+} | xargs -r -P "$JOBS" -L 1 bash -c 'lasegm cv --name $ARCH-$0 --folds $1 $RECIPE --plane=$0 --resume=true \
+  >> runs/log-$ARCH-$0-$1.txt 2>&1 || true'
 if [ "$FINAL" = true ]; then
-  for p in $PLANES; do [ -f "runs/cv/$ARCH-$p/final/checkpoint/model.safetensors" ] || echo "$p"; done |
-    xargs -r -P "$JOBS" -L 1 bash -c 'lasegm cv --name $ARCH-$0 --folds --final $RECIPE --plane=$0 \
-      > runs/log-$ARCH-$0-final.txt 2>&1'
+  for p in $PLANES; do d="runs/cv/$ARCH-$p/final"
+    [ -f "$d/checkpoint/model.safetensors" ] && [ ! -d "$d/resume" ] || echo "$p"; done |
+    xargs -r -P "$JOBS" -L 1 bash -c 'lasegm cv --name $ARCH-$0 --folds --final $RECIPE --plane=$0 --resume=true \
+      >> runs/log-$ARCH-$0-final.txt 2>&1'
 fi
 names=()
 for p in $PLANES; do
