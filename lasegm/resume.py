@@ -76,8 +76,10 @@ def identity(s) -> dict:
             "trained_on": s.meta["trained_on"], "steps_per_epoch": len(s.loader)}
 
 
-def save_state(s, epoch: int, history: list[dict], kept: dict, training_time_s: float) -> Path:
-    """Write the state after `epoch` (atomically: a run stopped while writing keeps the previous epoch's)."""
+def save_state(s, epoch: int, history: list[dict], kept: dict, training_time_s: float,
+               wandb_run_id: str | None = None) -> Path:
+    """Write the state after `epoch` (atomically: a run stopped while writing keeps the previous epoch's), with the
+    id of the W&B run logging it, which the resumed training continues."""
     from safetensors.torch import save_file
 
     tensors = cpu_state_dict(s.model, prefix="model.")
@@ -89,7 +91,7 @@ def save_state(s, epoch: int, history: list[dict], kept: dict, training_time_s: 
     tensors.update(generators)
     meta = {"format": FORMAT, **identity(s), "epoch": epoch, "history": history, "kept": kept,
             "training_time_s": training_time_s, "scheduler": s.sched.state_dict(),
-            "optimizer_lrs": [g["lr"] for g in opt["param_groups"]], "random": plain}
+            "optimizer_lrs": [g["lr"] for g in opt["param_groups"]], "random": plain, "wandb_run_id": wandb_run_id}
     with atomic_dir(s.run_dir / FOLDER) as tmp:
         save_file(tensors, str(tmp / "state.safetensors"))
         (tmp / "state.json").write_text(json.dumps(meta, default=json_default))
@@ -131,6 +133,14 @@ def load_state(s) -> dict | None:
     s.sched.load_state_dict(meta["scheduler"])
     _set_generator_states(s, tensors, meta["random"])
     return meta
+
+
+def saved_wandb_run_id(run_dir: Path) -> str | None:
+    """The W&B run a saved state was logged to (None: no state, or it was not logged)."""
+    try:
+        return json.loads((Path(run_dir) / FOLDER / "state.json").read_text()).get("wandb_run_id")
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 def clear_state(run_dir: Path) -> None:

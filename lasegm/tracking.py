@@ -35,7 +35,8 @@ class Tracker:
     """One W&B run: config, per-epoch metrics with validation overlays, summary, curves, the model artifact."""
 
     def __init__(self, project: str, name: str, mode: str, config: dict, group: str | None = None,
-                 job_type: str | None = None):
+                 job_type: str | None = None, run_id: str | None = None):
+        """run_id: continue that run (a resumed training), else start a new one."""
         self.run = None
         mode = wandb_mode(mode)
         if mode == "disabled":  # nothing to log: not even import wandb (slow, and optional on a GPU box)
@@ -45,8 +46,12 @@ class Tracker:
         # wandb otherwise fixes ./wandb at its first init in the process; each run goes under the current folder
         self.run = wandb.init(project=project, name=name or None, mode=mode, group=group,
                               job_type=job_type, dir=os.environ.get("WANDB_DIR") or os.getcwd(), config=config,
-                              settings=wandb.Settings(silent=True))
+                              id=run_id, resume="allow" if run_id else None, settings=wandb.Settings(silent=True))
         self.run.define_metric("val/dice_3d", summary="max")  # the sweeps' metric: best epoch, not last
+
+    @property
+    def run_id(self) -> str | None:
+        return self.run.id if self.run is not None else None
 
     def log_epoch(self, row: dict, overlays: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> None:
         """overlays: (caption, image slice, ground truth, prediction) at model resolution."""

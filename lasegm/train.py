@@ -36,7 +36,7 @@ from lasegm.predict import predict_slices
 from lasegm.preprocess import PLANE_ORIENTATIONS, Preprocessing, stack_context
 from lasegm.probability_maps import FOLDER as MAPS_FOLDER
 from lasegm.probability_maps import save_probability_maps
-from lasegm.resume import SAVE_EVERY_S, clear_state, load_state, save_state
+from lasegm.resume import SAVE_EVERY_S, clear_state, load_state, save_state, saved_wandb_run_id
 from lasegm.runtime import TorchRunner, memory_layout
 from lasegm.split import split_cases, split_hash
 from lasegm.tracking import Tracker
@@ -416,7 +416,8 @@ def train(cfg: TrainConfig, quiet: bool = False, should_stop: Callable[[list[dic
     tracker = Tracker(cfg.wandb_project, s.run_name, cfg.wandb_mode, group=cfg.wandb_group or None,
                       job_type="final" if cfg.all_folds else f"fold-{cfg.fold}" if cfg.fold >= 0 else "train",
                       config={**cfg.to_dict(), "split": s.parts, "parameters": s.meta["parameters"],
-                              "lasegm_version": __version__, "run_dir": str(s.run_dir)})
+                              "lasegm_version": __version__, "run_dir": str(s.run_dir)},
+                      run_id=saved_wandb_run_id(s.run_dir) if cfg.resume else None)  # resumed: the same W&B run
     picks = overlay_slices(s.val_cases)
     history: list[dict] = []
     kept: dict = {}
@@ -460,7 +461,7 @@ def train(cfg: TrainConfig, quiet: bool = False, should_stop: Callable[[list[dic
             # what `--resume` continues from if this process stops before the last epoch: when a time limit stops it,
             # and every minute or so in case it is killed (a 2D state is ~3x its weights: not after every short epoch)
             if epoch < cfg.epochs and (out_of_time or time.perf_counter() - saved_at >= SAVE_EVERY_S):
-                save_state(s, epoch, history, kept, earlier_s + time.perf_counter() - t_start)
+                save_state(s, epoch, history, kept, earlier_s + time.perf_counter() - t_start, tracker.run_id)
                 saved_at = time.perf_counter()
             # one line per epoch even with --quiet (which only hides progress bars)
             scores = (f"val loss {row['val_loss']:.4f}  val 3D Dice {row['val_dice_3d']:.4f}  slice Dice "

@@ -62,6 +62,23 @@ def test_a_stopped_training_resumes_to_the_uninterrupted_weights(recipe, dataset
     assert _train(dataset, split, "parts", recipe, "--epochs=1") == 0 and not (run / "resume").exists()
 
 
+def test_a_resumed_training_logs_to_the_same_wandb_run(dataset, tmp_path, monkeypatch):
+    """Its curves continue in one W&B run: the state records the run's id, the resumed training logs under it
+    (offline here: two run folders of one id, which `wandb sync` uploads as one run)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    split = tmp_path / "split.json"
+    assert main(["--quiet", "split", "--data", str(dataset), "--split_file", str(split)]) == 0
+    train = ["--quiet", "train", *TRAIN_2D, f"--data={dataset}", f"--split_file={split}", "--run_name=w",
+             "--out_dir=runs", "--wandb_mode=offline", "--num_threads=1"]
+    assert main([*train, "--time_limit_min=1e-9"]) == 0
+    run_id = json.loads((tmp_path / "runs" / "w" / "resume" / "state.json").read_text())["wandb_run_id"]
+    assert run_id
+    assert main([*train, "--resume=true"]) == 0
+    logged = sorted(d.name.rsplit("-", 1)[1] for d in (tmp_path / "wandb").glob("offline-run-*"))
+    assert logged == [run_id, run_id]
+
+
 def test_a_killed_training_resumes_from_its_last_saved_epoch(dataset, tmp_path, monkeypatch, capsys):
     """Killed during an epoch (no time limit to stop it cleanly): the state saved after an earlier epoch continues."""
     import lasegm.train
