@@ -511,20 +511,25 @@ def build_app() -> gr.Blocks:
         gr.on([*changes, examples.dataset.click], None, None, [*views, mesh_pred, mesh_truth, results, files],
               js=CLEAR_JS, api_visibility="private", queue=False, show_progress="hidden")
         running = run.click(segment, [image_file, label_file, model_choice, axes], outputs, api_name="segment")
-        # ... and a run still going on the earlier input stops (its result would belong to nothing on the page)
-        gr.on(changes, preview, inputs, outputs, api_name="preview", show_progress="minimal", cancels=[running])
-        examples.load_input_event.then(preview, inputs, outputs, api_visibility="private", show_progress="minimal",
-                                       cancels=[running])
-        app.unload(forget_session)
         controls = [state, *sliders, mode, opacity, level, width]
+        drawing = []  # events that draw the cached result: one still queued must not draw it beside a new input
         # user moves only (.input): an update the app makes itself never re-renders an older state afterwards
         for i, control in enumerate([*sliders, mode, opacity, level, width]):  # cached results: re-render only
-            control.input(render, controls, views, api_name="render" if i == 0 else False,
-                          show_progress="hidden", trigger_mode="always_last")
+            drawing.append(control.input(render, controls, views, api_name="render" if i == 0 else False,
+                                         show_progress="hidden", trigger_mode="always_last"))
         for plane, view in zip(PLANES, views):  # click a point: the other planes go through it
-            view.select(pick(plane), controls, [*sliders, *views], api_name=False, show_progress="hidden")
+            drawing.append(view.select(pick(plane), controls, [*sliders, *views], api_name=False,
+                                       show_progress="hidden"))
         play.click(toggle_play, [playing, state], [playing, timer, play], api_name=False)
-        timer.tick(step, controls, [sliders[PLANES.index("axial")], *views], api_name=False, show_progress="hidden")
+        drawing.append(timer.tick(step, controls, [sliders[PLANES.index("axial")], *views], api_name=False,
+                                  show_progress="hidden"))
+        # ... and a run still going on the earlier input stops (its result would belong to nothing on the page);
+        # always_last: an input given while the previous one still previews (clear, then upload) is never dropped
+        gr.on(changes, preview, inputs, outputs, api_name="preview", show_progress="minimal",
+              cancels=[running, *drawing], trigger_mode="always_last")
+        examples.load_input_event.then(preview, inputs, outputs, api_visibility="private", show_progress="minimal",
+                                       cancels=[running, *drawing])
+        app.unload(forget_session)
     return app
 
 

@@ -272,7 +272,7 @@ def test_real_browser_three_planes_3d_view_sliders_and_honest_state(server, tmp_
         page.screenshot(path=str(Path(os.environ.get("LASEGM_SCREENSHOT_DIR", "/tmp")) / "demo.png"), full_page=True)
         # another example: the previous patient's result goes at once; its scan previews instead
         page.get_by_text("la_019_image.nii.gz").first.click()
-        page.wait_for_function("() => document.querySelector('#results').innerText.includes('press Segment')",
+        page.wait_for_function("() => document.querySelector('#results')?.innerText.includes('press Segment')",
                                timeout=60_000)
         assert "3D Dice" not in page.locator("#results").inner_text()
         page.wait_for_timeout(500)  # a toast still on its way
@@ -284,7 +284,7 @@ def test_real_browser_three_planes_3d_view_sliders_and_honest_state(server, tmp_
         page.locator("#scan-file button[aria-label=Clear]").click()
         page.wait_for_function("() => !document.querySelector('#view-axial img')", timeout=30_000)
         page.locator("#scan-file input[type=file]").set_input_files(str(bad))
-        page.wait_for_function("() => document.querySelector('#results').innerText.includes('Cannot show')",
+        page.wait_for_function("() => document.querySelector('#results')?.innerText.includes('Cannot show')",
                                timeout=60_000)
         assert not _src(page, "axial") and not _src(page, "coronal")
         browser.close()
@@ -299,7 +299,7 @@ def test_phone_width_layout_stacks_instead_of_squeezing(server):
         page.goto(server, wait_until="domcontentloaded")
         page.get_by_text("la_003_image.nii.gz").first.click()
         page.get_by_role("button", name="Segment").click()
-        page.wait_for_function("() => document.querySelector('#results').innerText.includes('3D Dice')",
+        page.wait_for_function("() => document.querySelector('#results')?.innerText.includes('3D Dice')",
                                timeout=120_000)
         for plane in ("axial", "coronal", "sagittal"):
             box = page.locator(f"#view-{plane}").bounding_box()
@@ -788,15 +788,15 @@ def test_real_browser_a_result_never_shows_beside_another_input(server, tmp_path
         page = browser.new_page()
         page.goto(server, wait_until="domcontentloaded")
         page.locator("#scan-file input[type=file]").set_input_files(str(archive))
-        page.wait_for_function("() => document.querySelector('#results').innerText.includes('press Segment')",
+        page.wait_for_function("() => document.querySelector('#results')?.innerText.includes('press Segment')",
                                timeout=60_000)
         page.get_by_text("All three side by side").click()
         page.get_by_role("button", name="Segment").click()
         page.wait_for_function("() => /slice \\d+\\/\\d+/.test(document.body.innerText)", timeout=60_000)  # in flight
         page.evaluate(WATCH_JS, "la_019")
         page.get_by_text("la_019_image.nii.gz").first.click()
-        page.wait_for_function("() => document.querySelector('#results').innerText.includes('press Segment') "
-                               "&& document.querySelector('#scan-file').innerText.includes('la_019')", timeout=60_000)
+        page.wait_for_function("() => document.querySelector('#results')?.innerText.includes('press Segment') "
+                               "&& document.querySelector('#scan-file')?.innerText.includes('la_019')", timeout=60_000)
         page.locator(".toast-body", has_text="was discarded: the input changed").first.wait_for(timeout=120_000)
         assert "la_003_dicom.zip" in page.locator(".toast-body").first.inner_text()
         page.wait_for_timeout(1000)  # anything still on its way
@@ -807,7 +807,7 @@ def test_real_browser_a_result_never_shows_beside_another_input(server, tmp_path
         # the example's own run: its result, beside it
         page.get_by_text("U-Net", exact=True).click()
         page.get_by_role("button", name="Segment").click()
-        page.wait_for_function("() => document.querySelector('#results').innerText.includes('3D Dice')",
+        page.wait_for_function("() => document.querySelector('#results')?.innerText.includes('3D Dice')",
                                timeout=120_000)
         assert "la_019_image_unet_mask" in page.locator("#downloads").inner_text()
         assert "QC flags" in page.locator("#results").inner_text()
@@ -820,7 +820,7 @@ def test_real_browser_a_result_never_shows_beside_another_input(server, tmp_path
         bad.write_bytes(b"\x1f\x8b not a scan")
         page.locator("#scan-file button[aria-label=Clear]").click()
         page.locator("#scan-file input[type=file]").set_input_files(str(bad))
-        page.wait_for_function("() => document.querySelector('#results').innerText.includes('Cannot show')",
+        page.wait_for_function("() => document.querySelector('#results')?.innerText.includes('Cannot show')",
                                timeout=60_000)
         for plane in ("axial", "coronal", "sagittal"):
             slider = page.locator(f"#slider-{plane} input[type=range]")
