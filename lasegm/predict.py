@@ -277,6 +277,12 @@ def load_segmenter(checkpoints, device: str = "auto", largest_component: bool | 
     """One checkpoint folder (or a list of one) -> Segmenter, or the Ensemble of a multi-view checkpoint's views
     with its recorded post-processing (lasegm.checkpoint); several folders -> their Ensemble. exhaustive: an
     ensemble runs every member on every slice (Ensemble)."""
+    seg = _load(checkpoints, device, largest_component, flip_tta, backend, expected_arch, exhaustive)
+    seg.unsure_limit  # a bad recorded limit fails here, in one line, not after the first scan has run
+    return seg
+
+
+def _load(checkpoints, device, largest_component, flip_tta, backend, expected_arch, exhaustive):
     paths = [checkpoints] if isinstance(checkpoints, (str, Path)) else list(checkpoints)
     overrides = dict(device=device, largest_component=largest_component, flip_tta=flip_tta, backend=backend)
     if len(paths) > 1:

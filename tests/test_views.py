@@ -194,6 +194,11 @@ def test_a_checkpoint_records_its_unsure_limit_and_predict_judges_with_it(views,
     err = capsys.readouterr().err.strip()
     assert "unsure_limit must be a number > 0" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "bad").exists()
+    # a record edited by hand is refused when the checkpoint loads, before any scan runs
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**config, "quality": {"unsure_limit": "high"}}))
+    with pytest.raises(LasegmError, match="quality.unsure_limit must be a number > 0, got 'high'"):
+        load_segmenter(out, backend="torch")
 
 
 def test_a_missing_or_mislabelled_view_is_one_line_naming_it(views, tmp_path, capsys):
