@@ -128,6 +128,31 @@ def fold_parts(split: dict, fold: int | None, path, all_folds: bool = False) -> 
     return {p: split[p] for p in PARTS}
 
 
+def nested_folds(folds: dict, held_out: list[int]) -> dict:
+    """A folds file whose fold 0 is the given folds of `folds` merged: `--fold 0` trains on all the others. A
+    nested comparison trains one model per pair of held-out folds (leave two folds out) and scores, on each outer
+    fold, the ensemble of the models that never saw it (docs/experiments/fold_ensemble.py)."""
+    k = len(folds["folds"])
+    if not held_out or len(set(held_out)) != len(held_out) or not all(0 <= f < k for f in held_out):
+        raise LasegmError(f"held-out folds {held_out}: need distinct folds of 0..{k - 1}")
+    if len(held_out) >= k - 1:
+        raise LasegmError(f"holding out {len(held_out)} of {k} folds leaves fewer than two folds to train on")
+    rest = [fold for i, fold in enumerate(folds["folds"]) if i not in held_out]
+    merged = sorted(c for i in held_out for c in folds["folds"][i])
+    return {**folds, "k": len(rest) + 1, "folds": [merged, *rest], "nested_from": {"held_out": held_out}}
+
+
+def outer_split(folds: dict, fold: int) -> dict:
+    """A train/val/test split whose test part is one fold of `folds`: what scores a model that never saw it."""
+    k = len(folds["folds"])
+    if not 0 <= fold < k:
+        raise LasegmError(f"fold {fold}: the folds file has folds 0..{k - 1}")
+    return {"format": SPLIT_FORMAT, "seed": folds.get("seed"), "created": time.strftime("%Y-%m-%d"),
+            "duplicate_groups": folds.get("duplicate_groups", []),
+            "train": sorted(c for i, f in enumerate(folds["folds"]) if i != fold for c in f), "val": [],
+            "test": sorted(folds["folds"][fold])}
+
+
 def split_cases(path: str | Path, cases: list[Case], fold: int | None = None,
                 all_folds: bool = False) -> dict[str, list[Case]]:
     """Cases of each part; every case the split names must exist in the data."""

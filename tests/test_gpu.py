@@ -98,8 +98,9 @@ JOBS_FILES = sorted((REPO / "docs" / "gpu").glob("*.jobs"))
 @pytest.mark.parametrize("path", JOBS_FILES, ids=lambda p: p.name)
 def test_jobs_file_lines_are_valid_lasegm_cv_recipes(path):
     """A jobs file is run on a lent GPU with no second try: each `cv` line must parse as `lasegm cv` flags and
-    build its model, and each ensemble may only name CVs of the same file."""
-    cvs = []
+    build its model, each ensemble may only name CVs of the same file, and each file a `run` line names must be
+    in the repository."""
+    cvs, runs = [], []
     for line in path.read_text().splitlines():
         kind, *rest = line.split() or ["#"]
         if kind.startswith("#"):
@@ -111,4 +112,8 @@ def test_jobs_file_lines_are_valid_lasegm_cv_recipes(path):
             cvs.append(name)
         elif kind == "ensemble":
             assert set(rest[1:]) <= set(cvs) and len(rest) >= 3, line
-    assert cvs, f"{path.name} cross-validates nothing"
+        else:
+            named = [t.split("=")[-1] for t in rest[1:]]
+            assert all((REPO / t).exists() for t in named if t.startswith(("docs/", "splits/", "checkpoints/"))), line
+            runs.append(rest[0])
+    assert cvs or runs, f"{path.name} runs nothing"

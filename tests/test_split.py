@@ -67,3 +67,26 @@ def test_split_naming_unknown_cases_is_an_error(dataset, tmp_path):
     save_split(path, make_split(IDS, [], seed=0))
     with pytest.raises(LasegmError, match="not in the data folder"):
         split_cases(path, find_cases(dataset))
+
+
+def test_nested_folds_leave_two_folds_out_and_outer_splits_test_one(tmp_path):
+    """The fold-ensemble comparison's splits: fold 0 of a nested file is the held-out folds merged (--fold 0 trains
+    on the rest), duplicate scans stay together, and an outer split tests exactly one fold."""
+    from lasegm.split import make_folds, nested_folds, outer_split, fold_parts
+
+    folds = make_folds(IDS, [["la_001", "la_017"]], k=5, seed=0)
+    nested = nested_folds(folds, [1, 3])
+    path = tmp_path / "pair.json"
+    save_split(path, nested)
+    parts = fold_parts(read_split(path), 0, path)  # read back: no leakage, duplicates in one fold
+    assert set(parts["val"]) == set(folds["folds"][1]) | set(folds["folds"][3])
+    assert set(parts["train"]) == {c for i in (0, 2, 4) for c in folds["folds"][i]}
+    outer = outer_split(folds, 3)
+    save_split(tmp_path / "outer.json", outer)
+    assert outer["test"] == sorted(folds["folds"][3]) and not outer["val"]
+    assert set(outer["train"]) | set(outer["test"]) == set(IDS)
+    for bad in ([], [1, 1], [5], [0, 1, 2, 3]):
+        with pytest.raises(LasegmError):
+            nested_folds(folds, bad)
+    with pytest.raises(LasegmError, match="folds 0..4"):
+        outer_split(folds, 5)

@@ -28,6 +28,7 @@
 set -uo pipefail
 JOBS_FILE=${1:?usage: bash docs/gpu/cv-many.sh JOBS_FILE [tiny]}
 TINY=${2:-}
+export TINY  # a `run` line may pass it on (docs/gpu/fold-ensemble.jobs)
 [ "${RESUME:-0}" = 1 ] && export KEEP_RUNS=1
 source docs/gpu/setup.sh
 export RUNS
