@@ -12,12 +12,16 @@
 #   FINAL   true: also train each plane's final model on all 16 patients, and with two or more planes publish them
 #           as one multi-view checkpoint carrying the mean's table (runs/served/ARCH-PLANE+ARCH-PLANE; copy it to
 #           checkpoints/ARCH to serve it)
+#   EXTRA   flags added to the recipe, TAG the variant's name (its CVs are ARCH-TAG-PLANE); a lighter encoder:
+#           ARCH=fpn TAG=b0 EXTRA=--encoder=efficientnet-b0
 #     ARCH=fpn PLANES="coronal axial" JOBS=3 bash docs/experiments/views.sh
 # The GPU route is docs/gpu/ARCH-views.jobs (the same recipes).
 set -euo pipefail
 : "${LASEGM_DATA:?set LASEGM_DATA to the Task02_Heart folder}" "${ANCHOR:=docs/anchors/nnunet_task02_oof_dice.csv}"
 : "${ARCH:=unet}" "${PLANES:=coronal axial}" "${JOBS:=2}" "${FINAL:=false}"
-: "${SERVED:=checkpoints/$ARCH/cv-oof.json}"
+: "${SERVED:=checkpoints/$ARCH/cv-oof.json}" "${EXTRA:=}" "${TAG:=}"
+[ -z "$EXTRA" ] || [ -n "$TAG" ] || { echo "EXTRA changes the recipe: name the variant with TAG" >&2; exit 2; }
+NAME=$ARCH${TAG:+-$TAG}
 export OMP_NUM_THREADS=1 WANDB_MODE="${WANDB_MODE:-offline}"
 COMMON="--split_file=splits/cv5.json --fov_mm=200 --context=1 --epochs=40 --samples_per_epoch=800 --batch_size=16
   --seed=0 --augment=true --mirror=false --largest_component=true --flip_tta=false --val_every=10 --num_threads=1"
@@ -27,29 +31,29 @@ case "$ARCH" in
   pspnet) RECIPE="--arch=pspnet --encoder=resnet18 --image_size=224 --lr=0.003 --loss=dice_bce" ;;
   *) echo "ARCH must be unet, fpn or pspnet, not '$ARCH'" >&2; exit 2 ;;
 esac
-RECIPE="$RECIPE $COMMON"
-export RECIPE ARCH
+RECIPE="$RECIPE $EXTRA $COMMON"  # a flag given twice: the last one counts
+export RECIPE NAME
 mkdir -p runs  # the logs go there: a failed redirect would end in `|| true` and skip every training silently
 # one line per training: PLANE FOLD (or PLANE final); `lasegm cv --folds K` exits 2 while other folds are missing,
 # which is expected here; `--folds --final` trains only the final model, after checking the folds' recipe
 {
   for p in $PLANES; do for k in 0 1 2 3 4; do
-    d="runs/cv/$ARCH-$p/fold-$k"; [ -f "$d/summary.json" ] && [ ! -d "$d/resume" ] || echo "$p $k"
+    d="runs/cv/$NAME-$p/fold-$k"; [ -f "$d/summary.json" ] && [ ! -d "$d/resume" ] || echo "$p $k"
   done; done
-} | xargs -r -P "$JOBS" -L 1 bash -c 'lasegm cv --name $ARCH-$0 --folds $1 $RECIPE --plane=$0 --resume=true \
-  >> runs/log-$ARCH-$0-$1.txt 2>&1 || true'
+} | xargs -r -P "$JOBS" -L 1 bash -c 'lasegm cv --name $NAME-$0 --folds $1 $RECIPE --plane=$0 --resume=true \
+  >> runs/log-$NAME-$0-$1.txt 2>&1 || true'
 if [ "$FINAL" = true ]; then
-  for p in $PLANES; do d="runs/cv/$ARCH-$p/final"
+  for p in $PLANES; do d="runs/cv/$NAME-$p/final"
     [ -f "$d/checkpoint/model.safetensors" ] && [ ! -d "$d/resume" ] || echo "$p"; done |
-    xargs -r -P "$JOBS" -L 1 bash -c 'lasegm cv --name $ARCH-$0 --folds --final $RECIPE --plane=$0 --resume=true \
-      >> runs/log-$ARCH-$0-final.txt 2>&1'
+    xargs -r -P "$JOBS" -L 1 bash -c 'lasegm cv --name $NAME-$0 --folds --final $RECIPE --plane=$0 --resume=true \
+      >> runs/log-$NAME-$0-final.txt 2>&1'
 fi
 names=()
 for p in $PLANES; do
-  lasegm cv --name "$ARCH-$p" --collect_only $RECIPE --plane="$p"
-  lasegm compare "runs/cv/$ARCH-$p/oof.csv" --reference "$ANCHOR"
-  lasegm compare "runs/cv/$ARCH-$p/oof.csv" --reference "$SERVED" --reference_column dice
-  names+=("$ARCH-$p")
+  lasegm cv --name "$NAME-$p" --collect_only $RECIPE --plane="$p"
+  lasegm compare "runs/cv/$NAME-$p/oof.csv" --reference "$ANCHOR"
+  lasegm compare "runs/cv/$NAME-$p/oof.csv" --reference "$SERVED" --reference_column dice
+  names+=("$NAME-$p")
 done
 if [ ${#names[@]} -gt 1 ]; then
   mean=$(IFS=+; echo "${names[*]}")
