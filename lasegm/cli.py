@@ -81,7 +81,8 @@ def build_parser(arch_choices: bool = True) -> argparse.ArgumentParser:
     c.add_argument("--ensemble", nargs="+", default=None, metavar="CV",
                    help="train nothing: score the ensemble of these finished CVs (runs/cv/CV, or a CV's folder "
                         "given as a path, e.g. a record without weights) out of fold, each fold's probability maps "
-                        "or checkpoints averaged on its held-out patients; writes runs/cv/NAME/oof.json")
+                        "or checkpoints averaged on its held-out patients; writes runs/cv/NAME/oof.json. CVs "
+                        "joined by commas (A,B) are the views of one model: together they weigh as one member")
     add_config_flags(c, arch_choices=arch_choices)
     c.set_defaults(split_file=DEFAULT_FOLDS_FILE)
 

@@ -226,7 +226,7 @@ def reevaluate_folds(cv_dir: Path, split: dict, cfg: TrainConfig, quiet: bool = 
     """The out-of-fold table again, each fold's checkpoint segmenting its own held-out patients from the
     scans with `cfg`'s post-processing (largest component, flip TTA): post-processing chosen on every
     patient without retraining (nnU-Net chooses its post-processing on out-of-fold predictions too)."""
-    rows, runs, seg, _ = _score_folds([cv_dir], split, cfg, quiet)
+    rows, runs, seg, _ = _score_folds([[cv_dir]], split, cfg, quiet)
     tag = f"lc-{str(seg.post.largest_component).lower()}-tta-{str(seg.post.flip_tta).lower()}"
     # the recipe is the folds' own (this command's training flags played no part)
     return _write_oof(cv_dir, f"oof-{tag}", rows, runs, cfg, postprocessing=seg.post.to_dict(),
@@ -243,13 +243,17 @@ def ensemble_folds(cv_root: Path, name: str, members: list[str], split: dict, cf
     on the same footing (nnU-Net chooses between configurations and their ensembles the same way). The served
     ensemble is the members' final models.
     folds: score only these (the members' finished folds while the rest train): a partial table of their held-out
-    patients, written as oof-folds-<K-K...>.json and marked partial, never as the ensemble's oof.json."""
-    if len(members) < 2 or name in members:
+    patients, written as oof-folds-<K-K...>.json and marked partial, never as the ensemble's oof.json.
+    A member may be several CVs joined by commas (`unet-axial,unet-coronal`): the views of one multi-view model,
+    averaged first, so that the group weighs as one member, as a served ensemble weighs a multi-view checkpoint."""
+    names = [n for m in members for n in m.split(",")]
+    if len(names) < 2 or name in names:
         raise LasegmError(f"--ensemble needs two or more finished cross-validations other than --name {name!r}")
-    dirs = [Path(m) if os.sep in m else cv_root / m for m in members]  # a name under runs/cv, or a CV's folder
+    # a name under runs/cv, or a CV's folder
+    groups = [[Path(n) if os.sep in n else cv_root / n for n in m.split(",")] for m in members]
     folds = sorted(set(range(len(split["folds"])) if folds is None else folds))
-    rows, runs, _, post = _score_folds(dirs, split, cfg, quiet, folds)
-    recipes = {m: recorded_recipe(_fold_config(d, folds[0])) for m, d in zip(members, dirs)}
+    rows, runs, _, post = _score_folds(groups, split, cfg, quiet, folds)
+    recipes = {n: recorded_recipe(_fold_config(d, folds[0])) for n, d in zip(names, (d for g in groups for d in g))}
     partial = len(folds) < len(split["folds"])
     return _write_oof(cv_root / name, oof_stem(folds, len(split["folds"])), rows, runs, cfg,
                       postprocessing=post.to_dict(), recipe={"ensemble": members, "members": recipes},
@@ -268,16 +272,20 @@ def _fold_config(cv_dir: Path, f: int) -> dict:
     return read_checkpoint_config(cv_dir / f"fold-{f}" / "checkpoint", weights=False)
 
 
-def _score_folds(cv_dirs: list[Path], split: dict, cfg: TrainConfig, quiet: bool, folds: list[int] | None = None):
-    """Each fold's checkpoint(s) in `cv_dirs` (several: their ensemble) segment that fold's held-out patients
-    from the scans, or, for an ensemble, their saved probability maps are averaged -> (rows, runs, the last
-    fold's segmenter or None, the post-processing scored with). folds: only these (default: all)."""
+def _score_folds(groups: list[list[Path]], split: dict, cfg: TrainConfig, quiet: bool,
+                 folds: list[int] | None = None):
+    """Each fold's checkpoint(s) in the CV folders of `groups` (several: their ensemble, each group weighing as one
+    member, its CVs equally within it) segment that fold's held-out patients from the scans, or, for an ensemble,
+    their saved probability maps are averaged -> (rows, runs, the last fold's segmenter or None, the
+    post-processing scored with). folds: only these (default: all)."""
     from lasegm.data import default_data_dir, find_cases
     from lasegm.evaluate import refuse_trained_on, score_cases
-    from lasegm.predict import load_segmenter
+    from lasegm.predict import Ensemble, load_segmenter
 
     cases = {c.case_id: c for c in find_cases(cfg.data or default_data_dir(), cfg.data_axes)}
     wanted = cfg.postprocessing()
+    cv_dirs = [d for g in groups for d in g]
+    weights = [1 / len(groups) / len(g) for g in groups for _ in g]
     rows, runs, seg = [], [], None
     for f in range(len(split["folds"])) if folds is None else folds:
         fold_cases = split["folds"][f]
@@ -292,24 +300,34 @@ def _score_folds(cv_dirs: list[Path], split: dict, cfg: TrainConfig, quiet: bool
                                        trained_on=_fold_config(d, f).get("trained_on", [])) for d in cv_dirs]
             refuse_trained_on(SimpleNamespace(members=members), fold_cases, split.get("duplicate_groups", []))
             rows += [{**row, "fold": f} for row in score_saved_maps(
-                [[m[i] for m in maps] for i in range(len(fold_cases))], [cases[c] for c in fold_cases], post)]
-            runs.append({"fold": f, "probability_maps": [str(d / f"fold-{f}" / MAPS_FOLDER) for d in cv_dirs]})
+                [[m[i] for m in maps] for i in range(len(fold_cases))], [cases[c] for c in fold_cases], post,
+                weights)]
+            runs.append({"fold": f, "probability_maps": [str(d / f"fold-{f}" / MAPS_FOLDER) for d in cv_dirs],
+                         "weights": weights})
             how = "saved probability maps"
         else:
-            seg = load_segmenter([d / f"fold-{f}" / "checkpoint" for d in cv_dirs], device=cfg.device,
-                                 largest_component=wanted.largest_component, flip_tta=wanted.flip_tta)
+            checkpoints = [[d / f"fold-{f}" / "checkpoint" for d in g] for g in groups]
+            overrides = dict(device=cfg.device, largest_component=wanted.largest_component,
+                             flip_tta=wanted.flip_tta)
+            if len(groups) == 1:  # one CV, or the views of one model: their plain mean
+                seg = load_segmenter(checkpoints[0], **overrides)
+            else:  # a group of views enters as one member, as a multi-view checkpoint does
+                seg = load_segmenter([g[0] if len(g) == 1 else Ensemble(g, device=cfg.device, flip_tta=wanted.flip_tta)
+                                      for g in checkpoints], **overrides)
             post = seg.post
             refuse_trained_on(seg, fold_cases, split.get("duplicate_groups", []))
             rows += [{**row, "fold": f} for row in score_cases(seg, [cases[case_id] for case_id in fold_cases])]
             runs.append({"fold": f, "checkpoint": seg.source, "backend": seg.backend})
             how = "segmented"
         if not quiet:
-            print(f"[cv] fold {f} scored ({' + '.join(d.name for d in cv_dirs)}; {how})", flush=True)
+            names = " + ".join(",".join(d.name for d in g) for g in groups)
+            print(f"[cv] fold {f} scored ({names}; {how})", flush=True)
     return rows, runs, seg, post
 
 
-def score_saved_maps(paths: list[list[Path]], cases: list, post) -> list[dict]:
-    """Each case scored from the mean of its saved probability maps (paths[i]: case i's maps, one per member)."""
+def score_saved_maps(paths: list[list[Path]], cases: list, post, weights: list[float] | None = None) -> list[dict]:
+    """Each case scored from the mean of its saved probability maps (paths[i]: case i's maps, one per member;
+    weights: the members' shares, equal by default)."""
     from lasegm.data import load_case
     from lasegm.metrics import patient_row
 
@@ -317,8 +335,8 @@ def score_saved_maps(paths: list[list[Path]], cases: list, post) -> list[dict]:
     for case, case_paths in zip(cases, paths):
         vol = load_case(case)
         t0 = time.perf_counter()
-        mean = np.mean([on_grid(load_probability_map(p), vol.label.shape, vol.affine, str(p)) for p in case_paths],
-                       axis=0)
+        mean = np.average([on_grid(load_probability_map(p), vol.label.shape, vol.affine, str(p)) for p in case_paths],
+                          axis=0, weights=weights)
         rows.append(patient_row(case.case_id, post.binarize(mean), vol.label, vol.spacing, time.perf_counter() - t0))
     return rows
 

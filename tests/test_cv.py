@@ -143,6 +143,14 @@ def test_two_fold_cv_through_the_cli_writes_the_out_of_fold_table(dataset, tmp_p
     assert main([*ensemble, "--name", "tiny+b-tta", "--flip_tta=true"]) == 0
     tta = json.loads((tmp_path / "runs" / "cv" / "tiny+b-tta" / "oof.json").read_text())
     assert [len(run["checkpoint"]) for run in tta["folds"]] == [2, 2] and tta["postprocessing"]["flip_tta"]
+    # views of one model (a comma group) weigh as one member: tiny,tiny-b + tiny-b is tiny 1/4, tiny-b 3/4, as is
+    # the plain mean of tiny and three tiny-b; from the checkpoints here, from the maps below
+    grouped = {}
+    for members, out in ((["tiny,tiny-b", "tiny-b"], "grouped-tta"), (["tiny", *["tiny-b"] * 3], "repeated-tta")):
+        assert main([*ensemble[:-2], *members, "--name", out, "--flip_tta=true"]) == 0
+        grouped[out] = [r["dice"] for r in json.loads((tmp_path / "runs" / "cv" / out / "oof.json").read_text())
+                        ["per_patient"]]
+    assert grouped["grouped-tta"] == pytest.approx(grouped["repeated-tta"], abs=1e-9)
     # the maps need no weights: the folds' weights gone, the same table
     for weights in (tmp_path / "runs" / "cv").glob("tiny*/fold-*/checkpoint/model.safetensors"):
         weights.unlink()
@@ -155,6 +163,14 @@ def test_two_fold_cv_through_the_cli_writes_the_out_of_fold_table(dataset, tmp_p
     assert main([*ensemble[:-1], str(tmp_path / "records" / "tiny-b"), "--name", "tiny+b-record"]) == 0
     record_rows = json.loads((tmp_path / "runs" / "cv" / "tiny+b-record" / "oof.json").read_text())["per_patient"]
     assert [r["dice"] for r in record_rows] == [r["dice"] for r in both["per_patient"]]
+    for members, out in ((["tiny,tiny-b", "tiny-b"], "grouped"), (["tiny", *["tiny-b"] * 3], "repeated")):
+        assert main([*ensemble[:-2], *members, "--name", out]) == 0
+        table = json.loads((tmp_path / "runs" / "cv" / out / "oof.json").read_text())
+        grouped[out] = [r["dice"] for r in table["per_patient"]]
+    assert table["folds"][0]["weights"] == [0.25] * 4
+    assert json.loads((tmp_path / "runs" / "cv" / "grouped" / "oof.json").read_text())["folds"][0]["weights"] == \
+        [0.25, 0.25, 0.5]
+    assert grouped["grouped"] == pytest.approx(grouped["repeated"], abs=1e-9)
     # the ensemble of a CV with itself is that CV: the same mean probability, the same table (but for voxels
     # within the maps' 1/510 rounding of the threshold)
     assert main([*ensemble[:-1], "tiny", "--name", "tiny-twice"]) == 0
