@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -31,3 +32,17 @@ def test_oracle_bound_takes_the_best_model_per_patient_and_refuses_other_patient
     assert "best per patient: mean 0.850" in out.stdout and "min 0.800 (p2)" in out.stdout
     refused = run(str(a), str(c))
     assert refused.returncode != 0 and "do not score the same patients" in refused.stderr
+
+
+def test_fold_ensemble_refuses_a_cv_of_other_folds_before_training(tmp_path):
+    """The nested comparison reuses a CV's out-of-fold table as its single-model arm: on other folds the two arms
+    would not score the same models' held-out patients, so it stops before any training."""
+    folds = json.loads((REPO / "splits/cv5.json").read_text())
+    folds["folds"] = folds["folds"][::-1]
+    other = tmp_path / "cv5-reversed.json"
+    other.write_text(json.dumps(folds))
+    out = subprocess.run([sys.executable, str(REPO / "docs/experiments/fold_ensemble.py"), "--cv",
+                          "docs/cv/2026-12-05-cpu/records/unet-coronal", "--folds_file", str(other), "--out",
+                          str(tmp_path / "runs")], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode != 0 and "cross-validated on another folds file" in out.stderr
+    assert not (tmp_path / "runs").exists()
