@@ -147,10 +147,10 @@ def outer_split(folds: dict, fold: int) -> dict:
     k = len(folds["folds"])
     if not 0 <= fold < k:
         raise LasegmError(f"fold {fold}: the folds file has folds 0..{k - 1}")
+    parts = fold_parts(folds, fold, "the folds file")  # fold K's validation part is the test part here
     return {"format": SPLIT_FORMAT, "seed": folds.get("seed"), "created": time.strftime("%Y-%m-%d"),
-            "duplicate_groups": folds.get("duplicate_groups", []),
-            "train": sorted(c for i, f in enumerate(folds["folds"]) if i != fold for c in f), "val": [],
-            "test": sorted(folds["folds"][fold])}
+            "duplicate_groups": folds.get("duplicate_groups", []), "train": parts["train"], "val": [],
+            "test": sorted(parts["val"])}
 
 
 def split_cases(path: str | Path, cases: list[Case], fold: int | None = None,

@@ -59,14 +59,21 @@ env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "WANDB_MODE": os.envi
 (out / "logs").mkdir(parents=True, exist_ok=True)
 
 pairs = list(itertools.combinations(range(k), 2))
-for a, b in pairs:
-    save_split(out / "splits" / f"pair-{a}-{b}.json", nested_folds(folds, [a, b]))
+
+
+def pair_name(pair: tuple[int, int]) -> str:
+    """The training that leaves out the pair's two folds: its run folder, split file and log."""
+    return "pair-{}-{}".format(*pair)
+
+
+for pair in pairs:
+    save_split(out / "splits" / f"{pair_name(pair)}.json", nested_folds(folds, list(pair)))
 for f in range(k):
     save_split(out / "splits" / f"outer-{f}.json", outer_split(folds, f), force=True)  # only its date may differ
 
 
 def train(pair: tuple[int, int]) -> int:
-    name = "pair-{}-{}".format(*pair)
+    name = pair_name(pair)
     if finished(out / name):
         return 0
     with open(out / "logs" / f"{name}.txt", "a") as log:
@@ -77,13 +84,13 @@ def train(pair: tuple[int, int]) -> int:
 
 with ThreadPoolExecutor(args.jobs) as pool:
     codes = dict(zip(pairs, pool.map(train, pairs)))
-failed = [f"pair-{a}-{b}" for (a, b), c in codes.items() if c]
+failed = [pair_name(pair) for pair, code in codes.items() if code]
 if failed:
     sys.exit(f"trainings failed or stopped: {', '.join(failed)} (logs in {out / 'logs'}; run again to continue)")
 
 tables = []
 for f in range(k):
-    members = [str(out / "pair-{}-{}".format(*pair) / "checkpoint") for pair in pairs if f in pair]
+    members = [str(out / pair_name(pair) / "checkpoint") for pair in pairs if f in pair]
     result = out / "eval" / f"outer-{f}"
     subprocess.run([sys.executable, "-m", "lasegm", "--quiet", "evaluate", "--checkpoint", *members,
                     f"--split_file={out / 'splits' / f'outer-{f}.json'}", "--split=test", f"--out={result}"],
