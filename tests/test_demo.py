@@ -205,7 +205,8 @@ def test_missing_checkpoint_is_reported_and_others_still_serve(tmp_path):
         *_, metrics, masks = c.predict(handle_file(str(EXAMPLE)), None, ALL, api_name="/segment")
         rows = {r["model"]: r for r in metrics["models"]}
         assert "error" in rows["fpn"] and "error" in rows["unet"]
-        assert "error" not in rows["pspnet"] and rows["pspnet"]["volume_ml"] > 10 and rows["pspnet"]["slices"] > 0
+        # the served PSPNet slices axially: the example's 160 axial slices (130 sagittal ones before 2026-12-06)
+        assert "error" not in rows["pspnet"] and rows["pspnet"]["volume_ml"] > 10 and rows["pspnet"]["slices"] == 160
         assert len([f for f in masks if f.endswith(".nii.gz")]) == 1
     finally:
         proc.terminate()
