@@ -12,6 +12,8 @@
 #   FINAL   true: also train each plane's final model on all 16 patients, and with two or more planes publish them
 #           as one multi-view checkpoint carrying the mean's table (runs/served/ARCH-PLANE+ARCH-PLANE; copy it to
 #           checkpoints/ARCH to serve it)
+#   FOLDS   the folds to train in this run (default all five): a share that fits the time at hand; a later run
+#           with the rest (or all) finishes the plane, and the planes are scored once all their folds exist
 #   EXTRA   flags added to the recipe, TAG the variant's name (its CVs are ARCH-TAG-PLANE); a lighter encoder:
 #           ARCH=fpn TAG=b0 EXTRA=--encoder=efficientnet-b0
 #     ARCH=fpn PLANES="coronal axial" JOBS=3 bash docs/experiments/views.sh
@@ -19,7 +21,7 @@
 set -euo pipefail
 : "${LASEGM_DATA:?set LASEGM_DATA to the Task02_Heart folder}" "${ANCHOR:=docs/anchors/nnunet_task02_oof_dice.csv}"
 : "${ARCH:=unet}" "${PLANES:=coronal axial}" "${JOBS:=2}" "${FINAL:=false}"
-: "${SERVED:=checkpoints/$ARCH/cv-oof.json}" "${EXTRA:=}" "${TAG:=}"
+: "${SERVED:=checkpoints/$ARCH/cv-oof.json}" "${EXTRA:=}" "${TAG:=}" "${FOLDS:=0 1 2 3 4}"
 [ -z "$EXTRA" ] || [ -n "$TAG" ] || { echo "EXTRA changes the recipe: name the variant with TAG" >&2; exit 2; }
 NAME=$ARCH${TAG:+-$TAG}
 export OMP_NUM_THREADS=1 WANDB_MODE="${WANDB_MODE:-offline}"
@@ -33,15 +35,20 @@ case "$ARCH" in
 esac
 RECIPE="$RECIPE $EXTRA $COMMON"  # a flag given twice: the last one counts
 export RECIPE NAME
+# a finished fold: its summary, and no saved state left
+done_fold() { [ -f "runs/cv/$NAME-$1/fold-$2/summary.json" ] && [ ! -d "runs/cv/$NAME-$1/fold-$2/resume" ]; }
 mkdir -p runs  # the logs go there: a failed redirect would end in `|| true` and skip every training silently
 # one line per training: PLANE FOLD (or PLANE final); `lasegm cv --folds K` exits 2 while other folds are missing,
 # which is expected here; `--folds --final` trains only the final model, after checking the folds' recipe
 {
-  for p in $PLANES; do for k in 0 1 2 3 4; do
-    d="runs/cv/$NAME-$p/fold-$k"; [ -f "$d/summary.json" ] && [ ! -d "$d/resume" ] || echo "$p $k"
-  done; done
+  for p in $PLANES; do for k in $FOLDS; do done_fold "$p" "$k" || echo "$p $k"; done; done
 } | xargs -r -P "$JOBS" -L 1 bash -c 'lasegm cv --name $NAME-$0 --folds $1 $RECIPE --plane=$0 --resume=true \
   >> runs/log-$NAME-$0-$1.txt 2>&1 || true'
+failed=$(for p in $PLANES; do for k in $FOLDS; do done_fold "$p" "$k" || echo -n " $p/fold-$k"; done; done)
+[ -z "$failed" ] || { echo "did not finish:$failed (runs/log-$NAME-PLANE-FOLD.txt says why)" >&2; exit 1; }
+rest=$(for p in $PLANES; do for k in 0 1 2 3 4; do done_fold "$p" "$k" || echo -n " $p/fold-$k"; done; done)
+# a share of the folds (FOLDS): the planes are scored once a later run has trained the rest
+[ -z "$rest" ] || { echo "folds still to train:$rest (a later run with FOLDS naming them trains them)"; exit 0; }
 if [ "$FINAL" = true ]; then
   for p in $PLANES; do d="runs/cv/$NAME-$p/final"
     [ -f "$d/checkpoint/model.safetensors" ] && [ ! -d "$d/resume" ] || echo "$p"; done |
