@@ -35,20 +35,21 @@ case "$ARCH" in
 esac
 RECIPE="$RECIPE $EXTRA $COMMON"  # a flag given twice: the last one counts
 export RECIPE NAME
-# a finished fold: its summary, and no saved state left
-done_fold() { [ -f "runs/cv/$NAME-$1/fold-$2/summary.json" ] && [ ! -d "runs/cv/$NAME-$1/fold-$2/resume" ]; }
+# "PLANE FOLD" for each fold among $1 not finished yet (finished: its summary, and no saved state left)
+unfinished() {
+  for p in $PLANES; do for k in $1; do d="runs/cv/$NAME-$p/fold-$k"
+    [ -f "$d/summary.json" ] && [ ! -d "$d/resume" ] || echo "$p $k"; done; done
+}
 mkdir -p runs  # the logs go there: a failed redirect would end in `|| true` and skip every training silently
 # one line per training: PLANE FOLD (or PLANE final); `lasegm cv --folds K` exits 2 while other folds are missing,
 # which is expected here; `--folds --final` trains only the final model, after checking the folds' recipe
-{
-  for p in $PLANES; do for k in $FOLDS; do done_fold "$p" "$k" || echo "$p $k"; done; done
-} | xargs -r -P "$JOBS" -L 1 bash -c 'lasegm cv --name $NAME-$0 --folds $1 $RECIPE --plane=$0 --resume=true \
-  >> runs/log-$NAME-$0-$1.txt 2>&1 || true'
-failed=$(for p in $PLANES; do for k in $FOLDS; do done_fold "$p" "$k" || echo -n " $p/fold-$k"; done; done)
-[ -z "$failed" ] || { echo "did not finish:$failed (runs/log-$NAME-PLANE-FOLD.txt says why)" >&2; exit 1; }
-rest=$(for p in $PLANES; do for k in 0 1 2 3 4; do done_fold "$p" "$k" || echo -n " $p/fold-$k"; done; done)
+unfinished "$FOLDS" | xargs -r -P "$JOBS" -L 1 bash -c 'lasegm cv --name $NAME-$0 --folds $1 $RECIPE --plane=$0 \
+  --resume=true >> runs/log-$NAME-$0-$1.txt 2>&1 || true'
+failed=$(unfinished "$FOLDS" | sed 's| |/fold-|' | tr '\n' ' ')
+[ -z "$failed" ] || { echo "did not finish: $failed(runs/log-$NAME-PLANE-FOLD.txt says why)" >&2; exit 1; }
+rest=$(unfinished "0 1 2 3 4" | sed 's| |/fold-|' | tr '\n' ' ')
 # a share of the folds (FOLDS): the planes are scored once a later run has trained the rest
-[ -z "$rest" ] || { echo "folds still to train:$rest (a later run with FOLDS naming them trains them)"; exit 0; }
+[ -z "$rest" ] || { echo "folds still to train: $rest(a later run with FOLDS naming them trains them)"; exit 0; }
 if [ "$FINAL" = true ]; then
   for p in $PLANES; do d="runs/cv/$NAME-$p/final"
     [ -f "$d/checkpoint/model.safetensors" ] && [ ! -d "$d/resume" ] || echo "$p"; done |
