@@ -3,14 +3,15 @@ checkpoint of 1, 2 and 3 planes (sagittal; + axial; + coronal; and axial + coron
 2 CPU cores.
 
     python benchmarks/views.py --data $LASEGM_DATA [--threads 2] [--backend onnx] [--out docs/benchmarks-views.json]
-        [--trained_views runs/cv/unet-coronal/fold-1/checkpoint runs/cv/unet-axial/fold-1/checkpoint]
+        [--trained_views runs/cv/unet-coronal/fold-1/checkpoint runs/cv/unet-axial/fold-1/checkpoint] [--trained_only]
 
 The views carry the served weights under another slicing plane: a network's cost does not depend on its weights, so
 run on every slice (exhaustive) the time is the one trained views would take there; their masks mean nothing. A view
 after the first skips the slices the first rules out (predict.VIEW_MIN_PROBABILITY), which only trained views show:
 --trained_views times such checkpoints of one architecture (e.g. the folds that held the patient out) alone and as
-one multi-view checkpoint, in each order, gated and exhaustive. Each is published with `lasegm export`, the way a
-served multi-view checkpoint is.
+one multi-view checkpoint, in each order, gated and exhaustive, in one run with the served checkpoints as they are
+served (their ratios are what compares across runs); --trained_only leaves out the re-planed served weights. Each is
+published with `lasegm export`, the way a served multi-view checkpoint is.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ def main():
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks-views.json"))
     p.add_argument("--trained_views", nargs="*", default=[], metavar="FOLDER",
                    help="trained checkpoints of one architecture slicing along different planes")
+    p.add_argument("--trained_only", action="store_true",
+                   help="time the trained views (and the served checkpoints beside them) only")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     case_id = read_split(args.split_file)["test"][0]  # the patient benchmarks/benchmark.py times
@@ -73,7 +76,7 @@ def main():
                "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "cpu": cpu_name(),
                "patient": case_id, "shape": list(vol.image.shape), "repeats": args.repeats, "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        for arch in SERVED:
+        for arch in () if args.trained_only else SERVED:
             ckpt = model_folders(Path(args.checkpoints) / arch)[0]  # a multi-view checkpoint: its first network
             views = [replane(ckpt, plane, Path(tmp) / arch / plane) for plane in PLANES]
             combos = [PLANES[:k] for k in range(1, len(PLANES) + 1)] + [PLANES[1:]]  # + axial + coronal
@@ -95,7 +98,8 @@ def main():
 
 
 def time_trained_views(folders: list[str], tmp: Path, vol, args) -> dict:
-    """Each trained view alone, and their multi-view checkpoint in each order, gated and exhaustive."""
+    """Each trained view alone, and their multi-view checkpoint in each order, gated and exhaustive; beside them
+    each served checkpoint as served."""
     views = [Path(f) for f in folders]
     planes = [slicing_planes(v)[0] for v in views]
     segmenters = {}
@@ -107,6 +111,9 @@ def time_trained_views(folders: list[str], tmp: Path, vol, args) -> dict:
                                                           exhaustive=True)
     for plane in planes:  # a view alone, from the multi-view checkpoint's own copy (with its ONNX model)
         segmenters[plane] = load_segmenter(tmp / name / plane, device="cpu", backend=args.backend)
+    for arch in SERVED:
+        segmenters["served " + arch] = load_segmenter(Path(args.checkpoints) / arch, device="cpu",
+                                                      backend=args.backend)
     return {"checkpoints": folders, "seconds_per_volume": interleaved(segmenters, vol, args.repeats)}
 
 
