@@ -158,7 +158,7 @@ def test_onnx_runner_splitting_a_batch_across_cores_changes_nothing():
     from lasegm.checkpoint import read_checkpoint_config
     from lasegm.runtime import OnnxRunner
 
-    folder = REPO / "checkpoints" / "fpn"
+    folder = model_folders(REPO / "checkpoints" / "fpn")[0]  # a multi-view checkpoint: its first view
     sha = read_checkpoint_config(folder)["weights_sha256"]
     one, split = OnnxRunner(folder / "model.onnx", sha, threads=1), OnnxRunner(folder / "model.onnx", sha, threads=2)
     assert (one.parts, split.parts) == (1, 2)
