@@ -49,12 +49,12 @@ def test_folds_file_is_reused_never_silently_remade(tmp_path, dataset):
 def test_folds_and_final_model_compare_by_recipe_whatever_their_run_options_or_record_age(tmp_path):
     """A checkpoint records its Recipe ("train_config") and its RunOptions ("run_options") apart; one written
     before that holds both in "train_config" (the served ones). Old and new records compare by recipe alone."""
-    from lasegm.checkpoint import CONFIG_FILE, model_folders
+    from lasegm.checkpoint import model_folders, read_checkpoint_config
     from lasegm.config import same_recipe
     from lasegm.cv import _same_folds_file
 
     # a served record (a multi-view checkpoint: its first view's), rewritten below the old way
-    served = json.loads((model_folders(REPO / "checkpoints" / "fpn")[0] / CONFIG_FILE).read_text())
+    served = read_checkpoint_config(model_folders(REPO / "checkpoints" / "fpn")[0])
     flat = {**recorded_recipe(served), **recorded_run_options(served), "all_folds": True, "device": "auto"}
     old = {k: v for k, v in served.items() if k != "run_options"} | {"train_config": flat}  # as the served were
     recipe, run = recorded_recipe(old), recorded_run_options(old)
