@@ -14,9 +14,9 @@
 #           checkpoints/ARCH to serve it)
 #   FOLDS   the folds to train in this run (default all five): a share that fits the time at hand; a later run
 #           with the rest (or all) finishes the plane, and the planes are scored once all their folds exist
-#   EXTRA   flags added to the recipe, TAG the variant's name (its CVs are ARCH-TAG-PLANE); a lighter encoder:
-#           ARCH=fpn TAG=b0 EXTRA=--encoder=efficientnet-b0
-#     ARCH=fpn PLANES="coronal axial" JOBS=3 bash docs/experiments/views.sh
+#   EXTRA   flags added to the recipe, TAG the variant's name (its CVs are ARCH-TAG-PLANE; the served FPN's
+#           encoder was such a variant first, so its CVs are fpn-b0-PLANE: name them with TAG=b0)
+#     ARCH=pspnet TAG=160 EXTRA=--image_size=160 PLANES="axial coronal" FOLDS="0 1 2" bash docs/experiments/views.sh
 # The GPU route is docs/gpu/ARCH-views.jobs (the same recipes).
 set -euo pipefail
 : "${LASEGM_DATA:?set LASEGM_DATA to the Task02_Heart folder}" "${ANCHOR:=docs/anchors/nnunet_task02_oof_dice.csv}"
@@ -29,7 +29,7 @@ COMMON="--split_file=splits/cv5.json --fov_mm=200 --context=1 --epochs=40 --samp
   --seed=0 --augment=true --mirror=false --largest_component=true --flip_tta=false --val_every=10 --num_threads=1"
 case "$ARCH" in
   unet) RECIPE="--arch=unet --encoder=efficientnet-b0 --decoder_width=128 --image_size=160 --lr=0.0016 --loss=dice" ;;
-  fpn) RECIPE="--arch=fpn --encoder=resnet18 --decoder_width=128 --image_size=160 --lr=0.003 --loss=dice_bce" ;;
+  fpn) RECIPE="--arch=fpn --encoder=efficientnet-b0 --decoder_width=128 --image_size=160 --lr=0.003 --loss=dice_bce" ;;
   pspnet) RECIPE="--arch=pspnet --encoder=resnet18 --image_size=224 --lr=0.003 --loss=dice_bce" ;;
   *) echo "ARCH must be unet, fpn or pspnet, not '$ARCH'" >&2; exit 2 ;;
 esac
