@@ -69,6 +69,8 @@ def main():
     p.add_argument("--trained_only", action="store_true",
                    help="time the trained views (and the served checkpoints beside them) only")
     args = p.parse_args()
+    if args.trained_only and not args.trained_views:  # else it would time nothing and overwrite --out with that
+        p.error("--trained_only needs --trained_views")
     torch.set_num_threads(args.threads)
     case_id = read_split(args.split_file)["test"][0]  # the patient benchmarks/benchmark.py times
     vol = load_case({c.case_id: c for c in find_cases(args.data)}[case_id])
