@@ -30,18 +30,25 @@ _TTA_MIN_LOGIT = float(np.log(TTA_MIN_PROBABILITY / (1 - TTA_MIN_PROBABILITY)))
 # be skipped exactly there (in a mean of two, 0 + 1 reaches 0.5), so its slices are skipped where the members left
 # would all have to be >= 95 % sure (research_log.md, 2026-12-06: two views cost about one and a half).
 VIEW_MIN_PROBABILITY = TTA_MIN_PROBABILITY
+# A 2D network runs every other slice first, and a slice between two of those only where one of them is >= this
+# somewhere: the atrium is a solid spanning many slices, so a slice whose neighbours on both sides (one model pixel
+# away) hold nothing near it is taken to hold nothing either. It counts as 0, as a slice an ensemble skips does, and
+# saves ~40 % of a view's work (most slices of the field of view hold no atrium). exhaustive=True turns it off.
+SPARSE_MIN_PROBABILITY = TTA_MIN_PROBABILITY
+_SPARSE_MIN_LOGIT = float(np.log(SPARSE_MIN_PROBABILITY / (1 - SPARSE_MIN_PROBABILITY)))
 
 
 def predict_slices(runner: Callable[[np.ndarray], np.ndarray], slices: np.ndarray, context: int,
                    batch_size: int | None = None, tta: bool = False,
                    progress: Callable[[int, int], None] | None = None, only: np.ndarray | None = None,
-                   slab: int = 0) -> np.ndarray:
+                   slab: int = 0, sparse: bool = False) -> np.ndarray:
     """Foreground probability for every slice of a (Z, S, S) normalised stack -> (Z, S, S) float32.
 
     `runner` maps a (N, C, S, S) batch to (N, S, S) logits (lasegm.runtime); batch_size defaults to the
     runner's preferred one (16 without one). `only`: run just these slice
     indices (the others get probability 0). `slab` > 0: a 3D model (lasegm.unet3d) that sees `slab`
-    consecutive slices at once; it runs on overlapping slabs and the logits are averaged."""
+    consecutive slices at once; it runs on overlapping slabs and the logits are averaged. `sparse` (2D only):
+    skip a slice whose neighbours on both sides ran and are < SPARSE_MIN_PROBABILITY everywhere (probability 0)."""
     slices = np.asarray(slices, dtype=np.float32)
     n = len(slices)
     todo = np.arange(n) if only is None else np.asarray(only, dtype=int)
@@ -53,10 +60,21 @@ def predict_slices(runner: Callable[[np.ndarray], np.ndarray], slices: np.ndarra
         return np.stack([stack_context(slices, z, context) for z in zs])
 
     logits = np.full(slices.shape, -np.inf, dtype=np.float32)
-    for start, zs in _batches(todo, batch_size):
-        logits[zs] = runner(inputs(zs))
-        if progress:
-            progress(start + len(zs), len(todo))
+    done = 0
+    phases = [todo[todo % 2 == 0], todo[todo % 2 == 1]] if sparse else [todo]
+    for phase, batch in enumerate(phases):
+        if phase == 1:  # the odd slices: not those between two even ones that ran and hold nothing near the atrium
+            ran = np.zeros(n + 1, bool)  # index n: past the end, never ran
+            ran[phases[0]] = True
+            empty = ran & np.append(logits.reshape(n, -1).max(axis=1) < _SPARSE_MIN_LOGIT, False)
+            batch = batch[~(empty[batch - 1] & empty[batch + 1])]
+        for start, zs in _batches(batch, batch_size):
+            logits[zs] = runner(inputs(zs))
+            if progress:
+                progress(done + start + len(zs), len(todo))
+        done += len(batch)
+    if progress and done < len(todo):
+        progress(len(todo), len(todo))
     if tta:  # average with the left-right mirrored prediction
         ruled_in = todo[logits[todo].reshape(len(todo), -1).max(axis=1) >= _TTA_MIN_LOGIT]
         for start, zs in _batches(ruled_in, batch_size):
@@ -142,9 +160,12 @@ class Segmenter(_Thresholded):
     """A checkpoint's network (ONNX Runtime or PyTorch) plus the exact preprocessing it was trained with."""
 
     def __init__(self, checkpoint: str | Path, device: str = "auto", expected_arch: str | None = None,
-                 largest_component: bool | None = None, flip_tta: bool | None = None, backend: str = "auto"):
-        """largest_component / flip_tta override the checkpoint's recorded post-processing."""
+                 largest_component: bool | None = None, flip_tta: bool | None = None, backend: str = "auto",
+                 exhaustive: bool = False):
+        """largest_component / flip_tta override the checkpoint's recorded post-processing. exhaustive: run the
+        network on every slice (no SPARSE_MIN_PROBABILITY skipping; a faithful probability map)."""
         self.source = str(checkpoint)
+        self.exhaustive = exhaustive
         self.config = read_checkpoint_config(checkpoint)
         check_arch(self.config, checkpoint, expected_arch)
         self.pre, recorded = checkpoint_recipe(self.config, Path(checkpoint) / CONFIG_FILE)
@@ -157,10 +178,13 @@ class Segmenter(_Thresholded):
         """The networks it runs, with their weights (Ensemble.networks): itself."""
         return [(self, 1.0)]
 
-    def model_probabilities(self, slices: np.ndarray, progress=None, only=None) -> np.ndarray:
-        """Prepared (Z, S, S) slices -> probabilities on the model grid (`only`: see predict_slices)."""
+    def model_probabilities(self, slices: np.ndarray, progress=None, only=None,
+                            exhaustive: bool | None = None) -> np.ndarray:
+        """Prepared (Z, S, S) slices -> probabilities on the model grid (`only`: see predict_slices; exhaustive:
+        None = this segmenter's own choice)."""
+        exhaustive = self.exhaustive if exhaustive is None else exhaustive
         return predict_slices(self.runner, slices, self.pre.context, tta=self.post.flip_tta, progress=progress,
-                              only=only, slab=slab_depth(self.config))
+                              only=only, slab=slab_depth(self.config), sparse=not exhaustive)
 
     def probabilities(self, vol: Volume, progress=None, report: dict | None = None) -> np.ndarray:
         """Foreground probability on the scan's own grid. report: gets "input_flags", how the scan is unlike this
@@ -212,10 +236,11 @@ class Ensemble(_Thresholded):
         """The members' mean probability (report: see Segmenter.probabilities). A network is not run on slices
         where the mean can no longer reach the threshold, whatever it says (the networks so far sum to < threshold
         x M - the networks' weight left, at every pixel); it counts as 0 there. Among networks that slice alike the
-        mask is exactly the full mean's. A network slicing differently from the first (another view) is also not
-        run where the networks left would all have to be >= 1 - VIEW_MIN_PROBABILITY sure to reach the threshold:
-        the mask can differ from the full mean's only there. exhaustive=True runs every network on every slice (for
-        a faithful probability map)."""
+        mask is exactly the full mean of the networks' own passes (each sparse, predict_slices: a slice its sparse
+        pass skips counts as 0, in the bounds as in the map). A network slicing differently from the first (another
+        view) is also not run where the networks left would all have to be >= 1 - VIEW_MIN_PROBABILITY sure to reach
+        the threshold: the mask can differ from the full mean's only there. exhaustive=True runs every network on
+        every slice (for a faithful probability map)."""
         groups: dict = {}
         for n, w in self.networks:
             groups.setdefault(n.pre, []).append((n, w))
@@ -237,7 +262,7 @@ class Ensemble(_Thresholded):
             for n, w in networks:
                 n.check_input(slices, vol, report)
                 only = None if self.exhaustive else open_slices(bound, left, need, reach, geometry.slice_weights)
-                probabilities = n.model_probabilities(slices, progress, only=only)
+                probabilities = n.model_probabilities(slices, progress, only=only, exhaustive=self.exhaustive)
                 summed += probabilities if w == 1.0 else w * probabilities
                 left -= w
                 # restore interpolates with convex weights: never above the maximum of the model slices it mixes
@@ -289,7 +314,7 @@ def _load(checkpoints, device, largest_component, flip_tta, backend, expected_ar
         return Ensemble(paths, exhaustive=exhaustive, **overrides)
     views = read_views(paths[0])
     if views is None:
-        return Segmenter(paths[0], expected_arch=expected_arch, **overrides)
+        return Segmenter(paths[0], expected_arch=expected_arch, exhaustive=exhaustive, **overrides)
     config, folders = views
     check_arch(config, paths[0], expected_arch)
     post = Postprocessing.from_dict(config.get("postprocessing"), str(Path(paths[0]) / CONFIG_FILE))

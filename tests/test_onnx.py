@@ -180,6 +180,39 @@ def test_predict_slices_runs_only_the_slices_asked_for():
     assert np.allclose(probs[[2, 5, 6]], 1 / (1 + np.exp(-3.0))) and not probs[[0, 1, 3, 4, 7, 8, 9]].any()
 
 
+def test_sparse_pass_skips_only_slices_between_two_empty_ones():
+    """sparse: every other slice first, then a slice between two only where one of them holds something (>= 5 %);
+    a slice both of whose neighbours ran empty counts as 0, whatever it holds (the rule's assumption: an object
+    one slice thick, alone, is not an atrium). An edge slice without a neighbour beyond it is always run."""
+    from lasegm.predict import predict_slices
+
+    stack = np.zeros((21, 8, 8), np.float32)
+    stack[6:10, 2:5, 2:5] = 1.0  # an object four slices thick
+    stack[15, 3, 3] = 1.0  # one slice thick, between two empty even slices
+    seen = []
+
+    def runner(batch):  # the centre channel decides: +5 where it holds the object, -10 elsewhere
+        seen.extend(batch[:, 1].reshape(len(batch), -1).max(axis=1).tolist())
+        return np.where(batch[:, 1] > 0, 5.0, -10.0).astype(np.float32)
+
+    full = predict_slices(runner, stack, context=1, batch_size=4)
+    assert len(seen) == 21
+    seen.clear()
+    sparse = predict_slices(runner, stack, context=1, batch_size=4, sparse=True)
+    # 11 even slices, then 5, 7, 9 (beside 6 and 8) and 19 never (20 ran empty): 14 in all
+    assert len(seen) == 14
+    ran = [0, 2, 4, 5, 6, 7, 8, 9, 10, 12, 14, 16, 18, 20]
+    np.testing.assert_array_equal(sparse[ran], full[ran])
+    assert not np.delete(sparse, ran, axis=0).any()  # skipped: probability 0
+    np.testing.assert_array_equal(np.delete(sparse > 0.5, 15, axis=0), np.delete(full > 0.5, 15, axis=0))
+    assert full[15].max() > 0.5 and not sparse[15].any()  # the thin object, skipped
+    seen.clear()
+    only = np.array([3, 4, 5, 6, 7, 8, 9, 10, 11, 20])  # with `only`: a neighbour outside it never ran
+    part = predict_slices(runner, stack, context=1, batch_size=4, only=only, sparse=True)
+    assert len(seen) == 10  # 4, 6, 8, 10, 20; then 3 and 11 (2 and 12 never ran: nothing to judge by), 5, 7, 9
+    np.testing.assert_array_equal(part[only], full[only])
+
+
 def test_ensemble_skips_only_slices_it_cannot_change(real_data):
     """A network is run only where the networks before it leave the mean able to reach the threshold: among
     networks that slice alike (PSPNet, FPN) the mask equals the exhaustive ensemble's, in less work; the U-Net's
