@@ -3,7 +3,8 @@ checkpoint of 1, 2 and 3 planes (sagittal; + axial; + coronal; and axial + coron
 2 CPU cores.
 
     python benchmarks/views.py --data $LASEGM_DATA [--threads 2] [--backend onnx] [--out docs/benchmarks-views.json]
-        [--trained_views runs/cv/unet-coronal/fold-1/checkpoint runs/cv/unet-axial/fold-1/checkpoint] [--trained_only]
+        [--trained_views runs/cv/unet-coronal/fold-1/checkpoint runs/cv/unet-axial/fold-1/checkpoint --out F.json]
+        [--trained_only]
 
 The views carry the served weights under another slicing plane: a network's cost does not depend on its weights, so
 run on every slice (exhaustive) the time is the one trained views would take there; their masks mean nothing. A view
@@ -63,7 +64,7 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--backend", default="onnx", choices=("onnx", "torch"))
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks-views.json"))
+    p.add_argument("--out", help="the JSON to write (default docs/benchmarks-views.json; required with --trained_views)")
     p.add_argument("--trained_views", nargs="*", default=[], metavar="FOLDER",
                    help="trained checkpoints of one architecture slicing along different planes")
     p.add_argument("--trained_only", action="store_true",
@@ -71,6 +72,9 @@ def main():
     args = p.parse_args()
     if args.trained_only and not args.trained_views:  # else it would time nothing and overwrite --out with that
         p.error("--trained_only needs --trained_views")
+    if args.out is None and args.trained_views:  # the default holds the re-planed served models' run: keep it
+        p.error("--trained_views needs --out")
+    args.out = args.out or str(ROOT / "docs" / "benchmarks-views.json")
     torch.set_num_threads(args.threads)
     case_id = read_split(args.split_file)["test"][0]  # the patient benchmarks/benchmark.py times
     vol = load_case({c.case_id: c for c in find_cases(args.data)}[case_id])
