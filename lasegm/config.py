@@ -45,6 +45,8 @@ class Recipe:
     image_size: int = _opt(Preprocessing.image_size, "the field of view is resampled to image_size x image_size")
     context: int = _opt(Preprocessing.context, "neighbouring slices each side as extra channels (2.5D)")
     fov_mm: float = _opt(Preprocessing.fov_mm, "central field of view in mm (in-plane, and along the slices)")
+    slice_mm: float = _opt(Preprocessing.slice_mm, "the model slices' spacing in mm; 0 = the in-plane pixel "
+                           "(fov_mm / image_size)")
     plane: str = _opt("native", "the anatomical plane the model slices: native is as most training scans are "
                       "stored (lasegm.preprocess.PLANE_ORIENTATIONS)", ("native", "sagittal", "coronal", "axial"))
     # optimisation

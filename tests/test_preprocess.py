@@ -265,12 +265,40 @@ def test_the_slice_axis_is_resampled_to_the_model_spacing_too():
     assert len(v3.prepare(coarse, a_coarse)[0]) == v3.geometry(a_coarse, coarse.shape).depth == 24  # why v4 exists
 
 
+def test_slice_mm_spaces_the_model_slices_apart_from_the_pixel():
+    """slice_mm: the model slices lie slice_mm apart whatever the in-plane pixel (each the mean of the scan slices it
+    covers when the scan is finer), and restore maps them back onto the scan's own grid; 0, the default and what
+    every record written before the field means, keeps the pixel spacing. A training records it from --slice_mm."""
+    from lasegm.config import TrainConfig
+    from lasegm.train import recipe_preprocessing
+
+    fine, label = synthetic_volume((40, 36, 64), radii=(8, 7, 14))
+    a = affine_for(spacing=(1.0, 1.0, 1.0))
+    pixel = Preprocessing(image_size=48, fov_mm=48, context=1)  # 1-mm pixels: 48 model slices of the central 48
+    thick = Preprocessing(image_size=48, fov_mm=48, context=1, slice_mm=2.0)
+    p, geo_p = pixel.prepare(fine, a)
+    t, geo_t = thick.prepare(fine, a)
+    assert geo_p.slices == geo_t.slices == (8, 56) and geo_p.depth == 48 and geo_t.depth == len(t) == 24
+    assert np.abs(t - (p[0::2] + p[1::2]) / 2).max() < 1e-5
+    back = thick.restore(np.ones(t.shape, np.float32), geo_t)
+    assert back.shape == fine.shape and np.allclose(back[..., 8:56], 1) and not back[..., :8].any()
+    blob = thick.restore(thick.prepare_label(label, geo_t).astype(np.float32), geo_t) >= 0.5
+    assert dice(blob, label > 0) > 0.95  # 2-mm slices of a 28-mm-long blob, back on the 1-mm grid
+    assert Preprocessing(image_size=48, fov_mm=48, context=1, slice_mm=1.0).geometry(a, fine.shape).depth == 48
+    record = {k: v for k, v in pixel.to_dict().items() if k != "slice_mm"}  # a checkpoint from before the field
+    assert Preprocessing.from_dict(record) == pixel
+    cfg = TrainConfig(image_size=224, fov_mm=200, plane="axial", slice_mm=1.25)
+    assert recipe_preprocessing(cfg, []).slice_mm == 1.25
+
+
 @pytest.mark.parametrize("change, message", [
     ({"version": 9}, "unknown preprocessing version 9"),
     ({"window": "auto"}, "unknown preprocessing field"),
     ({"normalization": "minmax"}, "version 2 means normalization"),
     ({"orientation": "RAX"}, "orientation must be three axis codes"),
     ({"fov_mm": 0}, "fov_mm must be > 0"),
+    ({"slice_mm": -1.0}, "slice_mm must be >= 0"),
+    ({"slice_mm": 1.25}, "slice_mm needs preprocessing version 4"),
     ({"context": 1}, "the model takes 1 input channels but the preprocessing (context 1) makes 3"),
 ])
 def test_checkpoint_with_unknown_or_inconsistent_preprocessing_fails_clearly(change, message, tmp_path, capsys):
