@@ -1,8 +1,10 @@
 """Sparse slicing against every slice (a script, not a timed test): each served model on each patient of a data
-folder, run exhaustively and sparse (predict.SPARSE_MIN_PROBABILITY: every other slice, then the slices beside one
-that holds something). Per patient: the slices the networks ran, the voxels where the masks differ, the Dice of
-the two masks, the quality flags of each, and seconds (one run each, ONNX Runtime). The served models trained on
-these patients, so this measures agreement and speed, not accuracy.
+folder, run three ways: exhaustive (every network on every slice), every slice (as served before sparse slicing: a
+view or ensemble member after the first still skips what those before it rule out) and sparse (predict.
+SPARSE_MIN_PROBABILITY: each network runs every other slice, then the slices beside one that holds something). Per
+patient and way: the slices the networks ran, the voxels where the mask differs from the every-slice one, the Dice
+of the two, the quality flags, and seconds (one run each, ONNX Runtime: time it with nothing else running). The
+served models trained on these patients, so this measures agreement and speed, not accuracy.
 
     python benchmarks/sparse_slices.py --data $LASEGM_DATA --out docs/experiments/speed/sparse-slices.json
         [--models unet fpn pspnet ensemble] [--cases la_003 la_019] [--threads 2]
@@ -38,11 +40,18 @@ class CountedRunner:
         return self.runner(batch)
 
 
-def load(name: str, checkpoints: Path, exhaustive: bool):
+WAYS = ("exhaustive", "every_slice", "sparse")
+
+
+def load(name: str, checkpoints: Path, way: str):
     if name == "ensemble":
-        return Ensemble([checkpoints / a for a in ENSEMBLE_MEMBERS], device="cpu", backend="onnx",
-                        exhaustive=exhaustive)
-    return load_segmenter(checkpoints / name, device="cpu", backend="onnx", exhaustive=exhaustive)
+        seg = Ensemble([checkpoints / a for a in ENSEMBLE_MEMBERS], device="cpu", backend="onnx",
+                       exhaustive=way == "exhaustive")
+    else:
+        seg = load_segmenter(checkpoints / name, device="cpu", backend="onnx", exhaustive=way == "exhaustive")
+    for net, _ in seg.networks:  # every slice: each network exhaustive, an ensemble's skipping left as it is
+        net.exhaustive = way != "sparse"
+    return seg
 
 
 def run(seg, vol) -> tuple[np.ndarray, dict, int]:
@@ -72,32 +81,34 @@ def main() -> None:
     cases = [c for c in find_cases(args.data) if not args.cases or c.case_id in args.cases]
     rows = []
     for name in args.models:
-        full_seg, sparse_seg = (load(name, Path(args.checkpoints), e) for e in (True, False))
-        for case in cases:
+        segs = {way: load(name, Path(args.checkpoints), way) for way in WAYS}
+        for i, case in enumerate(cases):
             vol = load_case(case)
-            run(full_seg, vol)  # warm-up: the first call of a session pays for its set-up
-            full, full_report, full_slices = run(full_seg, vol)
-            sparse, sparse_report, sparse_slices = run(sparse_seg, vol)
-            both = int(np.count_nonzero(full & sparse))
-            row = {"model": name, "case": case.case_id, "slices_exhaustive": full_slices,
-                   "slices_sparse": sparse_slices, "voxels_differing": int(np.count_nonzero(full != sparse)),
-                   "mask_voxels": int(full.sum()), "dice_sparse_vs_exhaustive": 2 * both / max(int(full.sum() + sparse.sum()), 1),
-                   "flags_exhaustive": full_report["flags"], "flags_sparse": sparse_report["flags"],
-                   "seconds_exhaustive": round(full_report["seconds"], 3),
-                   "seconds_sparse": round(sparse_report["seconds"], 3)}
+            if i == 0:  # warm-up: the first call of a session pays for its set-up
+                for seg in segs.values():
+                    run(seg, vol)
+            results = {way: run(seg, vol) for way, seg in segs.items()}
+            reference = results["every_slice"][0]
+            row = {"model": name, "case": case.case_id, "mask_voxels": int(reference.sum())}
+            for way, (mask, report, slices) in results.items():
+                both = int(np.count_nonzero(mask & reference))
+                row[way] = {"slices": slices, "voxels_differing": int(np.count_nonzero(mask != reference)),
+                            "dice_to_every_slice": 2 * both / max(int(mask.sum() + reference.sum()), 1),
+                            "flags": report["flags"], "seconds": round(report["seconds"], 3)}
             rows.append(row)
             print(json.dumps(row), flush=True)
     summary = {}
     for name in args.models:
         r = [row for row in rows if row["model"] == name]
-        summary[name] = {"slices_ratio": sum(x["slices_sparse"] for x in r) / sum(x["slices_exhaustive"] for x in r),
-                         "patients_identical": sum(x["voxels_differing"] == 0 for x in r), "patients": len(r),
-                         "voxels_differing_max": max(x["voxels_differing"] for x in r),
-                         "dice_min": min(x["dice_sparse_vs_exhaustive"] for x in r),
-                         "flags_changed": sum(x["flags_sparse"] != x["flags_exhaustive"] for x in r),
-                         "seconds_exhaustive_median": float(np.median([x["seconds_exhaustive"] for x in r])),
-                         "seconds_sparse_median": float(np.median([x["seconds_sparse"] for x in r]))}
-        print(name, summary[name])
+        summary[name] = {way: {"slices": sum(x[way]["slices"] for x in r),
+                               "patients_identical": sum(x[way]["voxels_differing"] == 0 for x in r),
+                               "voxels_differing_max": max(x[way]["voxels_differing"] for x in r),
+                               "dice_min": min(x[way]["dice_to_every_slice"] for x in r),
+                               "flags_changed": sum(x[way]["flags"] != x["every_slice"]["flags"] for x in r),
+                               "seconds_median": float(np.median([x[way]["seconds"] for x in r]))}
+                         for way in WAYS}
+        summary[name]["patients"] = len(r)
+        print(name, json.dumps(summary[name]))
     write_json(args.out, {"command": "python benchmarks/sparse_slices.py " + " ".join(
         f"--{k} {' '.join(v) if isinstance(v, list) else v}" for k, v in vars(args).items() if v),
         "date": time.strftime("%Y-%m-%d"), "cpu": cpu_name(),

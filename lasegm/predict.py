@@ -266,7 +266,8 @@ class Ensemble(_Thresholded):
             for n, w in networks:
                 n.check_input(slices, vol, report)
                 only = None if self.exhaustive else open_slices(bound, left, need, reach, geometry.slice_weights)
-                probabilities = n.model_probabilities(slices, progress, only=only, exhaustive=self.exhaustive)
+                # exhaustive: every slice; else each network's own choice (sparse unless it was loaded exhaustive)
+                probabilities = n.model_probabilities(slices, progress, only=only, exhaustive=self.exhaustive or None)
                 summed += probabilities if w == 1.0 else w * probabilities
                 left -= w
                 # restore interpolates with convex weights: never above the maximum of the model slices it mixes
