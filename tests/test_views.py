@@ -122,14 +122,15 @@ def test_skipping_slices_keeps_the_exact_mask_when_model_slices_are_interpolated
 
 def test_a_multi_view_member_of_an_ensemble_counts_once_with_its_views_sharing_its_weight(views, tmp_path):
     """The three-architecture ensemble with a multi-view member: the mean of the members, the multi-view one being
-    its views' mean (each view weighs 1/2), whether every network runs on every slice or not."""
+    its views' mean (each view weighs 1/2), whether every network runs on every slice or not (each sparse, skipping
+    slices between two empty ones, and skipping what the members before it rule out)."""
     members, scan = views
     assert main(["export", "--checkpoint", str(members[0]), str(members[1]), "--out", str(tmp_path / "ac"),
                  "--onnx", "false"]) == 0
     vol = load_volume(scan)
     single, pair = (load_segmenter(f, device="cpu", backend="torch") for f in (members[2], tmp_path / "ac"))
     single.runner = lambda batch: 20.0 * (batch[:, batch.shape[1] // 2] - 2.0)  # sure on the bright ellipsoid only
-    p_single, p_pair = single.probabilities(vol), Ensemble(pair.members, exhaustive=True).probabilities(vol)
+    p_single, p_pair = (Ensemble(m, exhaustive=True).probabilities(vol) for m in ([single], pair.members))
     expected = (p_single + p_pair) / 2
     both = Ensemble([single, pair], exhaustive=True)
     assert [w for _, w in both.networks] == [1.0, 0.5, 0.5] and len(both.members) == 2
