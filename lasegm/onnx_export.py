@@ -78,7 +78,8 @@ def onnx_matches(ckpt_dir: str | Path, config: dict) -> bool:
 class PoolByMatmul(torch.nn.Module):
     """Adaptive average pooling for one fixed input size, as two matrix products. The legacy ONNX
     exporter refuses adaptive pooling to a size that does not divide the input (PSPNet's 3x3 and 6x6 bins
-    on a 20x20 feature map); the exported graph has a fixed slice size anyway."""
+    on a 20x20 feature map), or whose input size it cannot see (behind EfficientNet's computed padding); the
+    exported graph has a fixed slice size anyway."""
 
     def __init__(self, in_size: tuple[int, int], out_size: tuple[int, int]):
         super().__init__()
@@ -90,7 +91,7 @@ class PoolByMatmul(torch.nn.Module):
 
 
 def _exportable_pooling(model, example) -> None:
-    """Swap each adaptive average pooling whose bins do not divide its input for PoolByMatmul."""
+    """Swap each adaptive average pooling to more than one bin for PoolByMatmul."""
     seen: dict[str, tuple[int, int]] = {}
     pools = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.AdaptiveAvgPool2d)}
     def record(name):
@@ -106,7 +107,9 @@ def _exportable_pooling(model, example) -> None:
     for name, module in pools.items():
         size = module.output_size if isinstance(module.output_size, tuple) else (module.output_size,) * 2
         in_size = seen.get(name)
-        if in_size is None or all(o is None or i % o == 0 for i, o in zip(in_size, size)):
+        # a global pool exports as GlobalAveragePool; any other needs its input size at export, which an encoder
+        # with computed padding (EfficientNet's) hides from the tracer even where the bins divide the input
+        if in_size is None or all(o == 1 for o in size):
             continue
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model

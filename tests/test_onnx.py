@@ -23,10 +23,10 @@ from lasegm.predict import Segmenter, load_segmenter
 from lasegm.preprocess import resize
 
 
-def _checkpoint(folder, arch, seed=0, half=True):
+def _checkpoint(folder, arch, seed=0, half=True, encoder="resnet18"):
     torch.manual_seed(seed)
-    kwargs = model_kwargs(arch, "resnet18", 1, decoder_width=32)
-    meta = {"arch": arch, "encoder": "resnet18", "model_kwargs": kwargs, "preprocessing": TEST_PREPROCESSING}
+    kwargs = model_kwargs(arch, encoder, 1, decoder_width=32)
+    meta = {"arch": arch, "encoder": encoder, "model_kwargs": kwargs, "preprocessing": TEST_PREPROCESSING}
     return save_checkpoint(folder, build_model(arch, kwargs), meta, half=half)  # fp16 by default, as the served ones
 
 
@@ -56,6 +56,17 @@ def test_every_architecture_exports_and_onnx_runtime_gives_the_same_mask(arch, t
     assert main(["--quiet", "predict", "--checkpoint", str(folder), "--input", str(scan), "--output",
                  str(tmp_path / "m.nii.gz"), "--backend", "onnx"]) == 0
     vol = load_volume(scan)
+    probs = {b: Segmenter(folder, backend=b, device="cpu").probabilities(vol) for b in ("onnx", "torch")}
+    np.testing.assert_allclose(probs["onnx"], probs["torch"], atol=1e-4)
+
+
+def test_an_efficientnet_pspnet_exports_and_onnx_runtime_gives_the_same_probabilities(tmp_path):
+    """EfficientNet's computed padding hides the feature map's size from the tracer, so even PSPNet's 1x1 and
+    2x2 bins, which divide it, could not be exported as adaptive pooling."""
+    folder = _checkpoint(tmp_path / "pspnet-b0", "pspnet", encoder="efficientnet-b0")
+    assert main(["export-onnx", "--checkpoint", str(folder)]) == 0
+    image, _ = synthetic_volume((64, 64, 12))
+    vol = load_volume(write_nifti(tmp_path / "scan.nii.gz", image))
     probs = {b: Segmenter(folder, backend=b, device="cpu").probabilities(vol) for b in ("onnx", "torch")}
     np.testing.assert_allclose(probs["onnx"], probs["torch"], atol=1e-4)
 
