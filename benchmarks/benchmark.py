@@ -135,6 +135,29 @@ def gpu_training(checkpoints: Path, out: str) -> None:
     write_json(out, results)
 
 
+class CountedRunner:
+    """A runner that counts the slices it is given; keeps the runner's preferred batch size."""
+
+    def __init__(self, runner):
+        self.runner, self.count = runner, 0
+        self.batch_size = getattr(runner, "batch_size", None)
+
+    def __call__(self, batch):
+        self.count += len(batch)
+        return self.runner(batch)
+
+
+def count_slices(seg: Segmenter | Ensemble) -> list[CountedRunner]:
+    """Each network's runner wrapped (once) in a CountedRunner reset to 0; the counters, in network order."""
+    counters = []
+    for net, _ in seg.networks:
+        if not isinstance(net.runner, CountedRunner):
+            net.runner = CountedRunner(net.runner)
+        net.runner.count = 0
+        counters.append(net.runner)
+    return counters
+
+
 def segmenter(ckpt: Path, backend: str, **kwargs) -> Segmenter | Ensemble:
     """A checkpoint folder (a multi-view one: its views, averaged as served) on a backend of BACKENDS."""
     seg = load_segmenter(ckpt, device="cpu", backend="torch" if backend == "torch_eager" else backend, **kwargs)

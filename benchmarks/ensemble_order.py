@@ -12,7 +12,7 @@ import argparse
 import itertools
 from pathlib import Path
 
-from benchmark import interleaved  # the sibling script, importable when this one runs as a script
+from benchmark import count_slices, interleaved  # the sibling script, importable when this one runs as a script
 from lasegm.checkpoint import ENSEMBLE_MEMBERS
 from lasegm.data import find_cases, load_case
 from lasegm.predict import Ensemble, load_segmenter
@@ -23,16 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def slices_run(ensemble: Ensemble, vol) -> tuple[dict, object]:
     """Segment once, counting the slices each network is given; the mask."""
-    calls: dict = {}
-    runners = [net.runner for net, _ in ensemble.networks]
-    for net, _ in ensemble.networks:
-        def counted(batch, run=net.runner, name=str(net.source)):
-            calls[name] = calls.get(name, 0) + len(batch)
-            return run(batch)
-        net.runner = counted
+    counters = count_slices(ensemble)
     mask = ensemble.segment(vol)
-    for (net, _), runner in zip(ensemble.networks, runners):  # the models are shared by every order
-        net.runner = runner
+    calls: dict = {}
+    for (net, _), counter in zip(ensemble.networks, counters):
+        calls[str(net.source)] = calls.get(str(net.source), 0) + counter.count
     return calls, mask
 
 

@@ -19,25 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark import cpu_name  # the sibling script, importable when this one runs as a script
+from benchmark import count_slices, cpu_name  # the sibling script, importable when this one runs as a script
 from lasegm.checkpoint import ENSEMBLE_MEMBERS
 from lasegm.data import find_cases, load_case
 from lasegm.predict import Ensemble, load_segmenter, segment_scan
 from lasegm.utils import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class CountedRunner:
-    """A runner that counts the slices it is given; keeps the runner's preferred batch size."""
-
-    def __init__(self, runner):
-        self.runner, self.count = runner, 0
-        self.batch_size = getattr(runner, "batch_size", None)
-
-    def __call__(self, batch):
-        self.count += len(batch)
-        return self.runner(batch)
 
 
 WAYS = ("exhaustive", "every_slice", "sparse")
@@ -56,12 +44,7 @@ def load(name: str, checkpoints: Path, way: str):
 
 def run(seg, vol) -> tuple[np.ndarray, dict, int]:
     """mask, report, slices run by all its networks."""
-    counters = []
-    for net, _ in seg.networks:
-        if not isinstance(net.runner, CountedRunner):
-            net.runner = CountedRunner(net.runner)
-        net.runner.count = 0
-        counters.append(net.runner)
+    counters = count_slices(seg)
     mask, report = segment_scan(seg, vol)
     return mask, report, sum(c.count for c in counters)
 
