@@ -183,12 +183,13 @@ def scan_affines(cases: list[Case]) -> dict[str, np.ndarray]:
     return {c.case_id: declared_affine(nib.load(str(c.image)).affine, c.axes) for c in cases}
 
 
-def recipe_preprocessing(cfg: Recipe, train_cases: list[Case]) -> Preprocessing:
+def recipe_preprocessing(cfg: Recipe, train_cases: list[Case] | None = None) -> Preprocessing:
     """The preprocessing a training of this recipe records: the field of view, context, and the plane it slices in
-    (native: the orientation most of its training scans are stored in)."""
-    orientation = PLANE_ORIENTATIONS.get(cfg.plane) or training_orientation(train_cases)
-    return Preprocessing(image_size=cfg.image_size, fov_mm=cfg.fov_mm, context=cfg.context, orientation=orientation,
-                         slice_mm=cfg.slice_mm)
+    (native: the orientation most of its training scans are stored in). Without cases a native recipe gets the
+    default orientation: enough to check the recipe and count its channels before any data is read."""
+    orientation = PLANE_ORIENTATIONS.get(cfg.plane) or (training_orientation(train_cases) if train_cases else None)
+    return Preprocessing(image_size=cfg.image_size, fov_mm=cfg.fov_mm, context=cfg.context, slice_mm=cfg.slice_mm,
+                         **({"orientation": orientation} if orientation else {}))
 
 
 @dataclass
@@ -219,8 +220,7 @@ class Setup:
 def recipe_model_kwargs(cfg: Recipe) -> dict:
     """The network a recipe builds (lasegm.models.model_kwargs), after checking its preprocessing and model options;
     raises LasegmError for a recipe that cannot train, without reading any data."""
-    channels = Preprocessing(image_size=cfg.image_size, fov_mm=cfg.fov_mm, context=cfg.context,
-                             slice_mm=cfg.slice_mm).channels  # checked
+    channels = recipe_preprocessing(cfg).channels  # checked
     kwargs = model_kwargs(cfg.arch, cfg.encoder, channels, cfg.decoder_width, cfg.encoder_depth,
                           cfg.decoder_attention, cfg.slab_depth, cfg.deep_supervision)
     volumetric = getattr(ARCHITECTURES[cfg.arch], "volumetric", False)
