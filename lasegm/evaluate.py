@@ -19,9 +19,10 @@ from lasegm.utils import write_csv, write_json
 
 
 def evaluate(checkpoint, data=None, split_file=DEFAULT_SPLIT_FILE, part="test", device="auto",
-             quiet=False, largest_component=None, flip_tta=None, backend="auto", data_axes="auto") -> dict:
+             quiet=False, largest_component=None, flip_tta=None, backend="auto", data_axes="auto",
+             exhaustive=False) -> dict:
     seg = load_segmenter(checkpoint, device=device, largest_component=largest_component, flip_tta=flip_tta,
-                         backend=backend)
+                         backend=backend, exhaustive=exhaustive)
     cases = split_cases(split_file, find_cases(data or default_data_dir(), data_axes))[part]
     if seg.config.get("split_sha256") and seg.config["split_sha256"] != split_hash(split_file):
         source = seg.source if isinstance(seg.source, str) else " + ".join(seg.source)  # an ensemble: its members

@@ -378,8 +378,9 @@ def segment_scan(seg, vol: Volume, progress=None) -> tuple[np.ndarray, dict]:
 
 def run_predict(checkpoint, input_path, output, label=None, overlay=None, animation=None,
                 device="auto", quiet=False, largest_component=None, flip_tta=None, backend="auto",
-                axes: str | None = None) -> dict:
-    """axes: the true directions of the scan's voxel axes when its header is wrong (lasegm.anatomy)."""
+                axes: str | None = None, exhaustive: bool = False) -> dict:
+    """axes: the true directions of the scan's voxel axes when its header is wrong (lasegm.anatomy); exhaustive:
+    every network on every slice (load_segmenter)."""
     from tqdm import tqdm
 
     from lasegm import LasegmError
@@ -393,7 +394,7 @@ def run_predict(checkpoint, input_path, output, label=None, overlay=None, animat
     pool.submit(importlib.import_module, "scipy.ndimage")  # post-processing's 0.3 s import, while the model runs
     pool.shutdown(wait=False)
     seg = load_segmenter(checkpoint, device=device, largest_component=largest_component, flip_tta=flip_tta,
-                         backend=backend)
+                         backend=backend, exhaustive=exhaustive)
     vol = reading.result()
     bar = tqdm(total=vol.image.shape[2], desc="segment", unit="slice", disable=quiet)
 

@@ -191,6 +191,24 @@ def test_predict_slices_runs_only_the_slices_asked_for():
     assert np.allclose(probs[[2, 5, 6]], 1 / (1 + np.exp(-3.0))) and not probs[[0, 1, 3, 4, 7, 8, 9]].any()
 
 
+def test_predict_exhaustive_runs_every_slice_from_the_cli(tmp_path, monkeypatch):
+    """Sparse slices are the default of predict, one scan or a folder of them; --exhaustive runs every slice."""
+    import lasegm.predict
+
+    folder = _checkpoint(tmp_path / "unet", "unet")
+    image, _ = synthetic_volume((64, 64, 12))
+    scan = write_nifti(tmp_path / "scans" / "scan.nii.gz", image)
+    ran, original = [], lasegm.predict.predict_slices
+    monkeypatch.setattr(lasegm.predict, "predict_slices",
+                        lambda *a, **kw: ran.append(kw["sparse"]) or original(*a, **kw))
+    for scans, output, flags in ((scan, tmp_path / "m.nii.gz", []), (scan, tmp_path / "e.nii.gz", ["--exhaustive"]),
+                                 (scan.parent, tmp_path / "batch", ["--exhaustive"])):
+        ran.clear()
+        assert main(["--quiet", "predict", "--checkpoint", str(folder), "--input", str(scans), "--output",
+                     str(output), *flags]) == 0
+        assert ran == [not flags]
+
+
 def test_sparse_pass_skips_only_slices_between_two_empty_ones():
     """sparse: every other slice first, then a slice between two only where one of them holds something (>= 5 %);
     a slice both of whose neighbours ran empty counts as 0, whatever it holds (the rule's assumption: an object
