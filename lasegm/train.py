@@ -187,9 +187,10 @@ def recipe_preprocessing(cfg: Recipe, train_cases: list[Case] | None = None) -> 
     """The preprocessing a training of this recipe records: the field of view, context, and the plane it slices in
     (native: the orientation most of its training scans are stored in). Without cases a native recipe gets the
     default orientation: enough to check the recipe and count its channels before any data is read."""
-    orientation = PLANE_ORIENTATIONS.get(cfg.plane) or (training_orientation(train_cases) if train_cases else None)
-    return Preprocessing(image_size=cfg.image_size, fov_mm=cfg.fov_mm, context=cfg.context, slice_mm=cfg.slice_mm,
-                         **({"orientation": orientation} if orientation else {}))
+    orientation = PLANE_ORIENTATIONS.get(cfg.plane) or (
+        training_orientation(train_cases) if train_cases else Preprocessing.orientation)
+    return Preprocessing(image_size=cfg.image_size, fov_mm=cfg.fov_mm, context=cfg.context, orientation=orientation,
+                         slice_mm=cfg.slice_mm)
 
 
 @dataclass
