@@ -9,21 +9,24 @@ import json
 import shutil
 from pathlib import Path
 
+from safetensors.torch import save_file
+
 from lasegm import LasegmError
 from lasegm.checkpoint import (CHECKPOINT_FORMAT, CONFIG_FILE, CV_TABLE_FILE, ONNX_FILE, WEIGHTS_FILE,
                                checkpoint_recipe, cv_block, read_checkpoint_config, read_views)
-from lasegm.models import load_checkpoint
+from lasegm.models import cpu_state_dict, holds_dropped_weights, load_checkpoint
 from lasegm.onnx_export import export_onnx, onnx_matches
 from lasegm.postprocess import Postprocessing, unsure_limit
 from lasegm.preprocess import plane_of
-from lasegm.utils import atomic_dir
+from lasegm.utils import atomic_dir, sha256_file
 
 
 def export_checkpoint(src: str | Path, dest: str | Path, postprocessing: dict | None = None,
                       onnx: bool = True, unsure: float | None = None) -> Path:
     """Copy a run's checkpoint to where it is served (e.g. checkpoints/unet), after checking that it
     loads, optionally recording post-processing chosen on validation and the quality check's unsure-voxel limit
-    (lasegm.postprocess), with its model.onnx (onnx=True) and its cross-validation table. Written atomically."""
+    (lasegm.postprocess), with its model.onnx (onnx=True) and its cross-validation table. Written atomically.
+    Weights of blocks the model never runs, which checkpoints saved before lasegm dropped them hold, are left out."""
     src, dest = Path(src), Path(dest)
     views = read_views(src)
     if views:  # a multi-view checkpoint: its views and its own table
@@ -31,7 +34,7 @@ def export_checkpoint(src: str | Path, dest: str | Path, postprocessing: dict | 
         return export_views(views[1], dest, postprocessing, table if table.is_file() else None, onnx,
                             Postprocessing.from_dict(views[0].get("postprocessing")),
                             unsure if unsure is not None else unsure_limit(views[0], str(src / CONFIG_FILE)))
-    _, config = load_checkpoint(src)  # refuse to publish a checkpoint that does not load
+    model, config = load_checkpoint(src)  # refuse to publish a checkpoint that does not load
     _, post = checkpoint_recipe(config, src / CONFIG_FILE)
     config["postprocessing"] = post.override(**(postprocessing or {})).to_dict()
     _record_unsure_limit(config, unsure, src)
@@ -39,7 +42,12 @@ def export_checkpoint(src: str | Path, dest: str | Path, postprocessing: dict | 
     if table.is_file():
         _scored_with(json.loads(table.read_text()), config["postprocessing"], src, config.get("cv", {}).get("name"))
     with atomic_dir(dest) as tmp:
-        shutil.copy2(src / WEIGHTS_FILE, tmp / WEIGHTS_FILE)
+        if holds_dropped_weights(src / WEIGHTS_FILE, model):  # saved before lasegm dropped them: published without
+            save_file(cpu_state_dict(model, half=config.get("weights_dtype") == "float16"), str(tmp / WEIGHTS_FILE))
+            config.update(weights_sha256=sha256_file(tmp / WEIGHTS_FILE),
+                          parameters=sum(p.numel() for p in model.parameters()))
+        else:
+            shutil.copy2(src / WEIGHTS_FILE, tmp / WEIGHTS_FILE)
         if table.is_file():
             shutil.copy2(table, tmp / CV_TABLE_FILE)
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")

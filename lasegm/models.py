@@ -9,7 +9,7 @@ from pathlib import Path
 
 import segmentation_models_pytorch as smp
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from lasegm import LasegmError, __version__
@@ -95,15 +95,18 @@ def build_model(arch: str, kwargs: dict, encoder_weights: str | None = None) -> 
 
 
 def drop_unused_encoder_stages(model: torch.nn.Module, in_channels: int) -> torch.nn.Module:
-    """Delete encoder stages that a shallow encoder_depth never runs.
+    """Delete encoder stages that a shallow encoder_depth never runs, and the blocks of a stage list that it stops
+    before (EfficientNet's 16 blocks in one ModuleList, of which a depth-3 PSPNet runs 9).
 
-    smp keeps them, and they dominate the size: ResNet-18's layer4 is 8.4M of its 11M weights,
-    so PSPNet (depth 3) and a depth-4 U-Net would store mostly dead weights.
+    smp keeps them, and they dominate the size: ResNet-18's layer4 is 8.4M of its 11M weights, the B0's last seven
+    blocks 3.2M of the depth-3 PSPNet's 3.6M. A block is replaced by a weightless nn.Identity rather than removed,
+    so the list keeps its length (EfficientNet's drop-connect rate depends on it) and training is unchanged.
+    model.dropped_weights holds the prefixes of the weights dropped, which checkpoints saved with them may carry.
     """
     # Hook every submodule, not just the stages: some encoders (MobileNetV2) iterate over a stage's
     # layers without calling the stage itself. A stage is used if any module inside it ran.
     called: set[str] = set()
-    hooks = [module.register_forward_hook(lambda *_, n=name.split(".")[0]: called.add(n))
+    hooks = [module.register_forward_hook(lambda *_, n=name: called.add(n))
              for name, module in model.encoder.named_modules() if name]
     was_training = model.training
     with torch.no_grad():
@@ -111,10 +114,33 @@ def drop_unused_encoder_stages(model: torch.nn.Module, in_channels: int) -> torc
         model.encoder(torch.zeros(1, in_channels, 64, 64))
     for h in hooks:
         h.remove()
+    dropped = []
     for name, child in list(model.encoder.named_children()):
-        if name not in called and any(True for _ in child.parameters()):
+        if not any(True for _ in child.parameters()):
+            continue
+        if name not in called and not any(n.startswith(name + ".") for n in called):
             delattr(model.encoder, name)
+            dropped.append(f"encoder.{name}.")
+        elif isinstance(child, (torch.nn.ModuleList, torch.nn.Sequential)):
+            for i, block in enumerate(child):  # a list the encoder iterates and leaves early
+                item = f"{name}.{i}"
+                if item not in called and not any(n.startswith(item + ".") for n in called) \
+                        and any(True for _ in block.parameters()):
+                    child[i] = torch.nn.Identity()
+                    dropped.append(f"encoder.{item}.")
+    model.dropped_weights = tuple(dropped)
     return model.train(was_training)
+
+
+def dropped_weights(model: torch.nn.Module) -> tuple[str, ...]:
+    """The prefixes of the weights build_model dropped from the model (drop_unused_encoder_stages)."""
+    return getattr(model, "dropped_weights", ())
+
+
+def holds_dropped_weights(weights: str | Path, model: torch.nn.Module) -> bool:
+    """Whether a weights file holds weights of blocks the model dropped (saved before lasegm dropped them)."""
+    with safe_open(str(weights), "pt") as f:
+        return any(k.startswith(dropped_weights(model)) for k in f.keys())
 
 
 def cpu_state_dict(model: torch.nn.Module, half: bool = False, prefix: str = "") -> dict[str, torch.Tensor]:
@@ -160,6 +186,8 @@ def load_checkpoint(ckpt_dir: str | Path, expected_arch: str | None = None,
     except (SafetensorError, OSError, ValueError) as e:
         raise LasegmError(f"{weights}: unreadable safetensors file ({e})") from None
     reference = model.state_dict()
+    # weights of blocks the model never runs, which checkpoints saved before lasegm dropped them still hold
+    state = {k: v for k, v in state.items() if k in reference or not k.startswith(dropped_weights(model))}
     state = {k: v.to(reference[k].dtype) if k in reference else v for k, v in state.items()}
     try:
         model.load_state_dict(state, strict=True)

@@ -120,7 +120,11 @@ def load_state(s) -> dict | None:
     if differ:
         raise LasegmError(f"{folder}: saved by another training ({', '.join(differ)} differ); it cannot continue "
                           "this one (delete it, or resume with the flags it was started with)")
-    s.model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    if weights.keys() != s.model.state_dict().keys():  # e.g. saved before lasegm dropped the blocks never run
+        raise LasegmError(f"{folder}: its weights do not fit this model (saved by an older lasegm?); delete it to "
+                          "start over")
+    s.model.load_state_dict(weights)
     opt = s.opt.state_dict()
     state: dict = {}
     for key, value in tensors.items():

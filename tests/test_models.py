@@ -103,6 +103,39 @@ def test_shallow_encoders_store_no_dead_weights():
         assert shallow.eval()(torch.randn(1, 1, 64, 64)).shape == (1, 1, 64, 64)
 
 
+def test_an_efficientnet_pspnet_stores_only_the_blocks_it_runs(tmp_path):
+    """The depth-3 PSPNet runs 9 of the B0's 16 blocks: the other 7 (3.2M weights) are not stored, yet the block
+    list keeps its length (drop-connect's rate reads it in training); a checkpoint saved with them (before lasegm
+    dropped them) still loads with the same logits, and `lasegm export` publishes it without them."""
+    import segmentation_models_pytorch as smp
+    from safetensors import safe_open
+
+    from lasegm.cli import main
+
+    kw = model_kwargs("pspnet", "efficientnet-b0", 1)
+    model = build_model("pspnet", kw).eval()
+    assert len(model.encoder._blocks) == 16
+    assert {k.split(".")[2] for k in model.state_dict() if k.startswith("encoder._blocks.")} == set(map(str, range(9)))
+    assert sum(p.numel() for p in model.parameters()) < 600_000
+    full = smp.PSPNet(encoder_weights=None, **kw).eval()  # every block, as lasegm saved it until 2026-12-07
+    missing, unexpected = full.load_state_dict(model.state_dict(), strict=False)
+    assert not unexpected and len(missing) > 100 and all(k.startswith("encoder._") for k in missing)
+    x = torch.randn(2, 1, 64, 64)
+    save_checkpoint(tmp_path / "old", full, _meta("pspnet", kw), half=True)
+    old, _ = load_checkpoint(tmp_path / "old")
+    assert main(["export", "--checkpoint", str(tmp_path / "old"), "--out", str(tmp_path / "pub")]) == 0
+    published, config = load_checkpoint(tmp_path / "pub")
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), full(x))
+        torch.testing.assert_close(published(x), old(x))
+    with safe_open(str(tmp_path / "pub" / "model.safetensors"), "pt") as f:
+        assert set(f.keys()) == set(model.state_dict())
+    assert config["parameters"] == sum(p.numel() for p in model.parameters())
+    assert (tmp_path / "pub" / "model.safetensors").stat().st_size < (tmp_path / "old" / "model.safetensors").stat(
+        ).st_size / 4
+    assert (tmp_path / "pub" / "model.onnx").is_file()
+
+
 def test_checkpoint_errors(tmp_path):
     unet_kw = model_kwargs("unet", "resnet18", 1, decoder_width=32)
     fpn_kw = model_kwargs("fpn", "resnet18", 1, decoder_width=32)
