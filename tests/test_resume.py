@@ -3,10 +3,12 @@ from its saved state to the weights the uninterrupted training ends with; a stat
 `lasegm cv --resume` keeps finished folds and continues stopped ones, and no table is made from a stopped fold."""
 
 import json
+import shutil
 
 import pytest
+import torch
 from conftest import SYNTHETIC_FLAGS
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from lasegm.cli import main
 
@@ -41,6 +43,14 @@ def test_a_stopped_training_resumes_to_the_uninterrupted_weights(recipe, dataset
     # another recipe may not continue it
     assert _train(dataset, split, "parts", [*recipe, "--lr=0.5"], "--resume=true") == 2
     assert "saved by another training (train_config differ)" in capsys.readouterr().err
+    # nor a state holding weights this model lacks (saved while lasegm stored blocks an encoder never runs)
+    stale = tmp_path / "runs" / "stale"
+    shutil.copytree(run, stale)
+    tensors = load_file(str(stale / "resume" / "state.safetensors"))
+    tensors["model.encoder._blocks.15.weight"] = torch.zeros(1)
+    save_file(tensors, str(stale / "resume" / "state.safetensors"))
+    assert _train(dataset, split, "stale", recipe, "--resume=true") == 2
+    assert "its weights do not fit this model (saved by an older lasegm?)" in capsys.readouterr().err
     assert _train(dataset, split, "parts", recipe, "--resume=true") == 0
     assert "resuming after epoch 1 of 3" in capsys.readouterr().out
     whole, parts = (load_file(str(tmp_path / "runs" / n / "checkpoint" / "model.safetensors")) for n in ("whole", "parts"))
