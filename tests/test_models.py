@@ -136,6 +136,29 @@ def test_an_efficientnet_pspnet_stores_only_the_blocks_it_runs(tmp_path):
     assert (tmp_path / "pub" / "model.onnx").is_file()
 
 
+def test_dropping_the_blocks_never_run_leaves_training_unchanged():
+    """The same seeded steps (AdamW with weight decay, drop-connect, gradient clipping) give the same weights with and
+    without the B0 blocks a depth-3 PSPNet never runs: dropping them changes the file, not the model."""
+    import segmentation_models_pytorch as smp
+
+    kw = model_kwargs("pspnet", "efficientnet-b0", 3)
+    trained = []
+    for build in (lambda: build_model("pspnet", kw), lambda: smp.PSPNet(encoder_weights=None, **kw)):
+        torch.manual_seed(0)
+        model = build().train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+        data = torch.Generator().manual_seed(1)
+        for _ in range(2):
+            loss = model(torch.randn(4, 3, 64, 64, generator=data)).sigmoid().mean()
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+        trained.append(model.state_dict())
+    pruned, full = trained
+    assert len(pruned) < len(full) and all(torch.equal(v, full[k]) for k, v in pruned.items())
+
+
 def test_checkpoint_errors(tmp_path):
     unet_kw = model_kwargs("unet", "resnet18", 1, decoder_width=32)
     fpn_kw = model_kwargs("fpn", "resnet18", 1, decoder_width=32)
