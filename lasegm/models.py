@@ -114,20 +114,19 @@ def drop_unused_encoder_stages(model: torch.nn.Module, in_channels: int) -> torc
         model.encoder(torch.zeros(1, in_channels, 64, 64))
     for h in hooks:
         h.remove()
+    ran = {".".join(n.split(".")[:i]) for n in called for i in range(1, n.count(".") + 2)}  # a module or within it
     dropped = []
     for name, child in list(model.encoder.named_children()):
         if not any(True for _ in child.parameters()):
             continue
-        if name not in called and not any(n.startswith(name + ".") for n in called):
+        if name not in ran:
             delattr(model.encoder, name)
             dropped.append(f"encoder.{name}.")
         elif isinstance(child, (torch.nn.ModuleList, torch.nn.Sequential)):
             for i, block in enumerate(child):  # a list the encoder iterates and leaves early
-                item = f"{name}.{i}"
-                if item not in called and not any(n.startswith(item + ".") for n in called) \
-                        and any(True for _ in block.parameters()):
+                if f"{name}.{i}" not in ran and any(True for _ in block.parameters()):
                     child[i] = torch.nn.Identity()
-                    dropped.append(f"encoder.{item}.")
+                    dropped.append(f"encoder.{name}.{i}.")
     model.dropped_weights = tuple(dropped)
     return model.train(was_training)
 
