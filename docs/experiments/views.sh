@@ -35,9 +35,10 @@ case "$ARCH" in
 esac
 RECIPE="$RECIPE $EXTRA $COMMON"  # a flag given twice: the last one counts
 export RECIPE NAME
-# "PLANE FOLD" for each fold among $1 not finished yet (finished: its summary, and no saved state left)
+# "PLANE FOLD" for each fold among $1 not finished yet (finished: its summary, and no saved state left), fold by
+# fold, so that with JOBS as many as the planes a run cut short leaves whole folds of every plane to pair up
 unfinished() {
-  for p in $PLANES; do for k in $1; do d="runs/cv/$NAME-$p/fold-$k"
+  for k in $1; do for p in $PLANES; do d="runs/cv/$NAME-$p/fold-$k"
     [ -f "$d/summary.json" ] && [ ! -d "$d/resume" ] || echo "$p $k"; done; done
 }
 mkdir -p runs  # the logs go there: a failed redirect would end in `|| true` and skip every training silently
